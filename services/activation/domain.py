@@ -1,0 +1,65 @@
+"""Deliveries: planned from membership changes, decided on consent just before sending."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
+
+_NAMESPACE = uuid.UUID("8a3e1c2b-7d4f-4a6b-9e0d-1c2b3a4d5e6f")
+
+
+def idempotency_key(destination: str, change: dict[str, Any]) -> str:
+    """Stable across retries and replays: one membership change, one destination."""
+    return f"{destination}:{change['profile_id']}:{change['segment']}:{change['change']}:" \
+           f"{change['position']}"
+
+
+class DeliveryPlan(Aggregate):
+    """The deliveries planned from one batch: the outbox of `activation.delivery_planned`."""
+
+    @event("Planned")
+    def __init__(self, items: list[dict[str, Any]]):
+        self.size = len(items)
+
+
+class DestinationLedger(Aggregate):
+    """Every outcome for one destination: delivered, suppressed, dead-lettered, replayed."""
+
+    @staticmethod
+    def create_id(destination: str) -> uuid.UUID:
+        return uuid.uuid5(_NAMESPACE, destination)
+
+    @event("Opened")
+    def __init__(self, destination: str):
+        self.destination = destination
+        self.delivered = 0
+        self.suppressed = 0
+        self.duplicates = 0
+        self.dead_letters: dict[str, dict[str, Any]] = {}
+
+    @event("Delivered")
+    def delivered_batch(self, items: list[dict[str, Any]], status: int,
+                        duplicate_keys: list[str]) -> None:
+        self.delivered += len(items)
+        self.duplicates += len(duplicate_keys)
+
+    @event("Suppressed")
+    def suppressed_batch(self, items: list[dict[str, Any]]) -> None:
+        self.suppressed += len(items)
+
+    @event("DeadLettered")
+    def dead_letter(self, letter_id: str, items: list[dict[str, Any]], error: str,
+                    at: str) -> None:
+        self.dead_letters[letter_id] = {"id": letter_id, "items": items, "error": error,
+                                        "at": at}
+
+    @event("Replayed")
+    def replayed(self, letter_id: str) -> None:
+        self.dead_letters.pop(letter_id, None)
+
+    def stats(self) -> dict[str, Any]:
+        return {"destination": self.destination, "delivered": self.delivered,
+                "suppressed": self.suppressed, "duplicates": self.duplicates,
+                "dead_letters": len(self.dead_letters)}

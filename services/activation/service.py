@@ -1,0 +1,63 @@
+"""activation's nameko entrypoints: plan from membership changes, deliver per destination."""
+
+from __future__ import annotations
+
+import eventlet
+from nameko.rpc import RpcProxy, rpc
+
+from services.activation.application import ActivationApplication
+from services.activation.destinations import load_destinations
+from services.activation.translation import translator
+from shared.contracts import DELIVERY_PLANNED, MEMBERSHIP_CHANGED
+from shared.messaging.nameko_ext import ServiceApp, partitioned_handler, service_status
+
+
+class ConsentPending(Exception):
+    """Consent cannot decide yet (lagging or unreachable): the batch waits and is retried."""
+
+
+def destination_partitions(settings) -> list[str]:
+    return [d.name for d in load_destinations(settings.destinations_file)]
+
+
+class ActivationService:
+    name = "activation"
+    app = ServiceApp(ActivationApplication, translator)
+    consent = RpcProxy("consent")
+
+    @partitioned_handler(MEMBERSHIP_CHANGED, "activation")
+    def on_membership_changed(self, envelope):
+        return self.app.plan(envelope.tracking_key, envelope.items)
+
+    @partitioned_handler(DELIVERY_PLANNED, "activation", partitions=destination_partitions)
+    def on_delivery_planned(self, envelope):
+        return self.app.deliver(envelope.tracking_key, envelope.partition, envelope.items,
+                                self._decide_many)
+
+    def _decide_many(self, requests):
+        unanswered = ConsentPending("consent service did not answer")
+        with eventlet.Timeout(self.app.settings.rpc_timeout, unanswered):
+            answer = self.consent.decide_many(requests)
+        if "pending" in answer:
+            raise ConsentPending(answer["pending"])
+        return answer["decisions"]
+
+    @rpc
+    def stats(self):
+        return self.app.stats()
+
+    @rpc
+    def dead_letters(self, destination: str):
+        return self.app.dead_letters(destination)
+
+    @rpc
+    def replay(self, destination: str, letter_id: str):
+        return self.app.replay(destination, letter_id, self._decide_many)
+
+    @rpc
+    def destinations(self):
+        return [d.public() for d in self.app.destinations.values()]
+
+    @rpc
+    def status(self):
+        return service_status(self.name, self.app)

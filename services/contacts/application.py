@@ -1,0 +1,110 @@
+"""Contacts' application: fold resolved events into profiles."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from eventsourcing.application import AggregateNotFoundError
+
+from services.contacts.domain import TIMELINE_TYPES, ChangeBatch, Profile, summarise
+from shared.store import ServiceApplication
+
+
+class _Unit:
+    def __init__(self, app: ContactsApplication):
+        self.app = app
+        self.profiles: dict[str, Profile] = {}
+
+    def find(self, profile_id: str) -> Profile | None:
+        if profile_id in self.profiles:
+            return self.profiles[profile_id]
+        try:
+            profile = self.app.repository.get(uuid.UUID(profile_id))
+        except AggregateNotFoundError:
+            return None
+        self.profiles[profile_id] = profile
+        return profile
+
+    def get_or_create(self, profile_id: str) -> Profile:
+        profile = self.find(profile_id)
+        if profile is None:
+            profile = Profile(profile_id=profile_id)
+            self.profiles[profile_id] = profile
+        return profile
+
+    def current(self, profile_id: str) -> Profile:
+        """Follow merges: an event of an absorbed profile lands on its survivor."""
+        profile = self.get_or_create(profile_id)
+        while profile.merged_into is not None:
+            profile = self.get_or_create(profile.merged_into)
+        return profile
+
+
+class ContactsApplication(ServiceApplication):
+    service_name = "contacts"
+    name = "contacts"
+
+    def apply_batch(self, tracking_key: str, partition: str, items: list[dict[str, Any]]) -> int:
+        fresh = self.fresh_items(tracking_key, items)
+        if not fresh:
+            return 0
+        unit = _Unit(self)
+        pending_timeline: dict[str, list[dict[str, Any]]] = {}
+        changes = []
+        for item in fresh:
+            survivor = unit.current(item["profile_id"])
+            for absorbed_id in item.get("merged_from", ()):
+                self._fold(unit, absorbed_id, survivor, pending_timeline)
+            change = self._apply(survivor, item["event"], pending_timeline)
+            changes.append({
+                "profile_id": survivor.profile_id,
+                "traits": dict(survivor.traits),
+                "event": change,
+                "merged_from": list(item.get("merged_from", ())),
+                "cause": {"partition": partition, "position": item["position"]},
+            })
+        for profile_id, entries in pending_timeline.items():
+            unit.profiles[profile_id].record_events(entries)
+        self.save_processed(
+            *unit.profiles.values(), ChangeBatch(items=changes),
+            tracking_key=tracking_key, position=fresh[-1]["position"],
+        )
+        return len(fresh)
+
+    @staticmethod
+    def _apply(profile: Profile, event: dict[str, Any], timeline: dict[str, list]) -> dict | None:
+        kind = event.get("type")
+        traits = event.get("traits") if kind == "identify" else None
+        traits = traits or (event.get("context") or {}).get("traits")
+        if isinstance(traits, dict) and traits:
+            changed = profile.changed_traits(traits)
+            if changed:
+                profile.update_traits(changed)
+        if kind == "group" and event.get("groupId"):
+            profile.join_group(str(event["groupId"]), event.get("traits") or {})
+        if kind in TIMELINE_TYPES:
+            entry = summarise(event)
+            timeline.setdefault(profile.profile_id, []).append(entry)
+            return entry
+        return None
+
+    @staticmethod
+    def _fold(unit: _Unit, absorbed_id: str, survivor: Profile, timeline: dict) -> None:
+        absorbed = unit.find(absorbed_id)
+        if absorbed is None or absorbed.merged_into is not None or absorbed is survivor:
+            return
+        # Entries of this very batch not yet recorded on the absorbed profile move over.
+        timeline.setdefault(survivor.profile_id, []).extend(timeline.pop(absorbed_id, []))
+        survivor.absorb(absorbed_id, dict(absorbed.traits), absorbed.events_total)
+        absorbed.merge_into(survivor.profile_id)
+
+    # ---- queries ----------------------------------------------------------------------
+    def profile(self, profile_id: str) -> dict[str, Any] | None:
+        try:
+            found = self.repository.get(uuid.UUID(profile_id))
+        except (AggregateNotFoundError, ValueError):
+            return None
+        while found.merged_into is not None:
+            found = self.repository.get(uuid.UUID(found.merged_into))
+        return found.view()

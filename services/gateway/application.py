@@ -1,0 +1,134 @@
+"""The gateway's application: judge a request, save what it accepted, answer.
+
+An accepted event is saved (the outbox) before the 200 leaves, so it is never lost; a
+rejected one leaves only its rejection record. Retried requests are recognised by
+`messageId` and not saved twice.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
+
+from services.gateway.domain import Rejection, judge_batch
+from shared.store import ServiceApplication
+
+SEEN_MESSAGE_IDS = 1_000_000
+WARM_FROM_NOTIFICATIONS = 20_000
+REJECTIONS_SCAN_LIMIT = 20_000
+
+
+class IngestRequest(Aggregate):
+    """One request to the tracking API: what it brought, what was kept, what was refused."""
+
+    @event("Received")
+    def __init__(self, source: str, accepted: list[dict[str, Any]],
+                 rejected: list[dict[str, Any]], received_at: str):
+        self.source = source
+        self.accepted_count = len(accepted)
+
+
+@dataclass
+class IngestOutcome:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+class _SeenMessages:
+    """The messageIds seen lately, per source, bounded (oldest forgotten first)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._seen
+
+    def discard(self, key: tuple[str, str]) -> None:
+        self._seen.pop(key, None)
+
+    def add(self, key: tuple[str, str]) -> None:
+        self._seen[key] = None
+        if len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+
+
+class GatewayApplication(ServiceApplication):
+    service_name = "gateway"
+    name = "gateway"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._seen = _SeenMessages(SEEN_MESSAGE_IDS)
+        self._warm_seen()
+
+    def _warm_seen(self) -> None:
+        """A restarted gateway still recognises the retries of requests it accepted."""
+        newest = self.process_recorder.max_notification_id() or 0
+        start = max(1, newest - WARM_FROM_NOTIFICATIONS)
+        while start <= newest:
+            notifications = self.process_recorder.select_notifications(start=start, limit=500)
+            if not notifications:
+                break
+            for notification in notifications:
+                received = self.mapper.to_domain_event(notification)
+                for item in getattr(received, "accepted", ()):
+                    self._seen.add((received.source, item["messageId"]))
+            start = notifications[-1].id + 1
+
+    def ingest(self, source: str, body: dict[str, Any], *, received_at: datetime,
+               path_type: str | None = None) -> IngestOutcome:
+        accepted, rejected = judge_batch(body, received_at=received_at, path_type=path_type)
+        outcome = IngestOutcome(rejected=rejected)
+        fresh = []
+        in_request: set[str] = set()
+        for item in accepted:
+            key = (source, item["messageId"])
+            if key in self._seen or item["messageId"] in in_request:
+                outcome.duplicates += 1
+                continue
+            in_request.add(item["messageId"])
+            fresh.append(item)
+        # Claimed before saving, so a concurrent retry of the same request is recognised.
+        for item in fresh:
+            self._seen.add((source, item["messageId"]))
+        if fresh or rejected:
+            try:
+                self.save_and_wake(IngestRequest(
+                    source=source, accepted=fresh,
+                    rejected=[_rejection_record(r) for r in rejected],
+                    received_at=received_at.isoformat()))
+            except Exception:
+                for item in fresh:
+                    self._seen.discard((source, item["messageId"]))
+                raise
+        outcome.accepted = len(fresh)
+        return outcome
+
+    def rejections(self, limit: int = 100, source: str | None = None) -> list[dict[str, Any]]:
+        """The latest rejections, newest first, read back from the event store."""
+        found: list[dict[str, Any]] = []
+        newest = self.process_recorder.max_notification_id() or 0
+        stop = newest
+        while stop > max(0, newest - REJECTIONS_SCAN_LIMIT) and len(found) < limit:
+            start = max(1, stop - 499)
+            notifications = self.process_recorder.select_notifications(
+                start=start, stop=stop, limit=500)
+            for notification in reversed(notifications):
+                received = self.mapper.to_domain_event(notification)
+                if source and received.source != source:
+                    continue
+                for rejection in reversed(received.rejected):
+                    found.append(dict(rejection, source=received.source,
+                                      received_at=received.received_at))
+            stop = start - 1
+        return found[:limit]
+
+
+def _rejection_record(rejection: Rejection) -> dict[str, Any]:
+    return asdict(rejection)

@@ -1,0 +1,272 @@
+"""The public HTTP API: Segment's Tracking API v1, plus read and admin endpoints.
+
+Entrypoints stay thin: authenticate, parse, call the application or another service,
+answer. Every request is authenticated: a write key for tracking, the admin token for
+everything that reads or configures.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import eventlet
+from nameko.rpc import RpcProxy
+from nameko.web.handlers import http
+from werkzeug.wrappers import Response
+
+from services.gateway.application import GatewayApplication
+from services.gateway.domain import (
+    MAX_REQUEST_BYTES,
+    BadRequest,
+    PayloadTooLarge,
+    Unauthorized,
+    parse_body,
+    write_key_from,
+)
+from services.gateway.translation import translator
+from shared.contracts import CONSUMERS, PARTITIONED_BY_DESTINATION
+from shared.messaging.broker import queue_depths, queues_for
+from shared.messaging.nameko_ext import ServiceApp, numbered_partitions, service_status
+
+SHORT_PATHS = {"i": "identify", "t": "track", "p": "page", "s": "screen", "g": "group",
+               "a": "alias"}
+SERVICES = ("gateway", "identity", "contacts", "segments", "consent", "activation")
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body, default=str), status=status,
+                    mimetype="application/json", headers=headers)
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return _json(status, {"code": code, "message": message})
+
+
+class Unavailable(Exception):
+    pass
+
+
+class GatewayService:
+    name = "gateway"
+    app = ServiceApp(GatewayApplication, translator)
+    identity = RpcProxy("identity")
+    contacts = RpcProxy("contacts")
+    segments = RpcProxy("segments")
+    consent = RpcProxy("consent")
+    activation = RpcProxy("activation")
+
+    # ---- tracking API -----------------------------------------------------------------
+    @http("POST", "/v1/batch")
+    def batch(self, request):
+        return self._track(request, None)
+
+    @http("POST", "/v1/<string:kind>")
+    def single(self, request, kind):
+        if kind in ("batch", "b"):
+            return self._track(request, None)
+        path_type = SHORT_PATHS.get(kind, kind)
+        if path_type not in SHORT_PATHS.values():
+            return _error(404, "not_found", f"no endpoint /v1/{kind}")
+        return self._track(request, path_type)
+
+    def _track(self, request, path_type):
+        received_at = datetime.now(UTC)
+        try:
+            if (request.content_length or 0) > MAX_REQUEST_BYTES:
+                raise PayloadTooLarge(f"request body exceeds {MAX_REQUEST_BYTES} bytes")
+            body = parse_body(request.get_data(cache=False),
+                              request.headers.get("Content-Encoding"))
+            source = self._source(request, body)
+            outcome = self.app.ingest(source, body, received_at=received_at, path_type=path_type)
+        except BadRequest as refused:
+            return _error(refused.status, refused.code, refused.message)
+        if outcome.accepted == 0 and outcome.duplicates == 0 and outcome.rejected:
+            first = outcome.rejected[0]
+            return _error(400, first.rule, first.message)
+        return _json(200, {"success": True})
+
+    def _source(self, request, body) -> str:
+        key = write_key_from(request.headers.get("Authorization"), body)
+        source = self.app.settings.write_keys.get(key) if key else None
+        if source is None:
+            raise Unauthorized("unknown or missing write key")
+        return source
+
+    # ---- health -----------------------------------------------------------------------
+    @http("GET", "/health")
+    def health(self, request):
+        return _json(200, {"status": "ok"})
+
+    # ---- consent through the API ------------------------------------------------------
+    @http("POST", "/v1/consent")
+    def record_consent(self, request):
+        try:
+            body = parse_body(request.get_data(cache=False),
+                              request.headers.get("Content-Encoding"))
+            source = self._source(request, body)
+            identifiers, purposes, receipt = _consent_request(body)
+        except BadRequest as refused:
+            return _error(refused.status, refused.code, refused.message)
+        records = self._call(self.consent.record_consent, identifiers, purposes,
+                             source=f"api:{source}", **receipt)
+        return _json(200, {"success": True, "records": records})
+
+    # ---- read and admin API -----------------------------------------------------------
+    @http("GET", "/v1/profiles")
+    def find_profile(self, request):
+        return self._admin(request, self._find_profile, request.args)
+
+    def _find_profile(self, args):
+        for param, kind in (("userId", "user_id"), ("email", "email"),
+                            ("anonymousId", "anonymous_id"), ("phone", "phone")):
+            value = args.get(param)
+            if value:
+                value = value.strip().lower() if kind == "email" else value
+                profile_id = self._call(self.identity.profile_id_for, kind, value)
+                if profile_id is None:
+                    return _error(404, "not_found", f"no profile with {param} {value!r}")
+                return self._profile(profile_id)
+        return _error(400, "missing_parameter",
+                      "give one of userId, email, anonymousId or phone")
+
+    @http("GET", "/v1/profiles/<string:profile_id>")
+    def get_profile(self, request, profile_id):
+        return self._admin(request, self._profile, profile_id)
+
+    def _profile(self, profile_id):
+        profile = self._call(self.contacts.get_profile, profile_id)
+        if profile is None:
+            return _error(404, "not_found", f"no profile {profile_id}")
+        profile["identifiers"] = self._call(self.identity.identifiers_of, profile["profile_id"])
+        return _json(200, profile)
+
+    @http("GET", "/v1/profiles/<string:profile_id>/consent")
+    def profile_consent(self, request, profile_id):
+        return self._admin(request, lambda: _json(200, self._call(self.consent.consent_of,
+                                                                  profile_id)))
+
+    @http("GET", "/v1/profiles/<string:profile_id>/segments")
+    def profile_segments(self, request, profile_id):
+        return self._admin(request, lambda: _json(200, self._call(self.segments.memberships,
+                                                                  profile_id)))
+
+    @http("GET", "/v1/decisions/<string:decision_id>")
+    def decision(self, request, decision_id):
+        def answer():
+            found = self._call(self.consent.decision, decision_id)
+            return _json(200, found) if found else _error(404, "not_found", "no such decision")
+        return self._admin(request, answer)
+
+    @http("GET", "/v1/segments")
+    def list_segments(self, request):
+        return self._admin(request, lambda: _json(200, {
+            "segments": list(self._call(self.segments.list_segments).values())}))
+
+    @http("POST", "/v1/segments")
+    def define_segment(self, request):
+        def answer():
+            try:
+                definition = json.loads(request.get_data(cache=False) or b"null")
+            except ValueError:
+                return _error(400, "invalid_json", "body is not valid JSON")
+            if not isinstance(definition, dict):
+                return _error(400, "invalid_body", "body must be a JSON object")
+            result = self._call(self.segments.define_segment, definition)
+            if "error" in result:
+                return _json(400, result["error"])
+            return _json(200, result["segment"])
+        return self._admin(request, answer)
+
+    @http("DELETE", "/v1/segments/<string:name>")
+    def remove_segment(self, request, name):
+        def answer():
+            if self._call(self.segments.remove_segment, name):
+                return _json(200, {"removed": name})
+            return _error(404, "not_found", f"no segment {name}")
+        return self._admin(request, answer)
+
+    @http("GET", "/v1/destinations")
+    def destinations(self, request):
+        return self._admin(request, lambda: _json(200, {
+            "destinations": self._call(self.activation.destinations),
+            "deliveries": self._call(self.activation.stats)}))
+
+    @http("GET", "/v1/destinations/<string:name>/dead-letters")
+    def dead_letters(self, request, name):
+        return self._admin(request, lambda: _json(200, {
+            "dead_letters": self._call(self.activation.dead_letters, name)}))
+
+    @http("POST", "/v1/destinations/<string:name>/dead-letters/<string:letter_id>/replay")
+    def replay(self, request, name, letter_id):
+        return self._admin(request, lambda: _json(200, self._call(self.activation.replay,
+                                                                  name, letter_id)))
+
+    @http("GET", "/v1/rejections")
+    def rejections(self, request):
+        limit = min(1000, int(request.args.get("limit", "100") or 100))
+        return self._admin(request, lambda: _json(200, {
+            "rejections": self.app.rejections(limit=limit, source=request.args.get("source"))}))
+
+    @http("GET", "/v1/status")
+    def status(self, request):
+        return self._admin(request, lambda: _json(200, self.pipeline_status()))
+
+    def pipeline_status(self) -> dict[str, Any]:
+        statuses = [service_status("gateway", self.app)]
+        for name in SERVICES[1:]:
+            statuses.append(self._call(getattr(self, name).status))
+        destinations = [d["name"] for d in self._call(self.activation.destinations)]
+        queues = []
+        for stream in CONSUMERS:
+            partitions = (destinations if stream in PARTITIONED_BY_DESTINATION
+                          else numbered_partitions(self.app.settings))
+            queues += queues_for(stream, partitions)
+        depths = queue_depths(self.app.settings.broker_url, queues)
+        drained = all(s["outbox_backlog"] == 0 and s["in_flight"] == 0 for s in statuses) \
+            and not any(depths.values())
+        return {"drained": drained, "services": statuses,
+                "queued": sum(depths.values()), "queues": depths}
+
+    # ---- plumbing ---------------------------------------------------------------------
+    def _admin(self, request, handler, *args):
+        token = self.app.settings.admin_token
+        given = request.headers.get("Authorization", "")
+        if not token or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return _error(401, "unauthorized", "admin token required (Authorization: Bearer)")
+        try:
+            return handler(*args)
+        except Unavailable as down:
+            return _error(503, "unavailable", str(down))
+
+    def _call(self, method, *args, **kwargs):
+        timeout = self.app.settings.rpc_timeout
+        try:
+            with eventlet.Timeout(timeout):
+                return method(*args, **kwargs)
+        except eventlet.Timeout as expired:
+            raise Unavailable(f"a service did not answer within {timeout}s") from expired
+
+
+def _consent_request(body: dict) -> tuple[list[list[str]], dict[str, bool], dict[str, str]]:
+    identifiers = []
+    for field, kind in (("userId", "user_id"), ("email", "email"),
+                        ("anonymousId", "anonymous_id")):
+        value = body.get(field)
+        if isinstance(value, str) and value.strip():
+            value = value.strip().lower() if kind == "email" else value.strip()
+            identifiers.append([kind, value])
+    if not identifiers:
+        raise BadRequest("no_identifier", "userId, email or anonymousId: one is required")
+    purposes = body.get("purposes")
+    if not isinstance(purposes, dict) or not purposes or not all(
+            isinstance(v, bool) for v in purposes.values()):
+        raise BadRequest("invalid_purposes",
+                         "purposes: must be a non-empty object of purpose -> true/false")
+    receipt = {key: str(body[field]) for field, key in (
+        ("jurisdiction", "jurisdiction"), ("policyVersion", "policy_version"),
+        ("language", "language"), ("method", "method"), ("lawfulBasis", "lawful_basis"),
+        ("collectedAt", "collected_at")) if body.get(field)}
+    return identifiers, purposes, receipt

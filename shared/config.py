@@ -1,0 +1,84 @@
+"""Configuration read from the environment, once, into one immutable object.
+
+Every variable is documented in the README ("Configuration"); secrets (write keys,
+the admin token, webhook secrets) only ever come from here, never from the repo.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EMBEDDED_BROKER = "memory://"
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def _parse_pairs(raw: str, *, variable: str) -> dict[str, str]:
+    """'web=wk_1,app=wk_2' -> {'wk_1': 'web', 'wk_2': 'app'} (key -> source)."""
+    pairs: dict[str, str] = {}
+    for chunk in filter(None, (part.strip() for part in raw.split(","))):
+        source, sep, key = chunk.partition("=")
+        if not sep or not source or not key:
+            raise ValueError(f"{variable}: '{chunk}' is not of the form source=writekey")
+        pairs[key.strip()] = source.strip()
+    return pairs
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str = EMBEDDED_BROKER
+    database: str = "sqlite"  # "sqlite" (embedded) or "postgres" (real)
+    data_dir: Path = Path("data")
+    postgres_host: str = "127.0.0.1"
+    postgres_port: int = 5432
+    postgres_user: str = "postgres"
+    postgres_password: str = ""
+    postgres_dbname: str = "tessera"
+    partitions: int = 8
+    linger_ms: int = 20
+    batch_max: int = 500
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    write_keys: dict[str, str] = field(default_factory=dict)  # write key -> source name
+    admin_token: str = ""
+    destinations_file: Path | None = None
+    rpc_timeout: float = 10.0
+    delivery_attempts: int = 5
+    default_jurisdiction: str = "GDPR"
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url.startswith("memory://")
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        database = _env("TESSERA_DATABASE", "sqlite")
+        if database not in ("sqlite", "postgres"):
+            raise ValueError("TESSERA_DATABASE: must be 'sqlite' or 'postgres'")
+        destinations = os.environ.get("TESSERA_DESTINATIONS_FILE")
+        return cls(
+            broker_url=_env("TESSERA_BROKER_URL", EMBEDDED_BROKER),
+            database=database,
+            data_dir=Path(_env("TESSERA_DATA_DIR", "data")),
+            postgres_host=_env("TESSERA_POSTGRES_HOST", "127.0.0.1"),
+            postgres_port=int(_env("TESSERA_POSTGRES_PORT", "5432")),
+            postgres_user=_env("TESSERA_POSTGRES_USER", "postgres"),
+            postgres_password=_env("TESSERA_POSTGRES_PASSWORD", ""),
+            postgres_dbname=_env("TESSERA_POSTGRES_DBNAME", "tessera"),
+            partitions=int(_env("TESSERA_PARTITIONS", "8")),
+            linger_ms=int(_env("TESSERA_LINGER_MS", "20")),
+            batch_max=int(_env("TESSERA_BATCH_MAX", "500")),
+            http_host=_env("TESSERA_HTTP_HOST", "127.0.0.1"),
+            http_port=int(_env("TESSERA_HTTP_PORT", "8000")),
+            write_keys=_parse_pairs(_env("TESSERA_WRITE_KEYS", ""), variable="TESSERA_WRITE_KEYS"),
+            admin_token=_env("TESSERA_ADMIN_TOKEN", ""),
+            destinations_file=Path(destinations) if destinations else None,
+            rpc_timeout=float(_env("TESSERA_RPC_TIMEOUT", "10")),
+            delivery_attempts=int(_env("TESSERA_DELIVERY_ATTEMPTS", "5")),
+            default_jurisdiction=_env("TESSERA_DEFAULT_JURISDICTION", "GDPR"),
+        )

@@ -1,0 +1,145 @@
+"""The streams services publish, who consumes them, and what one item of each looks like.
+
+Contracts are versioned: a breaking change gets a new stream name (`…v2`) published beside
+the old one for a while. `EXAMPLES` holds one valid item per stream and version; the contract
+tests load every example with its schema so the examples cannot rot.
+"""
+
+from __future__ import annotations
+
+from marshmallow import INCLUDE, Schema, fields, validate
+
+INGEST_RECEIVED = "ingest.received"
+IDENTITY_RESOLVED = "identity.resolved"
+PROFILE_CHANGED = "contacts.profile_changed"
+MEMBERSHIP_CHANGED = "segments.membership_changed"
+DELIVERY_PLANNED = "activation.delivery_planned"
+
+# stream -> services that consume it (each gets one queue per partition).
+CONSUMERS: dict[str, tuple[str, ...]] = {
+    INGEST_RECEIVED: ("identity",),
+    IDENTITY_RESOLVED: ("contacts", "consent"),
+    PROFILE_CHANGED: ("segments",),
+    MEMBERSHIP_CHANGED: ("activation",),
+    DELIVERY_PLANNED: ("activation",),
+}
+
+# Streams partitioned by destination name rather than by a hash of the person.
+PARTITIONED_BY_DESTINATION = frozenset({DELIVERY_PLANNED})
+
+
+class _Item(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    position = fields.Integer(required=True)
+
+
+class Cause(Schema):
+    """Where in identity's log the change started: consent waits until it has read that far."""
+
+    partition = fields.String(required=True)
+    position = fields.Integer(required=True)
+
+
+class IngestReceivedItem(_Item):
+    source = fields.String(required=True)
+    event = fields.Dict(required=True)
+
+
+class IdentityResolvedItem(_Item):
+    profile_id = fields.String(required=True)
+    source = fields.String(required=True)
+    event = fields.Dict(required=True)
+    identifiers = fields.List(fields.List(fields.String()), required=True)
+    merged_from = fields.List(fields.String(), load_default=list)
+
+
+class ProfileChangedItem(_Item):
+    profile_id = fields.String(required=True)
+    traits = fields.Dict(required=True)
+    event = fields.Dict(allow_none=True, load_default=None)
+    merged_from = fields.List(fields.String(), load_default=list)
+    cause = fields.Nested(Cause, required=True)
+
+
+class MembershipChangedItem(_Item):
+    profile_id = fields.String(required=True)
+    segment = fields.String(required=True)
+    change = fields.String(required=True, validate=validate.OneOf(["entered", "exited"]))
+    at = fields.String(required=True)
+    reason = fields.String(required=True)
+    cause = fields.Nested(Cause, required=True)
+
+
+class DeliveryPlannedItem(_Item):
+    idempotency_key = fields.String(required=True)
+    destination = fields.String(required=True)
+    profile_id = fields.String(required=True)
+    segment = fields.String(allow_none=True)
+    action = fields.String(required=True)
+    traits = fields.Dict(required=True)
+    occurred_at = fields.String(required=True)
+    cause = fields.Nested(Cause, required=True)
+
+
+SCHEMAS: dict[tuple[str, int], type[Schema]] = {
+    (INGEST_RECEIVED, 1): IngestReceivedItem,
+    (IDENTITY_RESOLVED, 1): IdentityResolvedItem,
+    (PROFILE_CHANGED, 1): ProfileChangedItem,
+    (MEMBERSHIP_CHANGED, 1): MembershipChangedItem,
+    (DELIVERY_PLANNED, 1): DeliveryPlannedItem,
+}
+
+_TRACK = {
+    "type": "track",
+    "event": "Order Completed",
+    "userId": "u-42",
+    "anonymousId": "3b1f0c6e-1b7a-4a77-9d55-0c1b8f7f0c11",
+    "messageId": "6f0e2b0a-1f4e-4c1e-9a1e-5c5b1a0b7d21",
+    "properties": {"order_id": "o-1001", "revenue": 42.5, "currency": "EUR"},
+    "timestamp": "2026-11-29T10:00:00.120Z",
+    "receivedAt": "2026-11-29T10:00:00.250Z",
+    "context": {"library": {"name": "analytics-python", "version": "2.4.0"}},
+}
+_CAUSE = {"partition": "3", "position": 120_000}
+
+EXAMPLES: dict[tuple[str, int], dict] = {
+    (INGEST_RECEIVED, 1): {"position": 70_000, "source": "app", "event": _TRACK},
+    (IDENTITY_RESOLVED, 1): {
+        "position": 120_000,
+        "profile_id": "0b6f7d0e-9c55-4f57-a1c6-1f2d3e4f5a6b",
+        "source": "app",
+        "event": _TRACK,
+        "identifiers": [["user_id", "u-42"], ["anonymous_id", _TRACK["anonymousId"]]],
+        "merged_from": [],
+    },
+    (PROFILE_CHANGED, 1): {
+        "position": 90_000,
+        "profile_id": "0b6f7d0e-9c55-4f57-a1c6-1f2d3e4f5a6b",
+        "traits": {"email": "ada@example.com", "country": "FR"},
+        "event": {"type": "track", "event": "Order Completed", "timestamp": _TRACK["timestamp"]},
+        "merged_from": [],
+        "cause": _CAUSE,
+    },
+    (MEMBERSHIP_CHANGED, 1): {
+        "position": 30_000,
+        "profile_id": "0b6f7d0e-9c55-4f57-a1c6-1f2d3e4f5a6b",
+        "segment": "frequent_buyers",
+        "change": "entered",
+        "at": "2026-11-29T10:00:00.300Z",
+        "reason": "Order Completed at_least 3 within 90 days",
+        "cause": _CAUSE,
+    },
+    (DELIVERY_PLANNED, 1): {
+        "position": 50_000,
+        "idempotency_key": "ads:0b6f7d0e-9c55-4f57-a1c6-1f2d3e4f5a6b:frequent_buyers:30000",
+        "destination": "ads",
+        "profile_id": "0b6f7d0e-9c55-4f57-a1c6-1f2d3e4f5a6b",
+        "segment": "frequent_buyers",
+        "action": "entered",
+        "traits": {"email": "ada@example.com"},
+        "occurred_at": "2026-11-29T10:00:00.300Z",
+        "cause": _CAUSE,
+    },
+}

@@ -1,0 +1,1 @@
+"""Everything that touches kombu lives here; services see only publishers and envelopes."""

@@ -1,0 +1,178 @@
+"""nameko glue: the seam between services and the broker/event store.
+
+- `ServiceApp`: a DependencyProvider that builds the service's application once per
+  container and runs its outbox relay in a managed thread.
+- `partitioned_handler`: an entrypoint that consumes one queue per partition of a stream,
+  one batch at a time per partition (order per person holds), requeueing on failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from functools import partial
+
+warnings.filterwarnings("ignore", message=".*eventlet.*deprecated.*", category=DeprecationWarning)
+
+import eventlet  # noqa: E402
+from eventlet.semaphore import Semaphore  # noqa: E402
+from marshmallow import ValidationError  # noqa: E402
+from nameko.extensions import DependencyProvider, Entrypoint, register_entrypoint  # noqa: E402
+from nameko.messaging import QueueConsumer  # noqa: E402
+
+from shared.config import Settings  # noqa: E402
+from shared.envelope import load_envelope  # noqa: E402
+from shared.messaging.broker import Publisher, partition_queue  # noqa: E402
+from shared.outbox import OutboxRelay, Translation  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+SETTINGS_CONFIG_KEY = "TESSERA_SETTINGS"
+REQUEUE_DELAY_SECONDS = 0.5
+
+# Batches being worked on per service in this process: part of "is the pipeline drained?".
+IN_FLIGHT: dict[str, int] = {}
+
+
+def settings_of(container) -> Settings:
+    settings = container.config.get(SETTINGS_CONFIG_KEY)
+    return settings if isinstance(settings, Settings) else Settings.from_env()
+
+
+def numbered_partitions(settings: Settings) -> list[str]:
+    return [str(p) for p in range(settings.partitions)]
+
+
+class ServiceApp(DependencyProvider):
+    """Gives workers the service's application; publishes its outbox in the background."""
+
+    def __init__(self, factory: Callable[[Settings], object],
+                 translator: Callable[[int], Translation] | None = None):
+        self.factory = factory
+        self.translator = translator
+        self.app = None
+        self.relay: OutboxRelay | None = None
+
+    def setup(self):
+        settings = settings_of(self.container)
+        self.app = self.factory(settings)
+        self.app.relay = None
+        if self.translator is not None:
+            self.relay = OutboxRelay(
+                self.app,
+                self.translator(settings.partitions),
+                Publisher(settings.broker_url),
+                linger_seconds=settings.linger_ms / 1000,
+                batch_max=settings.batch_max,
+            )
+            self.app.relay = self.relay
+
+    def start(self):
+        if self.relay is not None:
+            self.container.spawn_managed_thread(self.relay.run, identifier="outbox-relay")
+
+    def stop(self):
+        if self.relay is not None:
+            self.relay.stop()
+
+    def kill(self):
+        self.stop()
+
+    def get_dependency(self, worker_ctx):
+        return self.app
+
+
+def service_status(service: str, app) -> dict:
+    relay = getattr(app, "relay", None)
+    return {
+        "service": service,
+        "outbox_backlog": relay.backlog() if relay is not None else 0,
+        "published_envelopes": relay.published_envelopes if relay is not None else 0,
+        "in_flight": IN_FLIGHT.get(service, 0),
+    }
+
+
+class _Lane:
+    """One partition's queue; hands its batches to workers strictly one after another."""
+
+    def __init__(self, entrypoint: PartitionedConsumer, queue):
+        self.entrypoint = entrypoint
+        self.queue = queue
+        self.turn = Semaphore(1)
+
+    def handle_message(self, body, message):
+        self.entrypoint.handle_lane_message(self, body, message)
+
+
+class PartitionedConsumer(Entrypoint):
+    queue_consumer = QueueConsumer()
+
+    def __init__(self, stream: str, consumer: str, partitions=numbered_partitions, **kwargs):
+        self.stream = stream
+        self.consumer = consumer
+        self.partitions = partitions
+        self.lanes: list[_Lane] = []
+        super().__init__(**kwargs)
+
+    def setup(self):
+        settings = settings_of(self.container)
+        for partition in self.partitions(settings):
+            lane = _Lane(self, partition_queue(self.consumer, self.stream, partition))
+            self.lanes.append(lane)
+            self.queue_consumer.register_provider(lane)
+
+    def stop(self):
+        for lane in self.lanes:
+            self.queue_consumer.unregister_provider(lane)
+
+    def handle_lane_message(self, lane: _Lane, body, message):
+        try:
+            envelope = load_envelope(body if isinstance(body, dict) else _json(body))
+        except (ValidationError, ValueError) as error:
+            # A malformed envelope can never succeed: park it in the log, don't loop on it.
+            log.error("dropping malformed envelope on %s: %s", lane.queue.name, error)
+            self.queue_consumer.ack_message(message)
+            return
+        lane.turn.acquire()
+        IN_FLIGHT[self.consumer] = IN_FLIGHT.get(self.consumer, 0) + 1
+        self._spawn(lane, envelope, message)
+
+    def _spawn(self, lane: _Lane, envelope, message):
+        try:
+            self.container.spawn_worker(
+                self, (envelope,), {},
+                handle_result=partial(self._handled, lane, envelope, message),
+            )
+        except Exception:
+            # The container is going away: unacked messages come back, in order, to the
+            # next consumer of this partition.
+            IN_FLIGHT[self.consumer] -= 1
+            lane.turn.release()
+            self.queue_consumer.requeue_message(message)
+
+    def _handled(self, lane: _Lane, envelope, message, worker_ctx, result=None, exc_info=None):
+        if exc_info is None:
+            self.queue_consumer.ack_message(message)
+            IN_FLIGHT[self.consumer] -= 1
+            lane.turn.release()
+            return result, exc_info
+        # Transient failure (database, RPC). Retry this very batch before any later one:
+        # requeueing would let the batches already prefetched behind it overtake it.
+        log.warning("retrying batch %s on %s: %s", envelope.event_id, lane.queue.name, exc_info[1])
+        eventlet.spawn_after(REQUEUE_DELAY_SECONDS, self._spawn, lane, envelope, message)
+        return result, exc_info
+
+
+def _json(body):
+    import json
+
+    return json.loads(body)
+
+
+def partitioned_handler(stream: str, consumer: str, partitions=numbered_partitions):
+    def decorate(fn):
+        register_entrypoint(fn, PartitionedConsumer(stream, consumer, partitions))
+        return fn
+
+    return decorate

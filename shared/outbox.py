@@ -1,0 +1,125 @@
+"""The outbox relay: the only way a service's decisions reach the broker.
+
+A service never publishes inside a request; it saves. The relay reads the service's
+notification log from the last position it recorded, turns domain events into
+integration items (the service's translation), groups them into one envelope per
+(stream, partition), publishes with confirms, and records the new position only after
+the broker confirmed. Broker down: writes go on and the relay catches up later.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from eventsourcing.persistence import Tracking
+
+from shared.envelope import Envelope, position_of
+from shared.store import ServiceApplication
+
+log = logging.getLogger(__name__)
+
+OUTBOX_TRACKING_KEY = "outbox"
+READ_LIMIT = 500
+
+# (stream, partition, item) triples a domain event turns into; an item has no position yet.
+Translation = Callable[[Any], Iterable[tuple[str, str, dict[str, Any]]]]
+
+
+class EnvelopePublisher(Protocol):
+    def publish(self, envelopes: list[Envelope]) -> None: ...
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        app: ServiceApplication,
+        translate: Translation,
+        publisher: EnvelopePublisher,
+        *,
+        linger_seconds: float = 0.02,
+        batch_max: int = 500,
+    ):
+        self.app = app
+        self.translate = translate
+        self.publisher = publisher
+        self.linger_seconds = linger_seconds
+        self.batch_max = batch_max
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._position: int | None = None
+        self.published_envelopes = 0
+        app.on_saved(self._wake.set)
+
+    @property
+    def position(self) -> int:
+        if self._position is None:
+            recorder = self.app.process_recorder
+            self._position = recorder.max_tracking_id(OUTBOX_TRACKING_KEY) or 0
+        return self._position
+
+    def backlog(self) -> int:
+        newest = self.app.process_recorder.max_notification_id() or 0
+        return max(0, newest - self.position)
+
+    def relay_once(self) -> int:
+        """Publish what was saved since the last position; returns notifications relayed."""
+        notifications = self.app.process_recorder.select_notifications(
+            start=self.position, limit=READ_LIMIT, inclusive_of_start=False
+        )
+        if not notifications:
+            return 0
+        envelopes = self._envelopes(notifications)
+        if envelopes:
+            self.publisher.publish(envelopes)
+            self.published_envelopes += len(envelopes)
+        last = notifications[-1].id
+        self.app.process_recorder.insert_tracking(Tracking(OUTBOX_TRACKING_KEY, last))
+        self._position = last
+        return len(notifications)
+
+    def _envelopes(self, notifications) -> list[Envelope]:
+        grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for notification in notifications:
+            domain_event = self.app.mapper.to_domain_event(notification)
+            for index, (stream, partition, item) in enumerate(self.translate(domain_event)):
+                item["position"] = position_of(notification.id, index)
+                grouped.setdefault((stream, partition), []).append(item)
+        envelopes = []
+        for (stream, partition), items in grouped.items():
+            for start in range(0, len(items), self.batch_max):
+                chunk = items[start : start + self.batch_max]
+                envelopes.append(
+                    Envelope(type=stream, producer=self.app.service_name, partition=partition,
+                             items=chunk)
+                )
+        return envelopes
+
+    def run(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Relay until stopped; a failure is logged and retried with backoff, never fatal."""
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                relayed = self.relay_once()
+                failures = 0
+            except Exception:
+                failures += 1
+                self._position = None  # re-read: the failed publish recorded nothing
+                log.exception("outbox relay of %s failed (attempt %d)",
+                              self.app.service_name, failures)
+                sleep(min(5.0, 0.1 * 2**failures))
+                continue
+            if relayed >= READ_LIMIT:
+                continue
+            self._wake.wait(timeout=0.5)
+            if self._wake.is_set():
+                self._wake.clear()
+                # Linger: let a few more saves land so one envelope carries them all.
+                sleep(self.linger_seconds)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()

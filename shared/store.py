@@ -1,0 +1,157 @@
+"""Each service's event store: an eventsourcing Application on SQLite or PostgreSQL.
+
+A service saves what it decided together with the tracking record of what it consumed,
+in one transaction (`save_processed`), so a redelivered batch changes nothing. Its
+notification log is the outbox that the relay publishes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from eventsourcing.application import Application, LRUCache, ProcessingEvent
+from eventsourcing.persistence import ProcessRecorder, Tracking
+
+from shared.config import Settings
+
+AGGREGATE_CACHE_SIZE = 200_000
+
+
+def store_env(service: str, settings: Settings) -> dict[str, str]:
+    """The eventsourcing environment of one service: its own SQLite file or PG schema."""
+    common = {
+        # One active consumer per partition means one writer per aggregate: the cache
+        # is the truth and needs neither fast-forwarding nor defensive copies.
+        "AGGREGATE_CACHE_MAXSIZE": str(AGGREGATE_CACHE_SIZE),
+        "AGGREGATE_CACHE_FASTFORWARD": "n",
+        "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
+        "CREATE_TABLE": "y",
+    }
+    if settings.database == "postgres":
+        return common | {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": settings.postgres_dbname,
+            "POSTGRES_HOST": settings.postgres_host,
+            "POSTGRES_PORT": str(settings.postgres_port),
+            "POSTGRES_USER": settings.postgres_user,
+            "POSTGRES_PASSWORD": settings.postgres_password,
+            "POSTGRES_SCHEMA": service,
+            "POSTGRES_POOL_SIZE": "4",
+            "POSTGRES_MAX_OVERFLOW": "4",
+        }
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return common | {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": str(settings.data_dir / f"{service}.sqlite"),
+        "SQLITE_LOCK_TIMEOUT": "30",
+    }
+
+
+def ensure_postgres_schema(settings: Settings, schema: str) -> None:
+    import psycopg
+
+    conninfo = (
+        f"host={settings.postgres_host} port={settings.postgres_port} "
+        f"user={settings.postgres_user} dbname={settings.postgres_dbname}"
+    )
+    if settings.postgres_password:
+        conninfo += f" password={settings.postgres_password}"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+
+
+def ensure_postgres_database(settings: Settings) -> None:
+    import psycopg
+
+    conninfo = (
+        f"host={settings.postgres_host} port={settings.postgres_port} "
+        f"user={settings.postgres_user} dbname=postgres"
+    )
+    if settings.postgres_password:
+        conninfo += f" password={settings.postgres_password}"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (settings.postgres_dbname,)
+        ).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{settings.postgres_dbname}"')
+
+
+class ServiceApplication(Application):
+    """Base of every service's application."""
+
+    service_name = "service"
+
+    def __init__(self, settings: Settings, env: dict[str, str] | None = None):
+        self.settings = settings
+        if settings.database == "postgres":
+            ensure_postgres_database(settings)
+            ensure_postgres_schema(settings, self.service_name)
+        merged = store_env(self.service_name, settings) | (env or {})
+        super().__init__(env=merged)
+        self._tracked: dict[str, int] = {}
+        self._listeners: list[Callable[[], None]] = []
+
+    def construct_recorder(self):
+        # A process recorder keeps tracking records in the same transaction as events.
+        return self.factory.process_recorder()
+
+    @property
+    def process_recorder(self) -> ProcessRecorder:
+        recorder = self.recorder
+        assert isinstance(recorder, ProcessRecorder)
+        return recorder
+
+    def on_saved(self, listener: Callable[[], None]) -> None:
+        """Wakes the outbox relay as soon as something is saved, instead of on its next tick."""
+        self._listeners.append(listener)
+
+    def _wake(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    # ---- idempotent consumption -------------------------------------------------------
+    def tracked_position(self, key: str) -> int:
+        if key not in self._tracked:
+            self._tracked[key] = self.process_recorder.max_tracking_id(key) or 0
+        return self._tracked[key]
+
+    def fresh_items(self, key: str, items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Items not yet processed: a redelivery, however re-batched, yields nothing new."""
+        done = self.tracked_position(key)
+        return [item for item in items if item["position"] > done]
+
+    def save_processed(self, *aggregates: Any, tracking_key: str, position: int) -> None:
+        """Save aggregates and the tracking record in one transaction, or nothing at all."""
+        processing = ProcessingEvent(Tracking(tracking_key, position))
+        processing.collect_events(*aggregates)
+        try:
+            recordings = self._record(processing)
+        except Exception:
+            self.forget_cached_state()
+            raise
+        self._tracked[tracking_key] = position
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        if recordings:
+            self._wake()
+
+    def save_and_wake(self, *aggregates: Any) -> None:
+        try:
+            recordings = self.save(*aggregates)
+        except Exception:
+            self.forget_cached_state()
+            raise
+        if recordings:
+            self._wake()
+
+    def forget_cached_state(self) -> None:
+        """After a failed save the cached aggregates may hold unsaved changes: drop them."""
+        self._tracked.clear()
+        cache = self.repository.cache
+        if isinstance(cache, LRUCache):
+            with cache.lock:
+                cache.cache.clear()
+                cache.clear()
+                cache.full = False

@@ -1,0 +1,61 @@
+"""Run Tessera's services: all six in one process (embedded) or any of them alone (real).
+
+Import this module only after `eventlet.monkey_patch()` (the `tessera` command does it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from nameko.runners import ServiceRunner
+
+from shared.config import EMBEDDED_BROKER, Settings
+from shared.messaging.broker import apply_embedded_transport_fixes
+from shared.messaging.nameko_ext import SETTINGS_CONFIG_KEY
+
+log = logging.getLogger(__name__)
+
+
+def service_classes() -> dict[str, type]:
+    from services.activation.service import ActivationService
+    from services.consent.service import ConsentService
+    from services.contacts.service import ContactsService
+    from services.gateway.service import GatewayService
+    from services.identity.service import IdentityService
+    from services.segments.service import SegmentsService
+
+    return {cls.name: cls for cls in (GatewayService, IdentityService, ContactsService,
+                                      SegmentsService, ConsentService, ActivationService)}
+
+
+def embedded_settings(base: Settings, data_dir: Path | None = None) -> Settings:
+    """Embedded defaults: in-process broker, one SQLite file per service."""
+    return dataclasses.replace(base, broker_url=EMBEDDED_BROKER, database="sqlite",
+                               data_dir=data_dir or base.data_dir)
+
+
+def nameko_config(settings: Settings) -> dict:
+    if settings.embedded:
+        apply_embedded_transport_fixes()
+    return {
+        "AMQP_URI": settings.broker_url,
+        "WEB_SERVER_ADDRESS": f"{settings.http_host}:{settings.http_port}",
+        "max_workers": 32,
+        "serializer": "json",
+        SETTINGS_CONFIG_KEY: settings,
+    }
+
+
+def start_services(settings: Settings, names: list[str] | None = None) -> ServiceRunner:
+    classes = service_classes()
+    unknown = set(names or ()) - classes.keys()
+    if unknown:
+        raise SystemExit(f"unknown service(s): {', '.join(sorted(unknown))}; "
+                         f"choose from {', '.join(classes)}")
+    runner = ServiceRunner(nameko_config(settings))
+    for name in names or list(classes):
+        runner.add_service(classes[name])
+    runner.start()
+    return runner
