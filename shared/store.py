@@ -7,13 +7,21 @@ notification log is the outbox that the relay publishes from.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import eventsourcing.sqlite  # noqa: F401  (imported here: services start concurrently)
 from eventsourcing.application import Application, LRUCache, ProcessingEvent
 from eventsourcing.persistence import ProcessRecorder, Tracking
 
 from shared.config import Settings
+
+try:  # Only real mode needs PostgreSQL (and libpq); embedded mode must start without it.
+    import eventsourcing.postgres  # noqa: F401
+    import psycopg
+except ImportError:  # pragma: no cover - depends on the machine
+    psycopg = None
 
 AGGREGATE_CACHE_SIZE = 200_000
 
@@ -48,22 +56,30 @@ def store_env(service: str, settings: Settings) -> dict[str, str]:
     }
 
 
-def ensure_postgres_schema(settings: Settings, schema: str) -> None:
-    import psycopg
+@contextlib.contextmanager
+def _created_concurrently():
+    """Services starting together race to create the same database or schema: fine."""
+    try:
+        yield
+    except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateDatabase,
+            psycopg.errors.DuplicateSchema):
+        pass
 
+
+def ensure_postgres_schema(settings: Settings, schema: str) -> None:
     conninfo = (
         f"host={settings.postgres_host} port={settings.postgres_port} "
         f"user={settings.postgres_user} dbname={settings.postgres_dbname}"
     )
     if settings.postgres_password:
         conninfo += f" password={settings.postgres_password}"
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with psycopg.connect(conninfo, autocommit=True) as conn, _created_concurrently():
         conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
 
 
 def ensure_postgres_database(settings: Settings) -> None:
-    import psycopg
-
+    if psycopg is None:
+        raise RuntimeError("PostgreSQL mode needs psycopg and libpq (apt-get install libpq5)")
     conninfo = (
         f"host={settings.postgres_host} port={settings.postgres_port} "
         f"user={settings.postgres_user} dbname=postgres"
@@ -75,7 +91,8 @@ def ensure_postgres_database(settings: Settings) -> None:
             "SELECT 1 FROM pg_database WHERE datname = %s", (settings.postgres_dbname,)
         ).fetchone()
         if not exists:
-            conn.execute(f'CREATE DATABASE "{settings.postgres_dbname}"')
+            with _created_concurrently():
+                conn.execute(f'CREATE DATABASE "{settings.postgres_dbname}"')
 
 
 class ServiceApplication(Application):
