@@ -53,6 +53,7 @@ class DeliveryItem:
     identifiers: dict
     occurred_at: str
     decision_id: str  # the consent decision this send relied on
+    received_at: str | None = None  # when the gateway received the event behind this change
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class ProfileChangedItem(_Item):
     event = fields.Dict(allow_none=True, load_default=None)
     merged_from = fields.List(fields.String(), load_default=list)
     cause = fields.Nested(Cause, required=True)
+    received_at = fields.String(allow_none=True, load_default=None)
 
 
 class MembershipChangedItem(_Item):
@@ -69,7 +70,9 @@ class MembershipChangedItem(_Item):
     change = fields.String(required=True, validate=validate.OneOf(["entered", "exited"]))
     at = fields.String(required=True)
     reason = fields.String(required=True)
+    traits = fields.Dict(load_default=dict)
     cause = fields.Nested(Cause, required=True)
+    received_at = fields.String(allow_none=True, load_default=None)
 
 
 class DeliveryPlannedItem(_Item):
@@ -81,6 +84,7 @@ class DeliveryPlannedItem(_Item):
     traits = fields.Dict(required=True)
     occurred_at = fields.String(required=True)
     cause = fields.Nested(Cause, required=True)
+    received_at = fields.String(allow_none=True, load_default=None)
 
 
 SCHEMAS: dict[tuple[str, int], type[Schema]] = {

@@ -11,7 +11,8 @@ import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import eventsourcing.sqlite  # noqa: F401  (imported here: services start concurrently)
+# Imported up front: services start concurrently and a lazy import would race.
+import eventsourcing.sqlite
 from eventsourcing.application import Application, LRUCache, ProcessingEvent
 from eventsourcing.persistence import ProcessRecorder, Tracking
 
@@ -59,11 +60,9 @@ def store_env(service: str, settings: Settings) -> dict[str, str]:
 @contextlib.contextmanager
 def _created_concurrently():
     """Services starting together race to create the same database or schema: fine."""
-    try:
+    with contextlib.suppress(psycopg.errors.UniqueViolation,
+                             psycopg.errors.DuplicateDatabase, psycopg.errors.DuplicateSchema):
         yield
-    except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateDatabase,
-            psycopg.errors.DuplicateSchema):
-        pass
 
 
 def ensure_postgres_schema(settings: Settings, schema: str) -> None:

@@ -51,6 +51,7 @@ class ActivationApplication(ServiceApplication):
                 "traits": change.get("traits") or {},
                 "occurred_at": change["at"],
                 "cause": change["cause"],
+                "received_at": change.get("received_at"),
             }
             for change in fresh
             for destination in self.destinations.values()
@@ -110,7 +111,8 @@ class ActivationApplication(ServiceApplication):
             DeliveryItem(
                 idempotency_key=i["idempotency_key"], profile_id=i["profile_id"],
                 action=i["action"], segment=i["segment"], traits=i["traits"],
-                identifiers={}, occurred_at=i["occurred_at"], decision_id=i["decision_id"])
+                identifiers={}, occurred_at=i["occurred_at"], decision_id=i["decision_id"],
+                received_at=i.get("received_at"))
             for i in items
         ]
         return send_with_retries(connector, destination.name, batch,

@@ -63,6 +63,7 @@ class ContactsApplication(ServiceApplication):
                 "event": change,
                 "merged_from": list(item.get("merged_from", ())),
                 "cause": {"partition": partition, "position": item["position"]},
+                "received_at": item["event"].get("receivedAt"),
             })
         for profile_id, entries in pending_timeline.items():
             unit.profiles[profile_id].record_events(entries)

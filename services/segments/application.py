@@ -101,12 +101,11 @@ class SegmentsApplication(ServiceApplication):
                 if merged or rule.traits & changed_traits.keys()
                 or rule.events & {o[0] for o in occurrences}
             ]
-            changes += self._evaluate(activity, rules, affected, now, item["traits"],
-                                      cause={"partition": item["cause"]["partition"],
-                                             "position": item["cause"]["position"]})
+            origin = {"cause": item["cause"], "received_at": item.get("received_at")}
+            changes += self._evaluate(activity, rules, affected, now, item["traits"], origin)
             for absorbed in merged:
                 changes += self._evaluate(absorbed, rules, list(absorbed.memberships), now,
-                                          item["traits"], cause=item["cause"], gone=True)
+                                          item["traits"], origin, gone=True)
         aggregates = list(touched.values())
         if changes:
             aggregates.append(MembershipBatch(items=changes))
@@ -148,7 +147,7 @@ class SegmentsApplication(ServiceApplication):
         at = parse_time(summary.get("timestamp"))
         return [] if at is None else [[summary["event"], at, summary.get("properties") or {}]]
 
-    def _evaluate(self, activity: ProfileActivity, rules, names, now, traits, cause,
+    def _evaluate(self, activity: ProfileActivity, rules, names, now, traits, origin,
                   gone: bool = False) -> list[dict[str, Any]]:
         state = State(traits=activity.traits, events=activity.events, now=now)
         changes = []
@@ -173,7 +172,7 @@ class SegmentsApplication(ServiceApplication):
             changes.append({
                 "profile_id": activity.profile_id, "segment": name,
                 "change": "entered" if inside else "exited", "at": at, "reason": reason,
-                "traits": dict(traits), "cause": cause,
+                "traits": dict(traits), **origin,
             })
         if next_expiry is not None:
             heapq.heappush(self._expiries, (next_expiry, activity.profile_id))
@@ -196,7 +195,8 @@ class SegmentsApplication(ServiceApplication):
             changes += self._evaluate(activity, rules, [n for n, (r, _) in rules.items()
                                                         if r.events], now,
                                       activity.traits,
-                                      cause={"partition": partition_of(profile_id), "position": 0})
+                                      {"cause": {"partition": partition_of(profile_id),
+                                                 "position": 0}, "received_at": None})
         if changes:
             self.save_and_wake(*touched.values(), MembershipBatch(items=changes))
         return len(changes)

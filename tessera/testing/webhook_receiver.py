@@ -3,7 +3,7 @@
 It speaks the webhook connector's wire format (see ``connectors.webhook``):
 
 - ``POST /hooks/<destination>``: verifies ``X-Tessera-Signature`` (bad or missing → 401,
-  nothing recorded), records each item with ``received_at`` (time.time()) and
+  nothing recorded), records each item with ``arrived_at`` (time.time(); ``received_at`` is the gateway's) and
   ``destination``, de-duplicated by ``(destination, idempotency_key)``; an item seen
   before is not recorded again but counted in ``duplicates``. Answers 200
   ``{"received": <new>, "duplicates": <n>, "duplicate_keys": [...]}``.
@@ -11,7 +11,7 @@ It speaks the webhook connector's wire format (see ``connectors.webhook``):
   requests answer ``status`` (with ``Retry-After`` if given; a number or an HTTP-date
   string) before any signature check, and record nothing.
 - ``GET /_received[?since=<float>]``: ``{"items": [...], "duplicates": n, "requests": n,
-  "unauthorized": n, "failed": n}``; ``since`` keeps items with ``received_at >= since``
+  "unauthorized": n, "failed": n}``; ``since`` keeps items with ``arrived_at >= since``
   (the counters are always totals). ``requests`` counts every hook request, whatever
   its answer.
 - ``DELETE /_received``: forgets items, seen keys and counters (not a pending failure plan).
@@ -84,7 +84,7 @@ class _State:
             items = (
                 self.items
                 if since is None
-                else [item for item in self.items if item["received_at"] >= since]
+                else [item for item in self.items if item["arrived_at"] >= since]
             )
             return {
                 "items": [dict(item) for item in items],
@@ -241,7 +241,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
 
-        received_at = time.time()
+        arrived_at = time.time()
         duplicate_keys: list[str] = []
         new = 0
         with state.lock:
@@ -252,7 +252,7 @@ class _Handler(BaseHTTPRequestHandler):
                     duplicate_keys.append(item["idempotency_key"])
                     continue
                 state.seen.add(key)
-                state.items.append({**item, "destination": destination, "received_at": received_at})
+                state.items.append({**item, "destination": destination, "arrived_at": arrived_at})
                 new += 1
             if new:
                 state.arrived.notify_all()

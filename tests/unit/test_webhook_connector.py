@@ -229,7 +229,7 @@ def test_a_duplicate_send_is_recorded_as_a_raw_duplicate_but_the_item_appears_on
 
 def test_the_received_list_can_be_filtered_by_time_and_cleared(receiver, connector):
     connector.send("crm", make_items(1, prefix="old"))
-    cutoff = receiver.items()[0]["received_at"] + 1e-6
+    cutoff = receiver.items()[0]["arrived_at"] + 1e-6
     connector.send("crm", make_items(1, prefix="new"))
 
     recent = httpx.get(f"{receiver.base_url}/_received", params={"since": cutoff}).json()
@@ -294,7 +294,7 @@ def test_the_receiver_runs_as_a_subprocess():
 
         assert keys_of(received["items"]) == ["k-0", "k-1"]
         assert received["requests"] == 1
-        assert all(isinstance(item["received_at"], float) for item in received["items"])
+        assert all(isinstance(item["arrived_at"], float) for item in received["items"])
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0

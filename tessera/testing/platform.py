@@ -1,0 +1,197 @@
+"""Start and drive a whole Tessera platform from outside, as a user would.
+
+Used by the end-to-end tests, the demo and the benchmark: the platform runs in child
+processes (one for embedded mode, one per service in real mode) and is only ever talked
+to through its public HTTP API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+SERVICES = ("gateway", "identity", "contacts", "segments", "consent", "activation")
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@dataclass
+class Platform:
+    mode: str = "embedded"  # "embedded" | "real"
+    write_keys: dict[str, str] = field(default_factory=lambda: {"web": "wk_test_web"})
+    destinations: list[dict[str, Any]] = field(default_factory=list)
+    destination_secrets: dict[str, str] = field(default_factory=dict)  # env var -> secret
+    port: int = 0
+    admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    partitions: int = 8
+    extra_env: dict[str, str] = field(default_factory=dict)
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    workdir: Path | None = None
+    database: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
+        env |= {
+            "TESSERA_HTTP_PORT": str(self.port),
+            "TESSERA_WRITE_KEYS": ",".join(f"{s}={k}" for s, k in self.write_keys.items()),
+            "TESSERA_ADMIN_TOKEN": self.admin_token,
+            "TESSERA_DESTINATIONS_FILE": str(self.workdir / "destinations.json"),
+            "TESSERA_DATA_DIR": str(self.workdir / "data"),
+            "TESSERA_PARTITIONS": str(self.partitions),
+            "PYTHONUNBUFFERED": "1",
+        }
+        if self.mode == "real":
+            env |= {"TESSERA_BROKER_URL": RABBITMQ_URL, "TESSERA_DATABASE": "postgres",
+                    "TESSERA_POSTGRES_DBNAME": self.database}
+        return env | self.destination_secrets | self.extra_env
+
+    def start(self, timeout: float = 60.0) -> Platform:
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"tessera-{self.mode}-"))
+        self.port = self.port or _free_port()
+        (self.workdir / "destinations.json").write_text(
+            json.dumps({"destinations": self.destinations}))
+        command = [sys.executable, "-m", "tessera.cli"]
+        if self.mode == "real":
+            self.database = self.database or f"tessera_test_{secrets.token_hex(4)}"
+            reset_broker(RABBITMQ_URL, self.partitions, [d["name"] for d in self.destinations])
+            commands = [[*command, "run", name] for name in SERVICES]
+        else:
+            commands = [[*command, "up"]]
+        for index, argv in enumerate(commands):
+            log = open(self.workdir / f"process-{index}.log", "wb")  # noqa: SIM115
+            self.processes.append(subprocess.Popen(argv, env=self.env(), stdout=log,
+                                                   stderr=subprocess.STDOUT,
+                                                   start_new_session=True))
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for process in self.processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"a platform process exited early:\n{self.logs()}")
+            try:
+                healthy = httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200
+                # Every service answers RPC, so every queue is declared and consumed.
+                if healthy and self.status().get("services"):
+                    return
+            except (httpx.HTTPError, RuntimeError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"platform not ready after {timeout}s:\n{self.logs()}")
+
+    def logs(self, tail: int = 60) -> str:
+        if self.workdir is None:
+            return ""
+        lines = []
+        for path in sorted(self.workdir.glob("process-*.log")):
+            lines += path.read_text(errors="replace").splitlines()[-tail:]
+        return "\n".join(lines)
+
+    # ---- API --------------------------------------------------------------------------
+    def admin(self, method: str, path: str, **kwargs) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        return httpx.request(method, f"{self.base_url}{path}", headers=headers, timeout=30,
+                             **kwargs)
+
+    def status(self) -> dict[str, Any]:
+        response = self.admin("GET", "/v1/status")
+        if response.status_code != 200:
+            raise RuntimeError(f"status answered {response.status_code}: {response.text}")
+        return response.json()
+
+    def wait_drained(self, timeout: float = 120.0, settle: float = 0.5) -> dict[str, Any]:
+        """Wait until no service has work queued, in flight or unpublished — twice in a row."""
+        deadline = time.monotonic() + timeout
+        calm = 0
+        while time.monotonic() < deadline:
+            status = self.status()
+            calm = calm + 1 if status["drained"] else 0
+            if calm >= 3:
+                return status
+            time.sleep(settle)
+        raise TimeoutError(f"pipeline not drained after {timeout}s: {self.status()}")
+
+    def define_segment(self, name: str, rule: dict) -> dict:
+        response = self.admin("POST", "/v1/segments", json={"name": name, "rule": rule})
+        response.raise_for_status()
+        return response.json()
+
+    # ---- stopping ---------------------------------------------------------------------
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.processes.clear()
+        if self.mode == "real" and self.database:
+            drop_database(self.database)
+
+    def cleanup(self) -> None:
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Platform:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self.cleanup()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def reset_broker(broker_url: str, partitions: int, destinations: list[str]) -> None:
+    """Delete what an earlier run left in RabbitMQ, so this run starts from empty queues."""
+    from kombu import Connection
+
+    from shared.contracts import CONSUMERS, PARTITIONED_BY_DESTINATION
+    from shared.messaging.broker import queue_name
+
+    names = [f"rpc-{service}" for service in SERVICES]
+    for stream, consumers in CONSUMERS.items():
+        parts = destinations if stream in PARTITIONED_BY_DESTINATION else [
+            str(p) for p in range(partitions)]
+        names += [queue_name(c, stream, p) for c in consumers for p in parts]
+    with Connection(broker_url) as connection:
+        channel = connection.channel()
+        for name in names:
+            try:
+                channel.queue_delete(name)
+            except Exception:
+                channel = connection.channel()
+
+
+def drop_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres",
+                         autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
