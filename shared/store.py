@@ -8,13 +8,14 @@ notification log is the outbox that the relay publishes from.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 # Imported up front: services start concurrently and a lazy import would race.
 import eventsourcing.sqlite
 from eventsourcing.application import Application, LRUCache, ProcessingEvent
 from eventsourcing.persistence import ProcessRecorder, Tracking
+from eventsourcing.utils import get_topic
 
 from shared.config import Settings
 
@@ -126,6 +127,19 @@ class ServiceApplication(Application):
     def _wake(self) -> None:
         for listener in self._listeners:
             listener()
+
+    def scan(self, *event_classes: type, page: int = 1000) -> Iterator[Any]:
+        """Every stored event of the given classes, oldest first (for counts and read-backs)."""
+        topics = [get_topic(cls) for cls in event_classes]
+        start = 0
+        while True:
+            notifications = self.process_recorder.select_notifications(
+                start=start, limit=page, topics=topics, inclusive_of_start=False)
+            for notification in notifications:
+                yield self.mapper.to_domain_event(notification)
+            if len(notifications) < page:
+                return
+            start = notifications[-1].id
 
     # ---- idempotent consumption -------------------------------------------------------
     def tracked_position(self, key: str) -> int:

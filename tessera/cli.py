@@ -13,20 +13,24 @@ import warnings
 warnings.filterwarnings("ignore", message=".*Eventlet is deprecated.*")
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
-import eventlet  # noqa: E402
-
-eventlet.monkey_patch()
-
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+# Services run on eventlet (nameko); the demo drives them from outside with plain threads.
+if any(command in sys.argv[1:2] for command in ("up", "run")):
+    import eventlet
+
+    eventlet.monkey_patch()
+
 from shared.config import Settings  # noqa: E402
 
 
 def _serve_forever(runner) -> None:
+    import eventlet.event
+
     stopping = eventlet.event.Event()
 
     def stop(*_):

@@ -92,8 +92,9 @@ class ContactsApplication(ServiceApplication):
 
     @staticmethod
     def _fold(unit: _Unit, absorbed_id: str, survivor: Profile, timeline: dict) -> None:
-        absorbed = unit.find(absorbed_id)
-        if absorbed is None or absorbed.merged_into is not None or absorbed is survivor:
+        # Created if unseen: its own events may still be in flight on another partition.
+        absorbed = unit.get_or_create(absorbed_id)
+        if absorbed.merged_into is not None or absorbed is survivor:
             return
         # Entries of this very batch not yet recorded on the absorbed profile move over.
         timeline.setdefault(survivor.profile_id, []).extend(timeline.pop(absorbed_id, []))

@@ -110,6 +110,13 @@ class GatewayApplication(ServiceApplication):
         outcome.accepted = len(fresh)
         return outcome
 
+    def counts(self) -> dict[str, int]:
+        accepted = rejected = 0
+        for request in self.scan(IngestRequest.Received):
+            accepted += len(request.accepted)
+            rejected += len(request.rejected)
+        return {"accepted": accepted, "rejected": rejected}
+
     def rejections(self, limit: int = 100, source: str | None = None) -> list[dict[str, Any]]:
         """The latest rejections, newest first, read back from the event store."""
         found: list[dict[str, Any]] = []

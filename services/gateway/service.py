@@ -210,6 +210,15 @@ class GatewayService:
         return self._admin(request, lambda: _json(200, {
             "rejections": self.app.rejections(limit=limit, source=request.args.get("source"))}))
 
+    @http("GET", "/v1/stats")
+    def stats(self, request):
+        return self._admin(request, lambda: _json(200, {
+            "events": self.app.counts(),
+            "profiles": self._call(self.identity.profile_count),
+            "segments": self._call(self.segments.segment_sizes),
+            "deliveries": self._call(self.activation.stats),
+        }))
+
     @http("GET", "/v1/status")
     def status(self, request):
         return self._admin(request, lambda: _json(200, self.pipeline_status()))

@@ -140,6 +140,13 @@ class IdentityApplication(ServiceApplication):
         return group, user_ids
 
     # ---- queries ----------------------------------------------------------------------
+    def profile_count(self) -> int:
+        """Profiles that exist now: created minus absorbed by a merge."""
+        count = 0
+        for stored in self.scan(IdentityProfile.Created, IdentityProfile.MergedInto):
+            count += 1 if isinstance(stored, IdentityProfile.Created) else -1
+        return count
+
     def profile_id_for(self, identifier_type: str, value: str) -> str | None:
         unit = _Unit(self)
         link = unit.link(Identifier(identifier_type, value))

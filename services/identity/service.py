@@ -27,5 +27,9 @@ class IdentityService:
         return self.app.identifiers_of_profile(profile_id)
 
     @rpc
+    def profile_count(self):
+        return self.app.profile_count()
+
+    @rpc
     def status(self):
         return service_status(self.name, self.app)

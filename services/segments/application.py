@@ -202,6 +202,13 @@ class SegmentsApplication(ServiceApplication):
         return len(changes)
 
     # ---- queries ----------------------------------------------------------------------
+    def segment_sizes(self) -> dict[str, int]:
+        sizes = dict.fromkeys(self._catalog().segments, 0)
+        for change in self.scan(ProfileActivity.Entered, ProfileActivity.Exited):
+            step = 1 if isinstance(change, ProfileActivity.Entered) else -1
+            sizes[change.segment] = sizes.get(change.segment, 0) + step
+        return sizes
+
     def memberships(self, profile_id: str) -> dict[str, Any]:
         try:
             activity = self.repository.get(uuid.UUID(profile_id))

@@ -84,8 +84,11 @@ def _compare(op: str, actual: Any, expected: Any) -> bool:
     if a is None:
         return False
     if op == "between":
-        return _number(expected[0]) <= a <= _number(expected[1])
+        low, high = _number(expected[0]), _number(expected[1])
+        return low is not None and high is not None and low <= a <= high
     e = _number(expected)
+    if e is None:
+        return False
     return {"gt": a > e, "gte": a >= e, "lt": a < e, "lte": a <= e}[op]
 
 
@@ -108,7 +111,7 @@ def _event_rule(spec: dict) -> Rule:
         since = state.now - window * DAY if window else float("-inf")
         return [
             t for t, props in state.events.get(name, ())
-            if since <= t <= state.now and all(props.get(k) == v for k, v in where.items())
+            if since < t <= state.now and all(props.get(k) == v for k, v in where.items())
         ]
 
     def expiries(state: State) -> list[float]:

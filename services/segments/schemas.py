@@ -6,6 +6,8 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from services.segments.rules import _number
+
 TRAIT_OPS = ("eq", "ne", "in", "not_in", "contains", "exists", "not_exists", "gt", "gte",
              "lt", "lte", "between", "before", "after")
 COUNT_OPS = ("at_least", "at_most", "exactly")
@@ -35,6 +37,9 @@ def validate_rule(node: Any, path: str = "rule") -> dict:
     if len(kinds) != 1:
         raise ValidationError(f"{path}: must have exactly one of and, or, not, trait, event")
     kind = kinds[0]
+    if kind in ("and", "or", "not") and len(node) > 1:
+        extra = sorted(str(k) for k in node if k != kind)[0]
+        raise ValidationError(f"{path}.{extra}: Unknown field.")
     if kind in ("and", "or"):
         parts = node[kind]
         if not isinstance(parts, list) or not parts:
@@ -46,17 +51,17 @@ def validate_rule(node: Any, path: str = "rule") -> dict:
     try:
         return schema.load(node)
     except ValidationError as error:
-        field, problems = next(iter(error.normalized_messages().items()))
-        raise ValidationError(f"{path}.{field}: {_first(problems)}") from error
+        raise ValidationError(_first(error.normalized_messages(), path)) from error
 
 
-def _first(problems: Any) -> str:
-    if isinstance(problems, list):
-        return str(problems[0])
+def _first(problems: Any, path: str) -> str:
+    """The first problem, with the full path of the field it is about (`rule.count.op`)."""
     if isinstance(problems, dict):
         key, inner = next(iter(problems.items()))
-        return f"{key}: {_first(inner)}"
-    return str(problems)
+        return _first(inner, f"{path}.{key}")
+    if isinstance(problems, list):
+        return _first(problems[0], path)
+    return f"{path}: {problems}"
 
 
 class TraitConditionSchema(Schema):
@@ -76,6 +81,10 @@ class TraitConditionSchema(Schema):
             raise ValidationError("must be a [low, high] list for op 'between'", "value")
         if op not in ("exists", "not_exists") and value is None:
             raise ValidationError(f"is required for op '{op}'", "value")
+        if op in ("gt", "gte", "lt", "lte") and _number(value) is None:
+            raise ValidationError(f"must be a number for op '{op}'", "value")
+        if op == "between" and any(_number(bound) is None for bound in value):
+            raise ValidationError("must be numeric bounds for op 'between'", "value")
 
 
 class EventConditionSchema(Schema):

@@ -52,6 +52,10 @@ class SegmentsService:
         return self.app.segments()
 
     @rpc
+    def segment_sizes(self):
+        return self.app.segment_sizes()
+
+    @rpc
     def memberships(self, profile_id: str):
         return self.app.memberships(profile_id)
 

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS_CONFIG_KEY = "TESSERA_SETTINGS"
 REQUEUE_DELAY_SECONDS = 0.5
+LANE_PREFETCH = 2
 
 # Batches being worked on per service in this process: part of "is the pipeline drained?".
 IN_FLIGHT: dict[str, int] = {}
@@ -105,8 +106,20 @@ class _Lane:
         self.entrypoint.handle_lane_message(self, body, message)
 
 
+class PartitionQueueConsumer(QueueConsumer):
+    """Partition lanes get a connection of their own and a small prefetch.
+
+    Sharing nameko's consumer (one channel, prefetch = max_workers) lets batches that wait
+    for their lane's turn use up the prefetch, and RPC requests then wait behind them.
+    """
+
+    @property
+    def prefetch_count(self):
+        return LANE_PREFETCH * max(1, len(self._providers))
+
+
 class PartitionedConsumer(Entrypoint):
-    queue_consumer = QueueConsumer()
+    queue_consumer = PartitionQueueConsumer()
 
     def __init__(self, stream: str, consumer: str, partitions=numbered_partitions, **kwargs):
         self.stream = stream

@@ -3,7 +3,8 @@
 It speaks the webhook connector's wire format (see ``connectors.webhook``):
 
 - ``POST /hooks/<destination>``: verifies ``X-Tessera-Signature`` (bad or missing → 401,
-  nothing recorded), records each item with ``arrived_at`` (time.time(); ``received_at`` is the gateway's) and
+  nothing recorded), records each item with ``arrived_at`` (time.time(); its own ``received_at``
+  is the gateway's) and
   ``destination``, de-duplicated by ``(destination, idempotency_key)``; an item seen
   before is not recorded again but counted in ``duplicates``. Answers 200
   ``{"received": <new>, "duplicates": <n>, "duplicate_keys": [...]}``.
