@@ -153,6 +153,9 @@ class ActivationApplication(ServiceApplication):
         return {"delivered": len(allowed), "suppressed": len(denied)}
 
     # ---- queries ----------------------------------------------------------------------
+    def outcomes(self, destination: str) -> list[dict[str, Any]]:
+        return list(reversed(self._ledger(destination).recent))
+
     def stats(self) -> dict[str, dict[str, Any]]:
         return {name: self._ledger(name).stats() for name in self.destinations}
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
+RECENT_OUTCOMES = 200
 _NAMESPACE = uuid.UUID("8a3e1c2b-7d4f-4a6b-9e0d-1c2b3a4d5e6f")
 
 
@@ -38,22 +39,35 @@ class DestinationLedger(Aggregate):
         self.suppressed = 0
         self.duplicates = 0
         self.dead_letters: dict[str, dict[str, Any]] = {}
+        self.recent: list[dict[str, Any]] = []  # the latest outcomes, newest last
+
+    def _remember(self, outcome: str, items: list[dict[str, Any]]) -> None:
+        self.recent.extend(
+            {"outcome": outcome, "idempotency_key": i["idempotency_key"],
+             "profile_id": i["profile_id"], "segment": i.get("segment"),
+             "action": i.get("action"), "decision_id": i.get("decision_id"),
+             "reason": i.get("reason")}
+            for i in items)
+        del self.recent[:-RECENT_OUTCOMES]
 
     @event("Delivered")
     def delivered_batch(self, items: list[dict[str, Any]], status: int,
                         duplicate_keys: list[str]) -> None:
         self.delivered += len(items)
         self.duplicates += len(duplicate_keys)
+        self._remember("delivered", items)
 
     @event("Suppressed")
     def suppressed_batch(self, items: list[dict[str, Any]]) -> None:
         self.suppressed += len(items)
+        self._remember("suppressed", items)
 
     @event("DeadLettered")
     def dead_letter(self, letter_id: str, items: list[dict[str, Any]], error: str,
                     at: str) -> None:
         self.dead_letters[letter_id] = {"id": letter_id, "items": items, "error": error,
                                         "at": at}
+        self._remember("dead_lettered", items)
 
     @event("Replayed")
     def replayed(self, letter_id: str) -> None:

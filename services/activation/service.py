@@ -47,6 +47,10 @@ class ActivationService:
         return self.app.stats()
 
     @rpc
+    def outcomes(self, destination: str):
+        return self.app.outcomes(destination)
+
+    @rpc
     def dead_letters(self, destination: str):
         return self.app.dead_letters(destination)
 

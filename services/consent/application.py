@@ -66,6 +66,8 @@ class ConsentApplication(ServiceApplication):
         touched: dict = {}
         for item in fresh:
             links = self._links(touched, item["profile_id"])
+            while links.merged_into is not None:  # an absorbed id's event still in flight
+                links = self._links(touched, links.merged_into)
             for absorbed_id in item.get("merged_from", ()):
                 self._fold(touched, absorbed_id, links)
             missing = links.missing(item["identifiers"])

@@ -52,7 +52,8 @@ class ConsentRecord(Aggregate):
             "granted": granted, "jurisdiction": jurisdiction, "source": source,
             "collected_at": collected_at, "lawful_basis": lawful_basis,
             "policy_version": policy_version, "language": language, "method": method,
-            "version": self.version,
+            # apply() runs before the aggregate's version moves on to this event's version.
+            "version": self.version + 1,
         }
 
 

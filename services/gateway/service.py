@@ -194,6 +194,11 @@ class GatewayService:
             "destinations": self._call(self.activation.destinations),
             "deliveries": self._call(self.activation.stats)}))
 
+    @http("GET", "/v1/destinations/<string:name>/outcomes")
+    def outcomes(self, request, name):
+        return self._admin(request, lambda: _json(200, {
+            "outcomes": self._call(self.activation.outcomes, name)}))
+
     @http("GET", "/v1/destinations/<string:name>/dead-letters")
     def dead_letters(self, request, name):
         return self._admin(request, lambda: _json(200, {

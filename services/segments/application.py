@@ -100,7 +100,7 @@ class SegmentsApplication(ServiceApplication):
                 name for name, (rule, _) in rules.items()
                 if merged or rule.traits & changed_traits.keys()
                 or rule.events & {o[0] for o in occurrences}
-            ]
+            ] + [name for name in activity.memberships if name not in rules]  # removed
             origin = {"cause": item["cause"], "received_at": item.get("received_at")}
             changes += self._evaluate(activity, rules, affected, now, item["traits"], origin)
             for absorbed in merged:
@@ -131,7 +131,8 @@ class SegmentsApplication(ServiceApplication):
             try:
                 absorbed = touched.get(absorbed_id) or self.repository.get(uuid.UUID(absorbed_id))
             except AggregateNotFoundError:
-                continue
+                # Unseen yet: its own events may still be in flight on another partition.
+                absorbed = ProfileActivity(profile_id=absorbed_id)
             touched[absorbed_id] = absorbed
             if absorbed.merged_into is not None or absorbed is survivor:
                 continue

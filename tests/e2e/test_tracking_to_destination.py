@@ -1,0 +1,155 @@
+"""One event from Segment's own Python client to a loopback webhook, gated by consent.
+
+Each test runs on the embedded platform and on RabbitMQ + PostgreSQL (the `platform`
+fixture), driven only through the public HTTP API.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import segment.analytics as analytics
+from conftest import WRITE_KEY, stored_event_counts
+from tenacity import retry, stop_after_delay, wait_fixed
+
+GRANTED = {"advertising": True, "marketing": True, "analytics": True}
+
+
+def client_for(platform) -> analytics.Client:
+    return analytics.Client(WRITE_KEY, host=platform.base_url, sync_mode=True)
+
+
+def new_user() -> str:
+    return f"user-{uuid.uuid4()}"
+
+
+def buy_twice(client, user_id: str) -> None:
+    for order in ("o-1", "o-2"):
+        client.track(user_id=user_id, event="Order Completed", properties={"order_id": order})
+
+
+def deliveries_for(receiver, user_id: str, platform) -> list[dict]:
+    profile = platform.admin("GET", "/v1/profiles", params={"userId": user_id}).json()
+    return [i for i in receiver.items() if i["profile_id"] == profile["profile_id"]]
+
+
+def outcomes_for(platform, destination: str, profile_id: str) -> list[dict]:
+    found = platform.admin("GET", f"/v1/destinations/{destination}/outcomes").json()
+    return [o for o in found["outcomes"] if o["profile_id"] == profile_id]
+
+
+def test_an_event_with_consent_reaches_the_webhook_exactly_once(platform, receiver):
+    client = client_for(platform)
+    user_id = new_user()
+    client.identify(user_id=user_id, traits={"email": f"{user_id}@example.com"},
+                    context={"consent": {"categoryPreferences": GRANTED}})
+    buy_twice(client, user_id)
+    platform.wait_drained()
+
+    arrived = deliveries_for(receiver, user_id, platform)
+    assert sorted(i["destination"] for i in arrived) == ["ads", "crm"]
+    assert all(i["action"] == "entered" and i["segment"] == "buyers" for i in arrived)
+    assert all(i["traits"]["email"] == f"{user_id}@example.com" for i in arrived)
+    decision = platform.admin("GET", f"/v1/decisions/{arrived[0]['decision_id']}").json()
+    assert decision["allowed"] is True
+
+
+def test_an_event_without_consent_reaches_nothing_and_leaves_a_suppression(platform, receiver):
+    client = client_for(platform)
+    user_id = new_user()
+    client.identify(user_id=user_id, traits={"email": f"{user_id}@example.com"})
+    buy_twice(client, user_id)
+    platform.wait_drained()
+
+    assert deliveries_for(receiver, user_id, platform) == []
+    profile = platform.admin("GET", "/v1/profiles", params={"userId": user_id}).json()
+    for destination in ("ads", "crm"):
+        [suppressed] = outcomes_for(platform, destination, profile["profile_id"])
+        assert suppressed["outcome"] == "suppressed"
+        assert "no consent record" in suppressed["reason"]
+        decision = platform.admin("GET", f"/v1/decisions/{suppressed['decision_id']}").json()
+        assert decision["allowed"] is False
+        assert decision["profile_id"] == profile["profile_id"]
+
+
+def test_consent_for_some_purposes_only_reaches_only_the_destinations_it_covers(
+        platform, receiver):
+    client = client_for(platform)
+    user_id = new_user()
+    client.identify(user_id=user_id, context={"consent": {"categoryPreferences": {
+        "advertising": True, "marketing": True, "analytics": False}}})
+    buy_twice(client, user_id)
+    platform.wait_drained()
+
+    assert [i["destination"] for i in deliveries_for(receiver, user_id, platform)] == ["ads"]
+
+
+def test_an_invalid_event_leaves_nothing_but_its_rejection(platform):
+    before = stored_event_counts(platform)
+    stats_before = platform.admin("GET", "/v1/stats").json()
+    message_id = str(uuid.uuid4())
+
+    answer = httpx.post(f"{platform.base_url}/v1/track", auth=(WRITE_KEY, ""), json={
+        "userId": new_user(), "messageId": message_id, "properties": {"plan": "pro"}})
+    platform.wait_drained()
+
+    assert answer.status_code == 400
+    assert answer.json() == {"code": "required", "message": answer.json()["message"]}
+    assert "event" in answer.json()["message"]
+    after = stored_event_counts(platform)
+    assert after["gateway"] == before["gateway"] + 1  # the rejection record, nothing else
+    assert {k: v for k, v in after.items() if k != "gateway"} == {
+        k: v for k, v in before.items() if k != "gateway"}
+    stats_after = platform.admin("GET", "/v1/stats").json()
+    assert stats_after["events"]["accepted"] == stats_before["events"]["accepted"]
+    assert stats_after["profiles"] == stats_before["profiles"]
+    assert platform.status()["queued"] == 0
+    [rejection] = [r for r in platform.admin("GET", "/v1/rejections").json()["rejections"]
+                   if r["message_id"] == message_id]
+    assert (rejection["field"], rejection["rule"]) == ("event", "required")
+    assert rejection["redacted"]["properties"]["plan"] == "***"
+
+
+def test_a_batch_mixing_valid_and_invalid_events_keeps_the_valid_ones(platform):
+    good, bad = new_user(), str(uuid.uuid4())
+    answer = httpx.post(f"{platform.base_url}/v1/batch", auth=(WRITE_KEY, ""), json={"batch": [
+        {"type": "identify", "userId": good, "traits": {"plan": "pro"}},
+        {"type": "track", "messageId": bad, "event": "Signed Up"},  # no userId/anonymousId
+    ]})
+    assert answer.status_code == 200
+
+    @retry(stop=stop_after_delay(30), wait=wait_fixed(0.2), reraise=True)
+    def profile_of_the_valid_one():
+        found = platform.admin("GET", "/v1/profiles", params={"userId": good})
+        assert found.status_code == 200
+        return found.json()
+
+    assert profile_of_the_valid_one()["traits"] == {"plan": "pro"}
+    rejections = platform.admin("GET", "/v1/rejections").json()["rejections"]
+    assert [r["rule"] for r in rejections if r["message_id"] == bad] == ["no_user_anon_id"]
+
+
+def test_an_unknown_write_key_is_refused_with_401(platform):
+    answer = httpx.post(f"{platform.base_url}/v1/batch", auth=("wk_nobody", ""),
+                        json={"batch": [{"type": "track", "userId": "u", "event": "E"}]})
+    assert answer.status_code == 401
+    assert answer.json()["code"] == "unauthorized"
+
+
+def test_the_read_api_needs_the_admin_token(platform):
+    assert httpx.get(f"{platform.base_url}/v1/stats").status_code == 401
+    assert httpx.get(f"{platform.base_url}/v1/stats",
+                     headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_a_retried_batch_is_not_counted_twice(platform):
+    user_id = new_user()
+    batch = {"batch": [{"type": "track", "userId": user_id, "event": "Viewed",
+                        "messageId": str(uuid.uuid4())}]}
+    for _ in range(2):
+        assert httpx.post(f"{platform.base_url}/v1/batch", auth=(WRITE_KEY, ""),
+                          json=batch).status_code == 200
+    platform.wait_drained()
+    profile = platform.admin("GET", "/v1/profiles", params={"userId": user_id}).json()
+    assert profile["events_total"] == 1
