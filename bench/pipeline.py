@@ -47,6 +47,7 @@ import queue
 import random
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -384,25 +385,40 @@ class ModeResult:
 
 
 class LogWatch:
-    """Reports new suspicious lines of the platform's process logs since the last call."""
+    """New noteworthy lines of the platform's process logs since the last call: log records
+    at WARNING and above and the last line of each traceback (the exception itself)."""
 
     def __init__(self, platform) -> None:
         self.platform = platform
         self.offsets: dict[Path, int] = {}
+        self.seen_any = False
 
     def new_lines(self) -> list[str]:
-        lines = []
+        counts: dict[str, int] = {}
         if self.platform.workdir is None:
-            return lines
+            return []
         for path in sorted(self.platform.workdir.glob("process-*.log")):
             with path.open("rb") as handle:
                 handle.seek(self.offsets.get(path, 0))
                 chunk = handle.read()
                 self.offsets[path] = handle.tell()
             for line in chunk.decode(errors="replace").splitlines():
-                if LOG_SIGNAL.search(line) and not any(n in line for n in LOG_NOISE):
-                    lines.append(f"{path.name}: {line.strip()}")
-        return lines
+                if (not LOG_SIGNAL.search(line) or line[:1].isspace()
+                        or line.startswith("Traceback") or any(n in line for n in LOG_NOISE)):
+                    continue
+                key = f"{path.name}: {line.strip()[:300]}"
+                counts[key] = counts.get(key, 0) + 1
+        self.seen_any = self.seen_any or bool(counts)
+        return [f"{line}" + (f"  (x{n})" if n > 1 else "") for line, n in counts.items()]
+
+    def keep(self) -> Path | None:
+        """Copy the process logs somewhere that outlives the platform's cleanup."""
+        if self.platform.workdir is None:
+            return None
+        kept = Path(tempfile.mkdtemp(prefix=f"tessera-bench-logs-{self.platform.mode}-"))
+        for path in self.platform.workdir.glob("process-*.log"):
+            shutil.copy(path, kept / path.name)
+        return kept
 
 
 def _say(text: str = "") -> None:
@@ -567,10 +583,10 @@ def run_mode(mode: str, args: argparse.Namespace) -> ModeResult:
     platform = Platform(mode=mode, write_keys={"web": WRITE_KEY}, destinations=destinations,
                         destination_secrets={SECRET_ENV: secret})
     workdir = Path(tempfile.mkdtemp(prefix=f"tessera-bench-{mode}-"))
+    logs = LogWatch(platform)
     try:
         started = time.monotonic()
         platform.start(timeout=120)
-        logs = LogWatch(platform)
         _say(f"  platform up in {time.monotonic() - started:.1f} s "
              f"({len(platform.processes)} process(es), logs in {platform.workdir})")
         platform.define_segment(SEGMENT, SEGMENT_RULE)
@@ -605,6 +621,8 @@ def run_mode(mode: str, args: argparse.Namespace) -> ModeResult:
             _say("  platform log tail:\n    " + tail.replace("\n", "\n    "))
     finally:
         platform.stop()
+        if logs.seen_any or result.error:
+            _say(f"  platform logs kept in {logs.keep()}")
         platform.cleanup()
         receiver.terminate()
         try:

@@ -87,6 +87,9 @@ class ActivationApplication(ServiceApplication):
             except DeliveryError as error:
                 ledger.dead_letter(str(uuid.uuid4()), allowed, repr(error), _now_iso())
                 outcome["dead_lettered"] = len(allowed)
+            except Exception:
+                self.forget_cached_state()  # the cached ledger holds unsaved changes
+                raise
         self.save_processed(ledger, tracking_key=tracking_key, position=fresh[-1]["position"])
         return outcome
 
@@ -143,11 +146,15 @@ class ActivationApplication(ServiceApplication):
             raise KeyError(letter_id)
         destination = self.destinations[destination_name]
         allowed, denied = self._decide(destination, letter["items"], decide_many)
-        if denied:
-            ledger.suppressed_batch(denied)
-        if allowed:
-            result = self._send(destination, allowed)
-            ledger.delivered_batch(allowed, result.status, list(result.duplicate_keys))
+        try:
+            if denied:
+                ledger.suppressed_batch(denied)
+            if allowed:
+                result = self._send(destination, allowed)
+                ledger.delivered_batch(allowed, result.status, list(result.duplicate_keys))
+        except Exception:
+            self.forget_cached_state()  # the cached ledger holds unsaved changes: drop them
+            raise
         ledger.replayed(letter_id)
         self.save_and_wake(ledger)
         return {"delivered": len(allowed), "suppressed": len(denied)}

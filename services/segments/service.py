@@ -67,5 +67,7 @@ class SegmentsService:
 def _first_error(error: ValidationError) -> dict:
     messages = error.normalized_messages()
     field, problems = next(iter(messages.items()))
-    problem = problems[0] if isinstance(problems, list) else problems
-    return {"code": "invalid_segment", "field": field, "message": f"{field}: {problem}"}
+    problem = str(problems[0] if isinstance(problems, list) else problems)
+    # Rule errors already start with their path ("rule.and[1].count.op: …").
+    message = problem if problem.startswith(field) else f"{field}: {problem}"
+    return {"code": "invalid_segment", "field": field, "message": message}

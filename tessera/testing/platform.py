@@ -23,7 +23,6 @@ from typing import Any
 import httpx
 
 SERVICES = ("gateway", "identity", "contacts", "segments", "consent", "activation")
-RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 @dataclass
@@ -36,9 +35,16 @@ class Platform:
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
     partitions: int = 8
     extra_env: dict[str, str] = field(default_factory=dict)
+    services: tuple[str, ...] = SERVICES  # real mode: which services to run, one process each
     processes: list[subprocess.Popen] = field(default_factory=list)
     workdir: Path | None = None
     database: str | None = None
+    vhost: str | None = None
+
+    @property
+    def broker_url(self) -> str:
+        """Real mode runs in a RabbitMQ virtual host of its own: runs never see each other."""
+        return f"amqp://guest:guest@127.0.0.1:5672/{self.vhost}"
 
     @property
     def base_url(self) -> str:
@@ -56,7 +62,7 @@ class Platform:
             "PYTHONUNBUFFERED": "1",
         }
         if self.mode == "real":
-            env |= {"TESSERA_BROKER_URL": RABBITMQ_URL, "TESSERA_DATABASE": "postgres",
+            env |= {"TESSERA_BROKER_URL": self.broker_url, "TESSERA_DATABASE": "postgres",
                     "TESSERA_POSTGRES_DBNAME": self.database}
         return env | self.destination_secrets | self.extra_env
 
@@ -68,8 +74,9 @@ class Platform:
         command = [sys.executable, "-m", "tessera.cli"]
         if self.mode == "real":
             self.database = self.database or f"tessera_test_{secrets.token_hex(4)}"
-            reset_broker(RABBITMQ_URL, self.partitions, [d["name"] for d in self.destinations])
-            commands = [[*command, "run", name] for name in SERVICES]
+            self.vhost = self.vhost or f"tessera-test-{secrets.token_hex(4)}"
+            create_vhost(self.vhost)
+            commands = [[*command, "run", name] for name in self.services]
         else:
             commands = [[*command, "up"]]
         for index, argv in enumerate(commands):
@@ -86,6 +93,10 @@ class Platform:
             for process in self.processes:
                 if process.poll() is not None:
                     raise RuntimeError(f"a platform process exited early:\n{self.logs()}")
+            if "gateway" not in self.services:
+                if self._services_answer():
+                    return
+                continue
             try:
                 healthy = httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200
                 # Every service answers RPC, so every queue is declared and consumed.
@@ -95,6 +106,25 @@ class Platform:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"platform not ready after {timeout}s:\n{self.logs()}")
+
+    def _services_answer(self) -> bool:
+        """Without a gateway, ask each service over RPC (real mode only)."""
+        from nameko.standalone.rpc import ClusterRpcProxy
+
+        try:
+            with ClusterRpcProxy({"AMQP_URI": self.broker_url}, timeout=1) as rpc:
+                for name in self.services:
+                    getattr(rpc, name).status()
+        except Exception:
+            time.sleep(0.3)
+            return False
+        return True
+
+    def rpc(self):
+        """A nameko RPC proxy onto the running services (real mode)."""
+        from nameko.standalone.rpc import ClusterRpcProxy
+
+        return ClusterRpcProxy({"AMQP_URI": self.broker_url}, timeout=20)
 
     def logs(self, tail: int = 60) -> str:
         if self.workdir is None:
@@ -147,6 +177,7 @@ class Platform:
         self.processes.clear()
         if self.mode == "real" and self.database:
             drop_database(self.database)
+            delete_vhost(self.vhost)
 
     def cleanup(self) -> None:
         if self.workdir is not None:
@@ -168,25 +199,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def reset_broker(broker_url: str, partitions: int, destinations: list[str]) -> None:
-    """Delete what an earlier run left in RabbitMQ, so this run starts from empty queues."""
-    from kombu import Connection
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
-    from shared.contracts import CONSUMERS, PARTITIONED_BY_DESTINATION
-    from shared.messaging.broker import queue_name
 
-    names = [f"rpc-{service}" for service in SERVICES]
-    for stream, consumers in CONSUMERS.items():
-        parts = destinations if stream in PARTITIONED_BY_DESTINATION else [
-            str(p) for p in range(partitions)]
-        names += [queue_name(c, stream, p) for c in consumers for p in parts]
-    with Connection(broker_url) as connection:
-        channel = connection.channel()
-        for name in names:
-            try:
-                channel.queue_delete(name)
-            except Exception:
-                channel = connection.channel()
+def create_vhost(name: str) -> None:
+    _rabbitmqctl("add_vhost", name)
+    _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+
+
+def delete_vhost(name: str | None) -> None:
+    if name:
+        _rabbitmqctl("delete_vhost", name)
 
 
 def drop_database(name: str) -> None:

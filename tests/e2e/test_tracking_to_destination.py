@@ -10,7 +10,7 @@ import uuid
 
 import httpx
 import segment.analytics as analytics
-from conftest import WRITE_KEY, stored_event_counts
+from e2e_support import WRITE_KEY, stored_event_counts
 from tenacity import retry, stop_after_delay, wait_fixed
 
 GRANTED = {"advertising": True, "marketing": True, "analytics": True}

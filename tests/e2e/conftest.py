@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import secrets
-import sqlite3
 
-import psycopg
 import pytest
+from e2e_support import WRITE_KEY
 
-from tessera.testing.platform import SERVICES, Platform
+from tessera.testing.platform import Platform
 from tessera.testing.webhook_receiver import WebhookReceiver
 
-WRITE_KEY = "wk_e2e_web"
 PURPOSES = {"ads": ["advertising"], "crm": ["marketing", "analytics"]}
 BUYERS = {"event": "Order Completed", "count": {"op": "at_least", "value": 2},
           "within_days": 30}
@@ -44,19 +42,3 @@ def platform(request, receiver):
     yield platform
     platform.stop()
     platform.cleanup()
-
-
-def stored_event_counts(platform: Platform) -> dict[str, int]:
-    """How many events each service has stored (its own database or schema)."""
-    counts = {}
-    if platform.mode == "embedded":
-        for service in SERVICES:
-            path = platform.workdir / "data" / f"{service}.sqlite"
-            with sqlite3.connect(path) as db:
-                counts[service] = db.execute("SELECT COUNT(*) FROM stored_events").fetchone()[0]
-        return counts
-    with psycopg.connect(f"host=127.0.0.1 user=postgres dbname={platform.database}") as db:
-        for service in SERVICES:
-            row = db.execute(f'SELECT COUNT(*) FROM "{service}"."{service}_events"').fetchone()
-            counts[service] = row[0]
-    return counts
