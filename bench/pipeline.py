@@ -351,6 +351,7 @@ class Step:
     response_p99: float = math.nan
     errors: list[str] = field(default_factory=list)
     log_lines: list[str] = field(default_factory=list)
+    cpu: str = ""
 
     @property
     def passed(self) -> bool:
@@ -419,6 +420,55 @@ class LogWatch:
         for path in self.platform.workdir.glob("process-*.log"):
             shutil.copy(path, kept / path.name)
         return kept
+
+
+class CpuWatch:
+    """CPU used by each platform process, and by the whole machine, between two calls
+    (from /proc; Linux only — elsewhere the figures are left out)."""
+
+    def __init__(self, platform) -> None:
+        self.platform = platform
+        self.last: tuple[float, dict[str, float], tuple[float, float]] | None = None
+
+    @staticmethod
+    def _process_seconds(pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return math.nan
+
+    @staticmethod
+    def _machine() -> tuple[float, float]:
+        try:
+            values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        except (OSError, ValueError):
+            return math.nan, math.nan
+        idle = values[3] + (values[4] if len(values) > 4 else 0)
+        return sum(values) - idle, sum(values)
+
+    def sample(self) -> tuple[float, dict[str, float], tuple[float, float]]:
+        names = (["tessera up"] if self.platform.mode == "embedded"
+                 else ["gateway", "identity", "contacts", "segments", "consent", "activation"])
+        seconds = {name: self._process_seconds(process.pid)
+                   for name, process in zip(names, self.platform.processes, strict=False)}
+        return time.monotonic(), seconds, self._machine()
+
+    def start(self) -> None:
+        self.last = self.sample()
+
+    def report(self) -> str:
+        if self.last is None:
+            return ""
+        (t0, before, (busy0, total0)), (t1, after, (busy1, total1)) = self.last, self.sample()
+        wall = max(1e-9, t1 - t0)
+        parts = [f"{name} {100 * (after[name] - before[name]) / wall:.0f}%"
+                 for name in after if name in before
+                 and math.isfinite(after[name] - before[name])]
+        machine = (100 * (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1)
+                   if total1 > total0 else math.nan)
+        return (f"platform CPU (% of one core): {', '.join(parts)}; "
+                f"whole machine {machine:.0f}% of {(os.cpu_count() or 1) * 100}%")
 
 
 def _say(text: str = "") -> None:
@@ -492,6 +542,8 @@ def run_step(platform, receiver_url: str, state: dict[str, Any], rate: int,
             "seed": secrets.randbits(32), **state}
     spec_path, result_path = workdir / f"spec-{rate}.json", workdir / f"result-{rate}.json"
     spec_path.write_text(json.dumps(spec))
+    cpu = CpuWatch(platform)
+    cpu.start()
     generator = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--generate",
                                   str(spec_path), str(result_path)],
                                  stdout=subprocess.DEVNULL)
@@ -510,6 +562,7 @@ def run_step(platform, receiver_url: str, state: dict[str, Any], rate: int,
             generator.kill()
             generator.wait()
     result = json.loads(result_path.read_text())
+    step.cpu = cpu.report()  # over the sending only, not the draining
     step.backlog = wait_backlog(platform, result["last_due"])
     # Drained (or past the cap): what arrived by now is what this step delivered.
     received = httpx.get(f"{receiver_url}/_received", timeout=120).json()
@@ -603,6 +656,8 @@ def run_mode(mode: str, args: argparse.Namespace) -> ModeResult:
             step = run_step(platform, receiver_url, state, rate, args, workdir, logs)
             result.steps.append(step)
             _say("  " + format_step(step))
+            if step.cpu:
+                _say(f"         {step.cpu}")
             for error in step.errors:
                 _say(f"         ! {error}")
             for line in step.log_lines[:8]:

@@ -36,6 +36,17 @@ class SegmentsApplication(ServiceApplication):
         self._compiled: dict[str, tuple[int, Rule, dict]] = {}
         # (when, profile_id): the next moment a window may change a profile's answer.
         self._expiries: list[tuple[float, str]] = []
+        self._recheck_members_after_restart()
+
+    def _recheck_members_after_restart(self) -> None:
+        """The expiry schedule lives in memory: rebuild it by re-checking today's members."""
+        members: set[str] = set()
+        for change in self.scan(ProfileActivity.Entered, ProfileActivity.Exited):
+            key = f"{change.originator_id}"
+            if isinstance(change, ProfileActivity.Entered):
+                members.add(key)
+        for profile_id in members:
+            heapq.heappush(self._expiries, (0.0, profile_id))
 
     # ---- definitions ------------------------------------------------------------------
     def _catalog(self) -> SegmentCatalog:
