@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.utils import get_topic
 
 from services.consent.domain import ConsentRecord, DecisionBatch, ProfileLinks, decide, record_id
 from shared.store import ServiceApplication
@@ -28,6 +29,26 @@ class NotCaughtUp(Exception):
 class ConsentApplication(ServiceApplication):
     service_name = "consent"
     name = "consent"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Which identifiers have a consent record at all: most have none, and asking the
+        # database for each of them at every decision is what decisions would cost.
+        self._with_records: set[uuid.UUID] = set()
+        self._records_seen_up_to = 0
+
+    def _refresh_records_index(self) -> None:
+        """Catch up with records opened since the last look (by any replica)."""
+        topic = [get_topic(ConsentRecord.Opened)]
+        while True:
+            notifications = self.process_recorder.select_notifications(
+                start=self._records_seen_up_to, limit=1000, topics=topic,
+                inclusive_of_start=False)
+            for notification in notifications:
+                self._with_records.add(uuid.UUID(str(notification.originator_id)))
+            if not notifications:
+                return
+            self._records_seen_up_to = notifications[-1].id
 
     # ---- recording --------------------------------------------------------------------
     def _consent_record(self, touched: dict, identifier: tuple[str, str]) -> ConsentRecord:
@@ -143,6 +164,7 @@ class ConsentApplication(ServiceApplication):
                       set(KNOWN_JURISDICTIONS))
 
     def _records_of(self, profile_id: str) -> list[ConsentRecord]:
+        self._refresh_records_index()
         try:
             links = self.repository.get(uuid.UUID(profile_id))
             while links.merged_into is not None:
@@ -151,10 +173,9 @@ class ConsentApplication(ServiceApplication):
             return []
         records = []
         for identifier_type, value in links.identifiers:
-            try:
-                records.append(self.repository.get(record_id(identifier_type, value)))
-            except AggregateNotFoundError:
-                continue
+            key = record_id(identifier_type, value)
+            if key in self._with_records:
+                records.append(self.repository.get(key))
         return records
 
     # ---- queries ----------------------------------------------------------------------

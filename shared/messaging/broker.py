@@ -7,10 +7,10 @@ replicas share partitions instead of competing for one queue (order per person h
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterable
 
+import orjson
 from kombu import Connection, Exchange, Queue
 from kombu.transport import memory
 
@@ -19,6 +19,7 @@ from shared.envelope import Envelope
 
 EXCHANGE = Exchange("tessera.events", type="topic", durable=True)
 EMBEDDED_POLL_SECONDS = 0.005
+ENVELOPE_CONTENT_TYPE = "application/data"
 
 
 def apply_embedded_transport_fixes() -> None:
@@ -114,11 +115,13 @@ class Publisher:
             try:
                 for envelope in envelopes:
                     producer.publish(
-                        json.dumps(envelope.to_message(), separators=(",", ":")),
+                        orjson.dumps(envelope.to_message()),
                         exchange=EXCHANGE,
                         routing_key=envelope.routing_key,
-                        content_type="application/json",
-                        content_encoding="utf-8",
+                        # JSON all the same; declared as raw data so that kombu hands the
+                        # bytes over and the consumer parses them with orjson, 5x faster.
+                        content_type=ENVELOPE_CONTENT_TYPE,
+                        content_encoding="binary",
                         delivery_mode=2,
                         message_id=envelope.event_id,
                     )

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 
 warnings.filterwarnings("ignore", message=".*eventlet.*deprecated.*", category=DeprecationWarning)
 
 import eventlet  # noqa: E402
-from eventlet.semaphore import Semaphore  # noqa: E402
+import orjson  # noqa: E402
 from marshmallow import ValidationError  # noqa: E402
 from nameko.extensions import DependencyProvider, Entrypoint, register_entrypoint  # noqa: E402
 from nameko.messaging import QueueConsumer  # noqa: E402
 
 from shared.config import Settings  # noqa: E402
-from shared.envelope import load_envelope  # noqa: E402
+from shared.envelope import Envelope, load_envelope  # noqa: E402
 from shared.messaging.broker import Publisher, partition_queue  # noqa: E402
 from shared.outbox import OutboxRelay, Translation  # noqa: E402
 
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 
 SETTINGS_CONFIG_KEY = "TESSERA_SETTINGS"
 REQUEUE_DELAY_SECONDS = 0.5
-LANE_PREFETCH = 2
+LANE_PREFETCH = 20
+MERGE_MAX_ITEMS = 5000
 
 # Batches being worked on per service in this process: part of "is the pipeline drained?".
 IN_FLIGHT: dict[str, int] = {}
@@ -95,15 +97,43 @@ def service_status(service: str, app) -> dict:
 
 
 class _Lane:
-    """One partition's queue; hands its batches to workers strictly one after another."""
+    """One partition's queue: its batches are handled strictly one after another.
+
+    Batches that arrive while the previous one is being handled wait here and are then
+    handled together, merged into one envelope: under load a hop saves and publishes in
+    larger batches (fewer transactions, fewer messages); idle, a batch goes alone at once.
+    """
 
     def __init__(self, entrypoint: PartitionedConsumer, queue):
         self.entrypoint = entrypoint
         self.queue = queue
-        self.turn = Semaphore(1)
+        self.waiting: deque = deque()  # (envelope, message), in arrival order
+        self.busy = False
 
     def handle_message(self, body, message):
         self.entrypoint.handle_lane_message(self, body, message)
+
+    def next_group(self) -> tuple[Envelope, list] | None:
+        if not self.waiting:
+            return None
+        envelopes, messages = [], []
+        producer = self.waiting[0][0].producer
+        size = 0
+        while self.waiting and self.waiting[0][0].producer == producer and size < MERGE_MAX_ITEMS:
+            envelope, message = self.waiting.popleft()
+            envelopes.append(envelope)
+            messages.append(message)
+            size += len(envelope.items)
+        return merge(envelopes), messages
+
+
+def merge(envelopes: list[Envelope]) -> Envelope:
+    if len(envelopes) == 1:
+        return envelopes[0]
+    first = envelopes[0]
+    items = [item for envelope in envelopes for item in envelope.items]
+    return Envelope(type=first.type, producer=first.producer, partition=first.partition,
+                    items=items, version=first.version, correlation_id=first.correlation_id)
 
 
 class PartitionQueueConsumer(QueueConsumer):
@@ -147,40 +177,46 @@ class PartitionedConsumer(Entrypoint):
             log.error("dropping malformed envelope on %s: %s", lane.queue.name, error)
             self.queue_consumer.ack_message(message)
             return
-        lane.turn.acquire()
         IN_FLIGHT[self.consumer] = IN_FLIGHT.get(self.consumer, 0) + 1
-        self._spawn(lane, envelope, message)
+        lane.waiting.append((envelope, message))
+        if not lane.busy:
+            self._handle_next(lane)
 
-    def _spawn(self, lane: _Lane, envelope, message):
+    def _handle_next(self, lane: _Lane) -> None:
+        group = lane.next_group()
+        lane.busy = group is not None
+        if group is not None:
+            self._spawn(lane, *group)
+
+    def _spawn(self, lane: _Lane, envelope: Envelope, messages: list):
         try:
             self.container.spawn_worker(
                 self, (envelope,), {},
-                handle_result=partial(self._handled, lane, envelope, message),
+                handle_result=partial(self._handled, lane, envelope, messages),
             )
         except Exception:
             # The container is going away: unacked messages come back, in order, to the
             # next consumer of this partition.
-            IN_FLIGHT[self.consumer] -= 1
-            lane.turn.release()
-            self.queue_consumer.requeue_message(message)
+            for message in messages:
+                IN_FLIGHT[self.consumer] -= 1
+                self.queue_consumer.requeue_message(message)
 
-    def _handled(self, lane: _Lane, envelope, message, worker_ctx, result=None, exc_info=None):
+    def _handled(self, lane: _Lane, envelope, messages, worker_ctx, result=None, exc_info=None):
         if exc_info is None:
-            self.queue_consumer.ack_message(message)
-            IN_FLIGHT[self.consumer] -= 1
-            lane.turn.release()
+            for message in messages:
+                self.queue_consumer.ack_message(message)
+                IN_FLIGHT[self.consumer] -= 1
+            self._handle_next(lane)
             return result, exc_info
         # Transient failure (database, RPC). Retry this very batch before any later one:
         # requeueing would let the batches already prefetched behind it overtake it.
         log.warning("retrying batch %s on %s: %s", envelope.event_id, lane.queue.name, exc_info[1])
-        eventlet.spawn_after(REQUEUE_DELAY_SECONDS, self._spawn, lane, envelope, message)
+        eventlet.spawn_after(REQUEUE_DELAY_SECONDS, self._spawn, lane, envelope, messages)
         return result, exc_info
 
 
 def _json(body):
-    import json
-
-    return json.loads(body)
+    return orjson.loads(body)
 
 
 def partitioned_handler(stream: str, consumer: str, partitions=numbered_partitions):
