@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +17,7 @@ from shared.store import ServiceApplication
 KNOWN_PURPOSES = frozenset({"advertising", "marketing", "analytics", "personalization",
                             "functional", "sale_sharing"})
 KNOWN_JURISDICTIONS = frozenset({"GDPR", "CCPA"})
+RECORDS_REFRESH_SECONDS = 1.0
 IDENTITY_RESOLVED_KEY = "identity/identity.resolved/{partition}"
 
 
@@ -36,19 +39,26 @@ class ConsentApplication(ServiceApplication):
         # database for each of them at every decision is what decisions would cost.
         self._with_records: set[uuid.UUID] = set()
         self._records_seen_up_to = 0
+        self._records_refreshed_at = float("-inf")
+        self._refresh_records_index(force=True)
 
-    def _refresh_records_index(self) -> None:
-        """Catch up with records opened since the last look (by any replica)."""
+    def _refresh_records_index(self, force: bool = False) -> None:
+        """Learn of records opened by other replicas (our own are added as we open them)."""
+        if not force and time.monotonic() - self._records_refreshed_at < RECORDS_REFRESH_SECONDS:
+            return
+        self._records_refreshed_at = time.monotonic()
+        newest = self.process_recorder.max_notification_id() or 0
         topic = [get_topic(ConsentRecord.Opened)]
-        while True:
+        while self._records_seen_up_to < newest:
             notifications = self.process_recorder.select_notifications(
-                start=self._records_seen_up_to, limit=1000, topics=topic,
+                start=self._records_seen_up_to, stop=newest, limit=1000, topics=topic,
                 inclusive_of_start=False)
             for notification in notifications:
                 self._with_records.add(uuid.UUID(str(notification.originator_id)))
-            if not notifications:
-                return
-            self._records_seen_up_to = notifications[-1].id
+            if len(notifications) < 1000:
+                self._records_seen_up_to = newest
+            else:
+                self._records_seen_up_to = notifications[-1].id
 
     # ---- recording --------------------------------------------------------------------
     def _consent_record(self, touched: dict, identifier: tuple[str, str]) -> ConsentRecord:
@@ -58,6 +68,7 @@ class ConsentApplication(ServiceApplication):
                 touched[key] = self.repository.get(key)
             except AggregateNotFoundError:
                 touched[key] = ConsentRecord(*identifier)
+                self._with_records.add(key)
         return touched[key]
 
     def record_consent(self, identifiers: list[tuple[str, str]], purposes: dict[str, bool],
@@ -131,8 +142,10 @@ class ConsentApplication(ServiceApplication):
         key = IDENTITY_RESOLVED_KEY.format(partition=after["partition"])
         if self.tracked_position(key) >= after["position"]:
             return True
-        # Another replica may own that partition: ask the database, not our memory.
+        # Another replica may own that partition: ask the database, not our memory, and
+        # learn of the records that replica opened on the way.
         self._tracked[key] = self.process_recorder.max_tracking_id(key) or 0
+        self._refresh_records_index(force=True)
         return self._tracked[key] >= after["position"]
 
     def decide_many(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -175,7 +188,8 @@ class ConsentApplication(ServiceApplication):
         for identifier_type, value in links.identifiers:
             key = record_id(identifier_type, value)
             if key in self._with_records:
-                records.append(self.repository.get(key))
+                with contextlib.suppress(AggregateNotFoundError):  # its save may have failed
+                    records.append(self.repository.get(key))
         return records
 
     # ---- queries ----------------------------------------------------------------------

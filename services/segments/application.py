@@ -97,13 +97,17 @@ class SegmentsApplication(ServiceApplication):
             return 0
         now = self.clock()
         rules = self._rules()
+        watched = set().union(*(rule.events for rule, _ in rules.values()))
         touched: dict[str, ProfileActivity] = {}
         changes: list[dict[str, Any]] = []
         for item in fresh:
             activity = self._activity(touched, item["profile_id"])
             changed_traits = {k: v for k, v in item["traits"].items()
                               if activity.traits.get(k) != v}
-            occurrences = self._occurrences(item.get("event"))
+            # Behaviour no segment looks at is not kept (it is most of the traffic). A segment
+            # defined later on a new event needs a backfill from contacts' timeline, which
+            # the segments issue adds; until then it counts from its definition on.
+            occurrences = [o for o in self._occurrences(item.get("event")) if o[0] in watched]
             merged = self._fold_merges(touched, activity, item.get("merged_from", ()), now)
             if changed_traits or occurrences:
                 activity.observe(changed_traits, occurrences, now)

@@ -53,15 +53,22 @@ class ProfileActivity(Aggregate):
     def observe(self, traits: dict[str, Any], occurrences: list[list[Any]], now: float) -> None:
         self.traits.update(traits)
         for name, at, properties in occurrences:
-            self.events.setdefault(name, []).append([at, properties])
-        self._prune(now)
+            seen = self.events.setdefault(name, [])
+            seen.append([at, properties])
+            if len(seen) > 1 and seen[-2][0] > at:  # late arrival: keep time order
+                seen.sort(key=lambda pair: pair[0])
+            self._prune(seen, now)
 
-    def _prune(self, now: float) -> None:
+    @staticmethod
+    def _prune(seen: list[list[Any]], now: float) -> None:
+        """Drop what no window can reach and what exceeds the cap (the list is time-ordered)."""
         horizon = now - MAX_WINDOW_SECONDS
-        for name, seen in self.events.items():
-            seen.sort(key=lambda pair: pair[0])
-            kept = [pair for pair in seen if pair[0] >= horizon]
-            self.events[name] = kept[-MAX_OCCURRENCES_PER_EVENT:]
+        stale = 0
+        while stale < len(seen) and seen[stale][0] < horizon:
+            stale += 1
+        excess = max(stale, len(seen) - MAX_OCCURRENCES_PER_EVENT)
+        if excess:
+            del seen[:excess]
 
     @event("Entered")
     def enter(self, segment: str, at: str, reason: str) -> None:
@@ -74,8 +81,10 @@ class ProfileActivity(Aggregate):
     @event("Absorbed")
     def absorb(self, profile_id: str, events: dict[str, list[list[Any]]], now: float) -> None:
         for name, seen in events.items():
-            self.events.setdefault(name, []).extend(seen)
-        self._prune(now)
+            mine = self.events.setdefault(name, [])
+            mine.extend(seen)
+            mine.sort(key=lambda pair: pair[0])
+            self._prune(mine, now)
 
     @event("MergedInto")
     def merge_into(self, survivor_id: str) -> None:
