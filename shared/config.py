@@ -39,7 +39,7 @@ class Settings:
     postgres_user: str = "postgres"
     postgres_password: str = ""
     postgres_dbname: str = "tessera"
-    partitions: int = 8
+    partitions: int = 4
     linger_ms: int = 20
     batch_max: int = 500
     http_host: str = "127.0.0.1"
@@ -70,7 +70,7 @@ class Settings:
             postgres_user=_env("TESSERA_POSTGRES_USER", "postgres"),
             postgres_password=_env("TESSERA_POSTGRES_PASSWORD", ""),
             postgres_dbname=_env("TESSERA_POSTGRES_DBNAME", "tessera"),
-            partitions=int(_env("TESSERA_PARTITIONS", "8")),
+            partitions=int(_env("TESSERA_PARTITIONS", "4")),
             linger_ms=int(_env("TESSERA_LINGER_MS", "20")),
             batch_max=int(_env("TESSERA_BATCH_MAX", "500")),
             http_host=_env("TESSERA_HTTP_HOST", "127.0.0.1"),

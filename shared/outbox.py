@@ -9,6 +9,7 @@ the broker confirmed. Broker down: writes go on and the relay catches up later.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 OUTBOX_TRACKING_KEY = "outbox"
 READ_LIMIT = 500
+POSITION_RECORD_SECONDS = 0.25
 
 # (stream, partition, item) triples a domain event turns into; an item has no position yet.
 Translation = Callable[[Any], Iterable[tuple[str, str, dict[str, Any]]]]
@@ -51,6 +53,8 @@ class OutboxRelay:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._position: int | None = None
+        self._recorded: int | None = None
+        self._recorded_at = float("-inf")
         self.published_envelopes = 0
         app.on_saved(self._wake.set)
 
@@ -59,6 +63,7 @@ class OutboxRelay:
         if self._position is None:
             recorder = self.app.process_recorder
             self._position = recorder.max_tracking_id(OUTBOX_TRACKING_KEY) or 0
+            self._recorded = self._position
         return self._position
 
     def backlog(self) -> int:
@@ -76,10 +81,20 @@ class OutboxRelay:
         if envelopes:
             self.publisher.publish(envelopes)
             self.published_envelopes += len(envelopes)
-        last = notifications[-1].id
-        self.app.process_recorder.insert_tracking(Tracking(OUTBOX_TRACKING_KEY, last))
-        self._position = last
+        self._position = notifications[-1].id
+        self._record_position()
         return len(notifications)
+
+    def _record_position(self, force: bool = False) -> None:
+        """Write the position now and then, not after every publish: after a crash the
+        relay publishes again what it published since (consumers skip it)."""
+        now = time.monotonic()
+        if self._position is None or self._position == self._recorded:
+            return
+        if not force and now - self._recorded_at < POSITION_RECORD_SECONDS:
+            return
+        self.app.process_recorder.insert_tracking(Tracking(OUTBOX_TRACKING_KEY, self._position))
+        self._recorded, self._recorded_at = self._position, now
 
     def _envelopes(self, notifications) -> list[Envelope]:
         grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -114,6 +129,8 @@ class OutboxRelay:
                 continue
             if relayed >= READ_LIMIT:
                 continue
+            with contextlib.suppress(Exception):  # a failure here is retried on the next turn
+                self._record_position(force=True)
             self._wake.wait(timeout=0.5)
             if self._wake.is_set():
                 self._wake.clear()

@@ -14,7 +14,7 @@ from typing import Any
 # Imported up front: services start concurrently and a lazy import would race.
 import eventsourcing.sqlite
 from eventsourcing.application import Application, LRUCache, ProcessingEvent
-from eventsourcing.persistence import ProcessRecorder, Tracking
+from eventsourcing.persistence import IntegrityError, ProcessRecorder, Tracking
 from eventsourcing.utils import get_topic
 
 from shared.config import Settings
@@ -108,6 +108,7 @@ class ServiceApplication(Application):
         merged = store_env(self.service_name, settings) | (env or {})
         super().__init__(env=merged)
         self._tracked: dict[str, int] = {}
+        self._tracking_to_flush: dict[str, int] = {}
         self._listeners: list[Callable[[], None]] = []
 
     def construct_recorder(self):
@@ -153,7 +154,17 @@ class ServiceApplication(Application):
         return [item for item in items if item["position"] > done]
 
     def save_processed(self, *aggregates: Any, tracking_key: str, position: int) -> None:
-        """Save aggregates and the tracking record in one transaction, or nothing at all."""
+        """Save aggregates and the tracking record in one transaction, or nothing at all.
+
+        A batch that changed nothing costs no transaction: its position is remembered and
+        written by `flush_tracking` a moment later. Should the process die first, the batch
+        is delivered again and again changes nothing.
+        """
+        if not any(getattr(a, "pending_events", ()) for a in aggregates):
+            self._tracked[tracking_key] = position
+            self._tracking_to_flush[tracking_key] = position
+            return
+        self._tracking_to_flush.pop(tracking_key, None)
         processing = ProcessingEvent(Tracking(tracking_key, position))
         # Collected by hand: ProcessingEvent.collect_events checks each object against a
         # runtime Protocol, which costs more than the rest of a small save.
@@ -170,6 +181,13 @@ class ServiceApplication(Application):
         self._notify(recordings)
         if recordings:
             self._wake()
+
+    def flush_tracking(self) -> None:
+        """Write the positions of batches that changed nothing (see `save_processed`)."""
+        pending, self._tracking_to_flush = self._tracking_to_flush, {}
+        for key, position in pending.items():
+            with contextlib.suppress(IntegrityError):  # a later save already went past it
+                self.process_recorder.insert_tracking(Tracking(key, position))
 
     def save_and_wake(self, *aggregates: Any) -> None:
         try:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections import deque
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS_CONFIG_KEY = "TESSERA_SETTINGS"
 REQUEUE_DELAY_SECONDS = 0.5
+TRACKING_FLUSH_SECONDS = 0.5
 LANE_PREFETCH = 20
 MERGE_MAX_ITEMS = 5000
 
@@ -72,12 +74,25 @@ class ServiceApp(DependencyProvider):
             self.app.relay = self.relay
 
     def start(self):
+        self._stopping = False
         if self.relay is not None:
             self.container.spawn_managed_thread(self.relay.run, identifier="outbox-relay")
+        self.container.spawn_managed_thread(self._flush_tracking, identifier="tracking-flush")
+
+    def _flush_tracking(self):
+        while not self._stopping:
+            eventlet.sleep(TRACKING_FLUSH_SECONDS)
+            try:
+                self.app.flush_tracking()
+            except Exception:
+                log.exception("could not write tracking positions; will try again")
 
     def stop(self):
+        self._stopping = True
         if self.relay is not None:
             self.relay.stop()
+        with contextlib.suppress(Exception):
+            self.app.flush_tracking()
 
     def kill(self):
         self.stop()

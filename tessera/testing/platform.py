@@ -34,7 +34,7 @@ class Platform:
     destination_secrets: dict[str, str] = field(default_factory=dict)  # env var -> secret
     port: int = 0
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
-    partitions: int = 8
+    partitions: int = 4
     extra_env: dict[str, str] = field(default_factory=dict)
     services: tuple[str, ...] = SERVICES  # real mode: which services to run, one process each
     processes: list[subprocess.Popen] = field(default_factory=list)
