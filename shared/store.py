@@ -49,6 +49,7 @@ def store_env(service: str, settings: Settings) -> dict[str, str]:
             "POSTGRES_SCHEMA": service,
             "POSTGRES_POOL_SIZE": "4",
             "POSTGRES_MAX_OVERFLOW": "4",
+            "PROCESS_RECORDER_TOPIC": "shared.pg_recorder:BinaryInsertProcessRecorder",
         }
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return common | {

@@ -1,0 +1,42 @@
+"""A PostgreSQL process recorder that sends new events as binary arrays.
+
+eventsourcing's recorder passes new events as an array of a composite type, which psycopg
+writes out in text form, escaping every field in Python: about a fifth of a busy service's
+time. The same rows go as four binary arrays instead (UUIDs, versions, topics, states),
+with the same table lock, notification and RETURNING of notification ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresProcessRecorder
+from psycopg.sql import SQL, Identifier
+
+
+class BinaryInsertProcessRecorder(PostgresProcessRecorder):
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.insert_events_statement = SQL(
+            "INSERT INTO {schema}.{table} AS t "
+            "(originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::{id_type}[], %b::int[], %b::text[], %b::bytea[]) "
+            "RETURNING notification_id"
+        ).format(
+            schema=Identifier(self.datastore.schema),
+            table=Identifier(self.events_table_name),
+            id_type=SQL(self.datastore.originator_id_type),
+        )
+
+    def _insert_stored_events(self, curs, stored_events: Sequence[StoredEvent],
+                              **kwargs: Any) -> None:
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(self.insert_events_statement, (
+            [e.originator_id for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
+        ))
