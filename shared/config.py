@@ -40,7 +40,7 @@ class Settings:
     postgres_password: str = ""
     postgres_dbname: str = "tessera"
     partitions: int = 4
-    linger_ms: int = 20
+    linger_ms: int = 50
     batch_max: int = 500
     http_host: str = "127.0.0.1"
     http_port: int = 8000
@@ -71,7 +71,7 @@ class Settings:
             postgres_password=_env("TESSERA_POSTGRES_PASSWORD", ""),
             postgres_dbname=_env("TESSERA_POSTGRES_DBNAME", "tessera"),
             partitions=int(_env("TESSERA_PARTITIONS", "4")),
-            linger_ms=int(_env("TESSERA_LINGER_MS", "20")),
+            linger_ms=int(_env("TESSERA_LINGER_MS", "50")),
             batch_max=int(_env("TESSERA_BATCH_MAX", "500")),
             http_host=_env("TESSERA_HTTP_HOST", "127.0.0.1"),
             http_port=int(_env("TESSERA_HTTP_PORT", "8000")),
