@@ -8,8 +8,14 @@ notification log is the outbox that the relay publishes from.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+
+# psycopg's C build would block eventlet's loop while it waits for PostgreSQL; its
+# select-based wait yields to other green threads (DESIGN §8). Set before psycopg loads,
+# here, so that `tessera run` and `nameko run` both get it.
+os.environ.setdefault("PSYCOPG_WAIT_FUNC", "wait_select")
 
 # Imported up front: services start concurrently and a lazy import would race.
 import eventsourcing.sqlite

@@ -15,14 +15,9 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
-import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
-
-# psycopg's C build would block eventlet's loop while it waits for PostgreSQL; its
-# select-based wait yields to other green threads (DESIGN §8). Set before psycopg loads.
-os.environ.setdefault("PSYCOPG_WAIT_FUNC", "wait_select")
 
 # Services run on eventlet (nameko); the demo drives them from outside with plain threads.
 if any(command in sys.argv[1:2] for command in ("up", "run")):

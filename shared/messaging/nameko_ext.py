@@ -93,6 +93,8 @@ class ServiceApp(DependencyProvider):
             self.relay.stop()
         with contextlib.suppress(Exception):
             self.app.flush_tracking()
+        with contextlib.suppress(Exception):
+            self.app.close()
 
     def kill(self):
         self.stop()
