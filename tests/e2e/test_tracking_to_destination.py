@@ -153,3 +153,39 @@ def test_a_retried_batch_is_not_counted_twice(platform):
     platform.wait_drained()
     profile = platform.admin("GET", "/v1/profiles", params={"userId": user_id}).json()
     assert profile["events_total"] == 1
+
+
+MALFORMED_BODIES = [
+    b"",
+    b"not json",
+    b"[]",
+    b"null",
+    b'{"batch": "nope"}',
+    b'{"batch": []}',
+    b'{"batch": [1, "two", null, []]}',
+    b'{"batch": [{"type": "track"}]}',
+    b'{"batch": [{"type": "spaceship", "userId": "u"}]}',
+    b'{"batch": [{"type": "track", "userId": {"nested": 1}, "event": "E"}]}',
+    b'{"batch": [{"type": "track", "userId": "u", "event": "E", "timestamp": "yesterday"}]}',
+    b'{"batch": [{"type": "track", "userId": "u", "event": "E", "properties": [1, 2]}]}',
+    b'{"batch": [{"type": "identify", "userId": "u", "traits": "vip"}]}',
+    b'{"batch": [{"type": "track", "userId": "u", "event": 1e999}]}',
+    b'{"batch": [{"type": "track", "userId": "u", "event": "E"}], "context": 5}',
+    b'{"batch": [{"type": "alias", "userId": "u"}]}',
+    "{\"batch\": [{\"type\": \"track\", \"userId\": \"\u0000\", \"event\": \"\udcff\"}]}".encode(
+        "utf-8", "surrogatepass"),
+]
+
+
+def test_bad_input_gets_a_4xx_naming_the_problem_and_never_a_500(platform):
+    for body in MALFORMED_BODIES:
+        answer = httpx.post(f"{platform.base_url}/v1/batch", auth=(WRITE_KEY, ""),
+                            content=body, headers={"Content-Type": "text/plain"})
+        assert answer.status_code in (400, 413), (body, answer.status_code, answer.text)
+        assert set(answer.json()) == {"code", "message"}, body
+    gzip_lie = httpx.post(f"{platform.base_url}/v1/batch", auth=(WRITE_KEY, ""),
+                          content=b"plain", headers={"Content-Encoding": "gzip"})
+    assert gzip_lie.status_code == 400
+    too_big = httpx.post(f"{platform.base_url}/v1/batch", auth=(WRITE_KEY, ""),
+                         content=b"x" * (4 * 1024 * 1024 + 1))
+    assert too_big.status_code == 413
