@@ -196,7 +196,7 @@ def run_generator(spec: dict[str, Any]) -> dict[str, Any]:
         thread.start()
     time.sleep(0.2)  # let the threads reach jobs.get()
 
-    consenting_flips = 0
+    consenting_flips = refusing_flips = 0
     cpu0 = time.process_time()
     mono0 = time.monotonic() + 0.05
     wall0 = time.time() + (mono0 - time.monotonic())
@@ -204,15 +204,15 @@ def run_generator(spec: dict[str, Any]) -> dict[str, Any]:
         due_mono = mono0 + k * interval
         when = _iso(wall0 + k * interval)
         events = []
-        chosen = set()
         for _ in range(identifies_per_batch):
             index = order[cursor % profiles]
             cursor += 1
             tiers[index] = "gold" if tiers[index] != "gold" else "silver"
-            chosen.add(index)
             events.append(_identify(index, tiers[index], when))
             if consents(index):
                 consenting_flips += 1
+            else:
+                refusing_flips += 1
         events += [_behaviour(rng, rng.randrange(profiles), when)
                    for _ in range(batch - identifies_per_batch)]
         rng.shuffle(events)
@@ -249,6 +249,7 @@ def run_generator(spec: dict[str, Any]) -> dict[str, Any]:
         "events": total_batches * batch,
         "identifies": total_batches * identifies_per_batch,
         "expected_deliveries": consenting_flips * len(DESTINATIONS),
+        "expected_suppressions": refusing_flips * len(DESTINATIONS),
         "cpu_seconds": cpu,
         "wall_seconds": max(1e-9, to_wall(outcome["last_done"]) - wall0),
         "response_p50": percentile(response_times, 0.50),
@@ -352,6 +353,8 @@ class Step:
     errors: list[str] = field(default_factory=list)
     log_lines: list[str] = field(default_factory=list)
     cpu: str = ""
+    timeline: str = ""
+    envelopes: str = ""
 
     @property
     def passed(self) -> bool:
@@ -457,7 +460,7 @@ class CpuWatch:
     def start(self) -> None:
         self.last = self.sample()
 
-    def report(self) -> str:
+    def report(self, generator_percent: float) -> str:
         if self.last is None:
             return ""
         (t0, before, (busy0, total0)), (t1, after, (busy1, total1)) = self.last, self.sample()
@@ -467,8 +470,13 @@ class CpuWatch:
                  and math.isfinite(after[name] - before[name])]
         machine = (100 * (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1)
                    if total1 > total0 else math.nan)
-        return (f"platform CPU (% of one core): {', '.join(parts)}; "
-                f"whole machine {machine:.0f}% of {(os.cpu_count() or 1) * 100}%")
+        total = sum(after[n] - before[n] for n in after if n in before) / wall * 100
+        rest = machine - total - generator_percent
+        return (f"CPU while sending (% of one core): {', '.join(parts)}"
+                + (f" = platform {total:.0f}%" if len(parts) > 1 else "")
+                + f"; whole machine {machine:.0f}% of {(os.cpu_count() or 1) * 100}%, "
+                f"of which {rest:.0f}% neither platform nor generator (broker, database, "
+                f"receiver, anything else running)")
 
 
 def _say(text: str = "") -> None:
@@ -509,6 +517,28 @@ def warm_up(platform, profiles: int, batch: int) -> None:
          + (f"; REJECTED events, e.g. {rejections[:2]}" if rejections else ""))
 
 
+def ledger_totals(platform) -> dict[str, int]:
+    """Activation's own counts, summed over the destinations."""
+    try:
+        stats = platform.admin("GET", "/v1/destinations").json()["deliveries"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return {}
+    totals: dict[str, int] = {}
+    for ledger in stats.values():
+        for key in ("delivered", "suppressed", "duplicates", "dead_letters"):
+            totals[key] = totals.get(key, 0) + int(ledger.get(key) or 0)
+    return totals
+
+
+def envelopes(platform) -> dict[str, int]:
+    """Envelopes (batches) each service's outbox relay has published so far."""
+    try:
+        return {s["service"]: int(s.get("published_envelopes") or 0)
+                for s in platform.status()["services"]}
+    except (httpx.HTTPError, RuntimeError, KeyError, TypeError, ValueError):
+        return {}
+
+
 def wait_backlog(platform, last_due: float) -> float:
     """Seconds from the last scheduled send until /v1/status said drained (and kept saying
     it for DRAINED_OBSERVATIONS answers in a row); inf past DRAIN_CAP_S."""
@@ -542,6 +572,8 @@ def run_step(platform, receiver_url: str, state: dict[str, Any], rate: int,
             "seed": secrets.randbits(32), **state}
     spec_path, result_path = workdir / f"spec-{rate}.json", workdir / f"result-{rate}.json"
     spec_path.write_text(json.dumps(spec))
+    ledger_before = ledger_totals(platform)
+    envelopes_before = envelopes(platform)
     cpu = CpuWatch(platform)
     cpu.start()
     generator = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--generate",
@@ -562,7 +594,8 @@ def run_step(platform, receiver_url: str, state: dict[str, Any], rate: int,
             generator.kill()
             generator.wait()
     result = json.loads(result_path.read_text())
-    step.cpu = cpu.report()  # over the sending only, not the draining
+    step.gen_cpu = 100.0 * result["cpu_seconds"] / result["wall_seconds"]
+    step.cpu = cpu.report(step.gen_cpu)  # over the sending only, not the draining
     step.backlog = wait_backlog(platform, result["last_due"])
     # Drained (or past the cap): what arrived by now is what this step delivered.
     received = httpx.get(f"{receiver_url}/_received", timeout=120).json()
@@ -575,6 +608,17 @@ def run_step(platform, receiver_url: str, state: dict[str, Any], rate: int,
     if math.isfinite(step.backlog) and items:
         # Belt and braces: the last arrival also bounds the backlog from below.
         step.backlog = max(step.backlog, max(i["arrived_at"] for i in items) - result["last_due"])
+    if latencies:
+        # p50 latency per tenth of the step, by gateway receipt: a steady climb means the
+        # pipeline is short of throughput, a bump a stall.
+        tenths: list[list[float]] = [[] for _ in range(10)]
+        span = max(1e-9, result["scheduled_end"] - result["t0"])
+        for item in items:
+            received_at = _epoch(item["received_at"])
+            slot = min(9, max(0, int(10 * (received_at - result["t0"]) / span)))
+            tenths[slot].append(item["arrived_at"] - received_at)
+        step.timeline = " ".join(f"{percentile(sorted(t), 0.5):.2f}" if t else "-"
+                                 for t in tenths)
     # A delivery that never arrived counts as an infinitely late one.
     ranked = latencies + [math.inf] * missing
     step.p50, step.p99 = percentile(ranked, 0.50), percentile(ranked, 0.99)
@@ -583,13 +627,29 @@ def run_step(platform, receiver_url: str, state: dict[str, Any], rate: int,
     step.achieved = result["ok"] * args.batch / window
     step.late, step.failed = result["late"], result["failed"]
     step.max_lateness = result["max_lateness"]
-    step.gen_cpu = 100.0 * result["cpu_seconds"] / result["wall_seconds"]
     step.response_p99 = result["response_p99"]
     step.errors = result["errors"]
     if received.get("duplicates"):
         step.errors.append(f"receiver saw {received['duplicates']} duplicate deliveries")
     if step.deliveries > step.expected:
         step.errors.append(f"{step.deliveries - step.expected} deliveries more than expected")
+    envelopes_after = envelopes(platform)
+    published = {name: n - envelopes_before.get(name, 0) for name, n in envelopes_after.items()
+                 if n - envelopes_before.get(name, 0) > 0}
+    if published:
+        # Few events per envelope = per-message costs (commit, publish, confirm) dominate.
+        step.envelopes = ("envelopes published over the step: "
+                          + ", ".join(f"{name} {n}" for name, n in published.items())
+                          + (f" ({step.sent / published['gateway']:.1f} events per gateway "
+                             "envelope)" if published.get("gateway") else ""))
+    ledger_after = ledger_totals(platform)
+    ledger = {k: ledger_after.get(k, 0) - ledger_before.get(k, 0) for k in ledger_after}
+    if ledger and (ledger.get("delivered") != step.expected
+                   or ledger.get("suppressed") != result["expected_suppressions"]
+                   or ledger.get("dead_letters") or ledger.get("duplicates")):
+        step.errors.append(
+            f"activation's ledger over the step: {ledger} (expected delivered "
+            f"{step.expected}, suppressed {result['expected_suppressions']})")
     step.log_lines = logs.new_lines()
     state["tiers"], state["cursor"] = result["tiers"], result["cursor"]
     return step
@@ -610,6 +670,47 @@ def format_step(step: Step) -> str:
             f"{step.failed:>6} {backlog:>9} {_ms(step.p50):>7} {_ms(step.p99):>7} "
             f"{f'{step.deliveries}/{step.expected}':>15} {_ms(step.response_p99):>8} "
             f"{step.gen_cpu:>6.1f}%  {step.why()}")
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT/SIGTERM while cleaning up; act on them (once) afterwards."""
+    pending: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: pending.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if pending:
+            raise KeyboardInterrupt(f"signal {pending[0]}")
+
+
+def _stop_everything(platform, logs: LogWatch, result: ModeResult,
+                     receiver: subprocess.Popen, workdir: Path) -> None:
+    """Stop the platform and the receiver and remove our files, whatever fails on the way."""
+    def attempt(what: str, action) -> None:
+        try:
+            action()
+        except Exception as error:
+            _say(f"  could not {what}: {type(error).__name__}: {error}")
+
+    def stop_receiver() -> None:
+        receiver.terminate()
+        try:
+            receiver.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            receiver.kill()
+            receiver.wait()
+
+    attempt("stop the platform", platform.stop)
+    if logs.seen_any or result.error:
+        attempt("keep the platform logs",
+                lambda: _say(f"  platform logs kept in {logs.keep()}"))
+    attempt("remove the platform's work directory", platform.cleanup)
+    attempt("stop the receiver", stop_receiver)
+    attempt("remove the benchmark's files", lambda: shutil.rmtree(workdir))
 
 
 def run_mode(mode: str, args: argparse.Namespace) -> ModeResult:
@@ -658,6 +759,10 @@ def run_mode(mode: str, args: argparse.Namespace) -> ModeResult:
             _say("  " + format_step(step))
             if step.cpu:
                 _say(f"         {step.cpu}")
+            if step.envelopes:
+                _say(f"         {step.envelopes}")
+            if step.timeline:
+                _say(f"         p50 latency per tenth of the step, s: {step.timeline}")
             for error in step.errors:
                 _say(f"         ! {error}")
             for line in step.log_lines[:8]:
@@ -666,7 +771,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> ModeResult:
                 _say(f"         log: ... {len(step.log_lines) - 8} more such lines")
             if not step.passed:
                 break
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError, RuntimeError, httpx.HTTPError):
                 platform.wait_drained(timeout=DRAIN_CAP_S)
     except Exception as error:
         result.error = f"{type(error).__name__}: {error}"
@@ -675,19 +780,9 @@ def run_mode(mode: str, args: argparse.Namespace) -> ModeResult:
         if tail:
             _say("  platform log tail:\n    " + tail.replace("\n", "\n    "))
     finally:
-        platform.stop()
-        if logs.seen_any or result.error:
-            _say(f"  platform logs kept in {logs.keep()}")
-        platform.cleanup()
-        receiver.terminate()
-        try:
-            receiver.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            receiver.kill()
-            receiver.wait()
-        for path in workdir.glob("*"):
-            path.unlink()
-        workdir.rmdir()
+        # A second Ctrl-C (or SIGTERM) must not cut the clean-up short.
+        with _signals_deferred():
+            _stop_everything(platform, logs, result, receiver, workdir)
     return result
 
 
@@ -761,7 +856,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # stop the platform on SIGTERM too
     _say(f"pipeline benchmark: modes {', '.join(args.modes)}; rates {args.rates} events/s; "
          f"{args.step_seconds:g} s steps; {args.profiles:,} profiles; "
-         f"{os.cpu_count()} CPU(s)")
+         f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.2f} at start")
     _say(f"pass: backlog < {MAX_BACKLOG_S:g} s after the last send, p99 gateway -> webhook "
          f"< {MAX_P99_S:g} s, no failed request, no send > {MAX_LATENESS_S:g} s late")
     results = []

@@ -6,6 +6,7 @@ a profile never replays more than its snapshot and the events since.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from eventsourcing.domain import Aggregate, event
@@ -40,9 +41,7 @@ class Profile(Aggregate):
         self.absorbed: list[str] = []
 
     @staticmethod
-    def create_id(profile_id: str):
-        import uuid
-
+    def create_id(profile_id: str) -> uuid.UUID:
         return uuid.UUID(profile_id)
 
     def changed_traits(self, traits: dict[str, Any]) -> dict[str, Any]:
