@@ -131,11 +131,14 @@ class OutboxRelay:
                 continue
             with contextlib.suppress(Exception):  # a failure here is retried on the next turn
                 self._record_position(force=True)
+            idle_since = time.monotonic()
             self._wake.wait(timeout=0.5)
             if self._wake.is_set():
                 self._wake.clear()
-                # Linger: let a few more saves land so one envelope carries them all.
-                sleep(self.linger_seconds)
+                # Busy (saves come quicker than the linger): let a few more land so one
+                # envelope carries them all. Quiet: publish at once, latency matters more.
+                if time.monotonic() - idle_since < self.linger_seconds:
+                    sleep(self.linger_seconds)
 
     def stop(self) -> None:
         self._stopping.set()
