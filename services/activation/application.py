@@ -12,7 +12,12 @@ from eventsourcing.application import AggregateNotFoundError
 from connectors.base import DeliveryError, DeliveryItem, load_connector
 from connectors.retry import send_with_retries
 from services.activation.destinations import Destination, load_destinations
-from services.activation.domain import DeliveryPlan, DestinationLedger, idempotency_key
+from services.activation.domain import (
+    DeliveryPlan,
+    DestinationLedger,
+    idempotency_key,
+    summary,
+)
 from shared.store import ServiceApplication
 
 DecideMany = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
@@ -78,11 +83,12 @@ class ActivationApplication(ServiceApplication):
         allowed, denied = self._decide(destination, fresh, decide_many)
         outcome = {"delivered": 0, "suppressed": len(denied), "dead_lettered": 0}
         if denied:
-            ledger.suppressed_batch(denied)
+            ledger.suppressed_batch([summary(i) for i in denied])
         if allowed:
             try:
                 result = self._send(destination, allowed)
-                ledger.delivered_batch(allowed, result.status, list(result.duplicate_keys))
+                ledger.delivered_batch([summary(i) for i in allowed], result.status,
+                                       list(result.duplicate_keys))
                 outcome["delivered"] = len(allowed)
             except DeliveryError as error:
                 ledger.dead_letter(str(uuid.uuid4()), allowed, repr(error), _now_iso())
@@ -148,10 +154,11 @@ class ActivationApplication(ServiceApplication):
         allowed, denied = self._decide(destination, letter["items"], decide_many)
         try:
             if denied:
-                ledger.suppressed_batch(denied)
+                ledger.suppressed_batch([summary(i) for i in denied])
             if allowed:
                 result = self._send(destination, allowed)
-                ledger.delivered_batch(allowed, result.status, list(result.duplicate_keys))
+                ledger.delivered_batch([summary(i) for i in allowed], result.status,
+                                       list(result.duplicate_keys))
         except Exception:
             self.forget_cached_state()  # the cached ledger holds unsaved changes: drop them
             raise

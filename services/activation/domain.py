@@ -11,6 +11,14 @@ RECENT_OUTCOMES = 200
 _NAMESPACE = uuid.UUID("8a3e1c2b-7d4f-4a6b-9e0d-1c2b3a4d5e6f")
 
 
+def summary(item: dict[str, Any]) -> dict[str, Any]:
+    """What the ledger keeps of a delivered or suppressed item: who, what, and the consent
+    decision it relied on (the traits sent are in the plan that preceded it)."""
+    return {"idempotency_key": item["idempotency_key"], "profile_id": item["profile_id"],
+            "segment": item.get("segment"), "action": item.get("action"),
+            "decision_id": item.get("decision_id"), "reason": item.get("reason")}
+
+
 def idempotency_key(destination: str, change: dict[str, Any]) -> str:
     """Stable across retries and replays: one membership change, one destination."""
     return f"{destination}:{change['profile_id']}:{change['segment']}:{change['change']}:" \
@@ -42,12 +50,7 @@ class DestinationLedger(Aggregate):
         self.recent: list[dict[str, Any]] = []  # the latest outcomes, newest last
 
     def _remember(self, outcome: str, items: list[dict[str, Any]]) -> None:
-        self.recent.extend(
-            {"outcome": outcome, "idempotency_key": i["idempotency_key"],
-             "profile_id": i["profile_id"], "segment": i.get("segment"),
-             "action": i.get("action"), "decision_id": i.get("decision_id"),
-             "reason": i.get("reason")}
-            for i in items)
+        self.recent.extend(dict(summary(i), outcome=outcome) for i in items)
         del self.recent[:-RECENT_OUTCOMES]
 
     @event("Delivered")
