@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from eventsourcing.persistence import Tracking
 
 from shared.envelope import Envelope, position_of
+from shared.partitions import partition_of
 from shared.store import ServiceApplication
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,20 @@ POSITION_RECORD_SECONDS = 0.25
 
 # (stream, partition, item) triples a domain event turns into; an item has no position yet.
 Translation = Callable[[Any], Iterable[tuple[str, str, dict[str, Any]]]]
+
+
+def items_by_profile(batch_event: type, stream: str) -> Callable[[int], Translation]:
+    """The usual translation: a batch event's items, each to its profile's partition."""
+
+    def translator(partitions: int) -> Translation:
+        def translate(domain_event: Any) -> Iterable[tuple[str, str, dict[str, Any]]]:
+            if isinstance(domain_event, batch_event):
+                for item in domain_event.items:
+                    yield stream, partition_of(item["profile_id"], partitions), dict(item)
+
+        return translate
+
+    return translator
 
 
 class EnvelopePublisher(Protocol):

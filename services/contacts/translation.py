@@ -1,19 +1,7 @@
 """contacts' domain events -> `contacts.profile_changed` items (same partition as the profile)."""
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-from typing import Any
-
 from services.contacts.domain import ChangeBatch
 from shared.contracts import PROFILE_CHANGED
-from shared.partitions import partition_of
+from shared.outbox import items_by_profile
 
-
-def translator(partitions: int):
-    def translate(domain_event: Any) -> Iterator[tuple[str, str, dict[str, Any]]]:
-        if isinstance(domain_event, ChangeBatch.ProfilesChanged):
-            for item in domain_event.items:
-                yield PROFILE_CHANGED, partition_of(item["profile_id"], partitions), dict(item)
-
-    return translate
+translator = items_by_profile(ChangeBatch.ProfilesChanged, PROFILE_CHANGED)

@@ -1,19 +1,7 @@
 """identity's domain events -> `identity.resolved` items, partitioned by profile."""
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-from typing import Any
-
 from services.identity.domain import ResolutionBatch
 from shared.contracts import IDENTITY_RESOLVED
-from shared.partitions import partition_of
+from shared.outbox import items_by_profile
 
-
-def translator(partitions: int):
-    def translate(domain_event: Any) -> Iterator[tuple[str, str, dict[str, Any]]]:
-        if isinstance(domain_event, ResolutionBatch.Resolved):
-            for item in domain_event.items:
-                yield IDENTITY_RESOLVED, partition_of(item["profile_id"], partitions), dict(item)
-
-    return translate
+translator = items_by_profile(ResolutionBatch.Resolved, IDENTITY_RESOLVED)
