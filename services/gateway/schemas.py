@@ -23,7 +23,16 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    EXCLUDE,
+    INCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    pre_load,
+    validate,
+    validates_schema,
+)
 
 EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 MAX_MESSAGE_ID_CHARS = 100
@@ -212,3 +221,35 @@ def schema_for(event_type: Any) -> Schema:
     if isinstance(event_type, str):
         return SCHEMA_OF_TYPE.get(event_type, ANY_EVENT)
     return ANY_EVENT
+
+
+class ConsentRequestSchema(Schema):
+    """`POST /v1/consent`: who consented (one identifier at least) to which purposes."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    userId = Identifier(load_default=None)
+    email = fields.Email(load_default=None)
+    anonymousId = Identifier(load_default=None)
+    purposes = fields.Dict(keys=fields.String(validate=validate.Length(min=1)),
+                           values=fields.Boolean(truthy={True}, falsy={False}), required=True,
+                           validate=validate.Length(min=1))
+    jurisdiction = fields.String(validate=validate.OneOf(["GDPR", "CCPA"]))
+    policyVersion = fields.String()
+    language = fields.String()
+    method = fields.String()
+    lawfulBasis = fields.String()
+    collectedAt = Timestamp()
+
+    @pre_load
+    def trim_email(self, data, **kwargs):
+        # Emails come from forms with stray spaces; identity trims them the same way.
+        if isinstance(data, dict) and isinstance(data.get("email"), str):
+            data = dict(data, email=data["email"].strip())
+        return data
+
+    @validates_schema
+    def someone_consented(self, data, **kwargs):
+        if not any(data.get(name) for name in ("userId", "email", "anonymousId")):
+            raise ValidationError("one of userId, email or anonymousId is required", "userId")

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import eventlet
+from marshmallow import ValidationError
 from nameko.rpc import RpcProxy
 from nameko.web.handlers import http
 from werkzeug.wrappers import Response
@@ -26,6 +27,7 @@ from services.gateway.domain import (
     parse_body,
     write_key_from,
 )
+from services.gateway.schemas import ConsentRequestSchema
 from services.gateway.translation import translator
 from shared.contracts import CONSUMERS, PARTITIONED_BY_DESTINATION
 from shared.messaging.broker import queue_depths, queues_for
@@ -34,6 +36,10 @@ from shared.messaging.nameko_ext import ServiceApp, numbered_partitions, service
 SHORT_PATHS = {"i": "identify", "t": "track", "p": "page", "s": "screen", "g": "group",
                "a": "alias"}
 SERVICES = ("gateway", "identity", "contacts", "segments", "consent", "activation")
+RECEIPT_FIELDS = {"jurisdiction": "jurisdiction", "policyVersion": "policy_version",
+                  "language": "language", "method": "method", "lawfulBasis": "lawful_basis",
+                  "collectedAt": "collected_at"}
+_consent_schema = ConsentRequestSchema()
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -255,32 +261,27 @@ class GatewayService:
         except Unavailable as down:
             return _error(503, "unavailable", str(down))
 
-    def _call(self, method, *args, **kwargs):
+    def _call(self, remote, /, *args, **kwargs):
         timeout = self.app.settings.rpc_timeout
         try:
             with eventlet.Timeout(timeout):
-                return method(*args, **kwargs)
+                return remote(*args, **kwargs)
         except eventlet.Timeout as expired:
             raise Unavailable(f"a service did not answer within {timeout}s") from expired
 
 
 def _consent_request(body: dict) -> tuple[list[list[str]], dict[str, bool], dict[str, str]]:
-    identifiers = []
-    for field, kind in (("userId", "user_id"), ("email", "email"),
-                        ("anonymousId", "anonymous_id")):
-        value = body.get(field)
-        if isinstance(value, str) and value.strip():
-            value = value.strip().lower() if kind == "email" else value.strip()
-            identifiers.append([kind, value])
-    if not identifiers:
-        raise BadRequest("no_identifier", "userId, email or anonymousId: one is required")
-    purposes = body.get("purposes")
-    if not isinstance(purposes, dict) or not purposes or not all(
-            isinstance(v, bool) for v in purposes.values()):
-        raise BadRequest("invalid_purposes",
-                         "purposes: must be a non-empty object of purpose -> true/false")
-    receipt = {key: str(body[field]) for field, key in (
-        ("jurisdiction", "jurisdiction"), ("policyVersion", "policy_version"),
-        ("language", "language"), ("method", "method"), ("lawfulBasis", "lawful_basis"),
-        ("collectedAt", "collected_at")) if body.get(field)}
-    return identifiers, purposes, receipt
+    try:
+        data = _consent_schema.load(body)
+    except ValidationError as error:
+        field, problems = next(iter(error.normalized_messages().items()))
+        problem = problems[0] if isinstance(problems, list) else problems
+        raise BadRequest("invalid_consent", f"{field}: {problem}") from error
+    identifiers = [[kind, value] for kind, value in (
+        ("user_id", data["userId"]),
+        ("email", data["email"] and data["email"].strip().lower()),
+        ("anonymous_id", data["anonymousId"])) if value]
+    receipt = {key: str(data[field]) for field, key in RECEIPT_FIELDS.items() if field in data}
+    if "collected_at" in receipt:
+        receipt["collected_at"] = data["collectedAt"].isoformat().replace("+00:00", "Z")
+    return identifiers, {k.strip().lower(): v for k, v in data["purposes"].items()}, receipt

@@ -189,3 +189,32 @@ def test_bad_input_gets_a_4xx_naming_the_problem_and_never_a_500(platform):
     too_big = httpx.post(f"{platform.base_url}/v1/batch", auth=(WRITE_KEY, ""),
                          content=b"x" * (4 * 1024 * 1024 + 1))
     assert too_big.status_code == 413
+
+
+def test_consent_recorded_through_the_api_lets_the_person_through(platform, receiver):
+    user_id = new_user()
+    email = f"{user_id}@example.com"
+    answer = httpx.post(f"{platform.base_url}/v1/consent", auth=(WRITE_KEY, ""), json={
+        "email": email.upper(), "purposes": {"advertising": True},
+        "policyVersion": "2026-11", "method": "signup form"})
+    assert answer.status_code == 200, answer.text
+    client = client_for(platform)
+    client.identify(user_id=user_id, traits={"email": email})
+    buy_twice(client, user_id)
+    platform.wait_drained()
+
+    assert [i["destination"] for i in deliveries_for(receiver, user_id, platform)] == ["ads"]
+    profile = platform.admin("GET", "/v1/profiles", params={"email": email}).json()
+    [record] = platform.admin("GET", f"/v1/profiles/{profile['profile_id']}/consent").json()[
+        "records"]
+    entry = record["purposes"]["advertising"]["api:web"]
+    assert (entry["granted"], entry["policy_version"], entry["method"]) == (
+        True, "2026-11", "signup form")
+
+
+def test_a_consent_request_without_an_identifier_is_refused_naming_the_field(platform):
+    answer = httpx.post(f"{platform.base_url}/v1/consent", auth=(WRITE_KEY, ""),
+                        json={"purposes": {"advertising": True}})
+    assert answer.status_code == 400
+    assert answer.json()["code"] == "invalid_consent"
+    assert answer.json()["message"].startswith("userId:")
