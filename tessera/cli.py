@@ -55,12 +55,22 @@ def _serve_forever(runner) -> None:
     runner.stop()
 
 
+def _warn_if_closed(settings: Settings) -> None:
+    if not settings.write_keys:
+        print("note: TESSERA_WRITE_KEYS is empty, so the tracking API answers 401 to every "
+              "call; set e.g. TESSERA_WRITE_KEYS=web=wk_web_123", flush=True)
+    if not settings.admin_token:
+        print("note: TESSERA_ADMIN_TOKEN is empty, so the read and admin API is closed",
+              flush=True)
+
+
 def cmd_up(args) -> int:
     from tessera.runner import embedded_settings, start_services
 
     data_dir = Path(args.data_dir) if args.data_dir else None
     settings = embedded_settings(Settings.from_env(), data_dir)
     runner = start_services(settings)
+    _warn_if_closed(settings)
     print(f"tessera up: embedded, data in {settings.data_dir}, "
           f"API on http://{settings.http_host}:{settings.http_port}", flush=True)
     _serve_forever(runner)
