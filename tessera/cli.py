@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 
 # eventlet announces its deprecation on import; nameko 2.14 needs it all the same.
-warnings.filterwarnings("ignore", message=".*Eventlet is deprecated.*")
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 import argparse  # noqa: E402
