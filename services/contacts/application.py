@@ -102,6 +102,19 @@ class ContactsApplication(ServiceApplication):
         absorbed.merge_into(survivor.profile_id)
 
     # ---- queries ----------------------------------------------------------------------
+    def timeline(self, profile_id: str, limit: int = 100) -> list[dict[str, Any]] | None:
+        """The profile's events, newest first, including those of profiles merged into it."""
+        current = self.profile(profile_id)
+        if current is None:
+            return None
+        entries: list[dict[str, Any]] = []
+        for stream_id in (current["profile_id"], *current["absorbed"]):
+            for stored in self.events.get(uuid.UUID(stream_id)):
+                if isinstance(stored, Profile.EventsRecorded):
+                    entries.extend(stored.entries)
+        entries.sort(key=lambda entry: entry.get("timestamp") or "", reverse=True)
+        return entries[:limit]
+
     def profile(self, profile_id: str) -> dict[str, Any] | None:
         try:
             found = self.repository.get(uuid.UUID(profile_id))

@@ -23,5 +23,9 @@ class ContactsService:
         return self.app.profile(profile_id)
 
     @rpc
+    def timeline(self, profile_id: str, limit: int = 100):
+        return self.app.timeline(profile_id, limit)
+
+    @rpc
     def status(self):
         return service_status(self.name, self.app)

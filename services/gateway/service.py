@@ -149,6 +149,18 @@ class GatewayService:
         profile["identifiers"] = self._call(self.identity.identifiers_of, profile["profile_id"])
         return _json(200, profile)
 
+    @http("GET", "/v1/profiles/<string:profile_id>/events")
+    def profile_events(self, request, profile_id):
+        def answer():
+            limit = _limit(request.args.get("limit"), default=100, most=1000)
+            if limit is None:
+                return _error(400, "invalid_limit", "limit: must be a whole number 1-1000")
+            events = self._call(self.contacts.timeline, profile_id, limit)
+            if events is None:
+                return _error(404, "not_found", f"no profile {profile_id}")
+            return _json(200, {"profile_id": profile_id, "events": events})
+        return self._admin(request, answer)
+
     @http("GET", "/v1/profiles/<string:profile_id>/consent")
     def profile_consent(self, request, profile_id):
         return self._admin(request, lambda: _json(200, self._call(self.consent.consent_of,
@@ -217,7 +229,9 @@ class GatewayService:
 
     @http("GET", "/v1/rejections")
     def rejections(self, request):
-        limit = min(1000, int(request.args.get("limit", "100") or 100))
+        limit = _limit(request.args.get("limit"), default=100, most=1000)
+        if limit is None:
+            return _error(400, "invalid_limit", "limit: must be a whole number 1-1000")
         return self._admin(request, lambda: _json(200, {
             "rejections": self.app.rejections(limit=limit, source=request.args.get("source"))}))
 
@@ -268,6 +282,12 @@ class GatewayService:
                 return remote(*args, **kwargs)
         except eventlet.Timeout as expired:
             raise Unavailable(f"a service did not answer within {timeout}s") from expired
+
+
+def _limit(raw: str | None, *, default: int, most: int) -> int | None:
+    if raw in (None, ""):
+        return default
+    return int(raw) if raw.isdigit() and 1 <= int(raw) <= most else None
 
 
 def _consent_request(body: dict) -> tuple[list[list[str]], dict[str, bool], dict[str, str]]:

@@ -153,6 +153,10 @@ def test_a_retried_batch_is_not_counted_twice(platform):
     platform.wait_drained()
     profile = platform.admin("GET", "/v1/profiles", params={"userId": user_id}).json()
     assert profile["events_total"] == 1
+    timeline = platform.admin("GET", f"/v1/profiles/{profile['profile_id']}/events").json()
+    assert [entry["event"] for entry in timeline["events"]] == ["Viewed"]
+    assert platform.admin("GET", f"/v1/profiles/{profile['profile_id']}/events",
+                          params={"limit": "lots"}).status_code == 400
 
 
 MALFORMED_BODIES = [

@@ -172,3 +172,22 @@ def test_a_rebatched_redelivery_only_counts_the_new_events(app):
 def test_an_unknown_profile_has_no_view(app):
     assert app.profile(str(uuid.uuid4())) is None
     assert app.profile("not-a-uuid") is None
+
+
+def test_the_timeline_lists_a_profiles_events_newest_first_including_merged_ones(app):
+    survivor, absorbed = str(uuid.uuid4()), str(uuid.uuid4())
+    app.apply_batch("identity/identity.resolved/0", "0", [
+        {"position": 1, "profile_id": absorbed, "merged_from": [], "event": {
+            "type": "page", "name": "Home", "timestamp": "2026-11-01T10:00:00.000Z"}},
+        {"position": 2, "profile_id": survivor, "merged_from": [], "event": {
+            "type": "track", "event": "Signed Up", "timestamp": "2026-11-02T10:00:00.000Z"}},
+        {"position": 3, "profile_id": survivor, "merged_from": [absorbed], "event": {
+            "type": "track", "event": "Order Completed",
+            "timestamp": "2026-11-03T10:00:00.000Z"}},
+    ])
+
+    timeline = app.timeline(survivor)
+
+    assert [entry["event"] for entry in timeline] == ["Order Completed", "Signed Up", "Home"]
+    assert app.timeline(absorbed) == timeline  # an absorbed id shows its survivor
+    assert app.timeline(str(uuid.uuid4())) is None
