@@ -222,3 +222,13 @@ def test_a_consent_request_without_an_identifier_is_refused_naming_the_field(pla
     assert answer.status_code == 400
     assert answer.json()["code"] == "invalid_consent"
     assert answer.json()["message"].startswith("userId:")
+
+
+def test_an_invalid_segment_rule_is_refused_naming_its_path_and_nothing_is_defined(platform):
+    answer = platform.admin("POST", "/v1/segments", json={"name": "broken", "rule": {
+        "and": [{"trait": "country", "op": "equals", "value": "FR"}]}})
+
+    assert answer.status_code == 400
+    assert answer.json()["message"].startswith("rule.and[0].op:")
+    names = [s["name"] for s in platform.admin("GET", "/v1/segments").json()["segments"]]
+    assert "broken" not in names
