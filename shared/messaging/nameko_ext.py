@@ -38,6 +38,9 @@ MERGE_MAX_ITEMS = 5000
 
 # Batches being worked on per service in this process: part of "is the pipeline drained?".
 IN_FLIGHT: dict[str, int] = {}
+# Partitions of each service whose current batch failed and is being retried: one that
+# stays here is stuck (a failing database, or a batch that cannot succeed).
+RETRYING: dict[str, set[str]] = {}
 
 
 def settings_of(container) -> Settings:
@@ -110,6 +113,7 @@ def service_status(service: str, app) -> dict:
         "outbox_backlog": relay.backlog() if relay is not None else 0,
         "published_envelopes": relay.published_envelopes if relay is not None else 0,
         "in_flight": IN_FLIGHT.get(service, 0),
+        "retrying": sorted(RETRYING.get(service, ())),
     }
 
 
@@ -219,12 +223,15 @@ class PartitionedConsumer(Entrypoint):
                 self.queue_consumer.requeue_message(message)
 
     def _handled(self, lane: _Lane, envelope, messages, worker_ctx, result=None, exc_info=None):
+        retrying = RETRYING.setdefault(self.consumer, set())
         if exc_info is None:
             for message in messages:
                 self.queue_consumer.ack_message(message)
                 IN_FLIGHT[self.consumer] -= 1
+            retrying.discard(lane.queue.name)
             self._handle_next(lane)
             return result, exc_info
+        retrying.add(lane.queue.name)
         # Transient failure (database, RPC). Retry this very batch before any later one:
         # requeueing would let the batches already prefetched behind it overtake it.
         log.warning("retrying batch %s on %s: %s", envelope.event_id, lane.queue.name, exc_info[1])

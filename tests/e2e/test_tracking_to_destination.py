@@ -53,6 +53,7 @@ def test_an_event_with_consent_reaches_the_webhook_exactly_once(platform, receiv
     assert all(i["traits"]["email"] == f"{user_id}@example.com" for i in arrived)
     decision = platform.admin("GET", f"/v1/decisions/{arrived[0]['decision_id']}").json()
     assert decision["allowed"] is True
+    assert [s["retrying"] for s in platform.status()["services"]] == [[]] * 6
 
 
 def test_an_event_without_consent_reaches_nothing_and_leaves_a_suppression(platform, receiver):
