@@ -19,7 +19,12 @@ os.environ.setdefault("PSYCOPG_WAIT_FUNC", "wait_select")
 
 # Imported up front: services start concurrently and a lazy import would race.
 import eventsourcing.sqlite
-from eventsourcing.application import Application, LRUCache, ProcessingEvent
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    LRUCache,
+    ProcessingEvent,
+)
 from eventsourcing.persistence import IntegrityError, ProcessRecorder, Tracking
 from eventsourcing.utils import get_topic
 
@@ -148,6 +153,13 @@ class ServiceApplication(Application):
             if len(notifications) < page:
                 return
             start = notifications[-1].id
+
+    def find(self, aggregate_id: Any) -> Any | None:
+        """The aggregate with this id, or None if it was never saved."""
+        try:
+            return self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
 
     # ---- idempotent consumption -------------------------------------------------------
     def tracked_position(self, key: str) -> int:

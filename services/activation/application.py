@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
-
-from eventsourcing.application import AggregateNotFoundError
 
 from connectors.base import DeliveryError, DeliveryItem, load_connector
 from connectors.retry import send_with_retries
@@ -18,13 +15,10 @@ from services.activation.domain import (
     idempotency_key,
     summary,
 )
+from shared.envelope import utcnow_iso
 from shared.store import ServiceApplication
 
 DecideMany = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class ActivationApplication(ServiceApplication):
@@ -91,7 +85,7 @@ class ActivationApplication(ServiceApplication):
                                        list(result.duplicate_keys))
                 outcome["delivered"] = len(allowed)
             except DeliveryError as error:
-                ledger.dead_letter(str(uuid.uuid4()), allowed, repr(error), _now_iso())
+                ledger.dead_letter(str(uuid.uuid4()), allowed, repr(error), utcnow_iso())
                 outcome["dead_lettered"] = len(allowed)
             except Exception:
                 self.forget_cached_state()  # the cached ledger holds unsaved changes
@@ -134,10 +128,8 @@ class ActivationApplication(ServiceApplication):
         return self._connectors[destination.name]
 
     def _ledger(self, destination: str) -> DestinationLedger:
-        try:
-            return self.repository.get(DestinationLedger.create_id(destination))
-        except AggregateNotFoundError:
-            return DestinationLedger(destination)
+        return (self.find(DestinationLedger.create_id(destination))
+                or DestinationLedger(destination))
 
     # ---- dead letters -----------------------------------------------------------------
     def dead_letters(self, destination: str) -> list[dict[str, Any]]:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.utils import get_topic
 
 from services.consent.domain import ConsentRecord, DecisionBatch, ProfileLinks, decide, record_id
+from shared.envelope import utcnow_iso
 from shared.store import ServiceApplication
 
 KNOWN_PURPOSES = frozenset({"advertising", "marketing", "analytics", "personalization",
@@ -19,10 +18,6 @@ KNOWN_PURPOSES = frozenset({"advertising", "marketing", "analytics", "personaliz
 KNOWN_JURISDICTIONS = frozenset({"GDPR", "CCPA"})
 RECORDS_REFRESH_SECONDS = 1.0
 IDENTITY_RESOLVED_KEY = "identity/identity.resolved/{partition}"
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class NotCaughtUp(Exception):
@@ -64,11 +59,11 @@ class ConsentApplication(ServiceApplication):
     def _consent_record(self, touched: dict, identifier: tuple[str, str]) -> ConsentRecord:
         key = record_id(*identifier)
         if key not in touched:
-            try:
-                touched[key] = self.repository.get(key)
-            except AggregateNotFoundError:
-                touched[key] = ConsentRecord(*identifier)
+            record = self.find(key)
+            if record is None:
+                record = ConsentRecord(*identifier)
                 self._with_records.add(key)
+            touched[key] = record
         return touched[key]
 
     def record_consent(self, identifiers: list[tuple[str, str]], purposes: dict[str, bool],
@@ -77,7 +72,7 @@ class ConsentApplication(ServiceApplication):
         touched: dict = {}
         self._apply_preferences(touched, identifiers, purposes, source=source,
                                 jurisdiction=jurisdiction or self.settings.default_jurisdiction,
-                                collected_at=collected_at or _now_iso(), **receipt)
+                                collected_at=collected_at or utcnow_iso(), **receipt)
         self.save_and_wake(*touched.values())
         return [str(k) for k in touched]
 
@@ -112,7 +107,7 @@ class ConsentApplication(ServiceApplication):
                     touched, [tuple(i) for i in item["identifiers"]], preferences,
                     source=f"event:{item['source']}",
                     jurisdiction=self.settings.default_jurisdiction,
-                    collected_at=item["event"].get("timestamp") or _now_iso(),
+                    collected_at=item["event"].get("timestamp") or utcnow_iso(),
                     method="context.consent.categoryPreferences")
         self.save_processed(*touched.values(), tracking_key=tracking_key,
                             position=fresh[-1]["position"])
@@ -121,10 +116,7 @@ class ConsentApplication(ServiceApplication):
     def _links(self, touched: dict, profile_id: str) -> ProfileLinks:
         key = uuid.UUID(profile_id)
         if key not in touched:
-            try:
-                touched[key] = self.repository.get(key)
-            except AggregateNotFoundError:
-                touched[key] = ProfileLinks(profile_id)
+            touched[key] = self.find(key) or ProfileLinks(profile_id)
         return touched[key]
 
     def _fold(self, touched: dict, absorbed_id: str, survivor: ProfileLinks) -> None:
@@ -165,7 +157,7 @@ class ConsentApplication(ServiceApplication):
                 "allowed": verdict.allowed,
                 "reason": verdict.reason,
                 "relied_on": verdict.relied_on,
-                "decided_at": _now_iso(),
+                "decided_at": utcnow_iso(),
             })
         self.save_and_wake(DecisionBatch(batch_id=str(batch_id), decisions=decisions))
         return decisions
@@ -187,9 +179,10 @@ class ConsentApplication(ServiceApplication):
         records = []
         for identifier_type, value in links.identifiers:
             key = record_id(identifier_type, value)
-            if key in self._with_records:
-                with contextlib.suppress(AggregateNotFoundError):  # its save may have failed
-                    records.append(self.repository.get(key))
+            # In the index but not found: its save failed after the index heard of it.
+            record = self.find(key) if key in self._with_records else None
+            if record is not None:
+                records.append(record)
         return records
 
     # ---- queries ----------------------------------------------------------------------

@@ -19,11 +19,9 @@ class _Unit:
     def find(self, profile_id: str) -> Profile | None:
         if profile_id in self.profiles:
             return self.profiles[profile_id]
-        try:
-            profile = self.app.repository.get(uuid.UUID(profile_id))
-        except AggregateNotFoundError:
-            return None
-        self.profiles[profile_id] = profile
+        profile = self.app.find(uuid.UUID(profile_id))
+        if profile is not None:
+            self.profiles[profile_id] = profile
         return profile
 
     def get_or_create(self, profile_id: str) -> Profile:

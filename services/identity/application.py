@@ -30,11 +30,9 @@ class _Unit:
         key = identifier.link_id
         if key in self.links:
             return self.links[key]
-        try:
-            found = self.app.repository.get(key)
-        except AggregateNotFoundError:
-            return None
-        self.links[key] = found
+        found = self.app.find(key)
+        if found is not None:
+            self.links[key] = found
         return found
 
     def profile(self, profile_id: str) -> IdentityProfile:

@@ -50,10 +50,7 @@ class SegmentsApplication(ServiceApplication):
 
     # ---- definitions ------------------------------------------------------------------
     def _catalog(self) -> SegmentCatalog:
-        try:
-            return self.repository.get(CATALOG_ID)
-        except AggregateNotFoundError:
-            return SegmentCatalog()
+        return self.find(CATALOG_ID) or SegmentCatalog()
 
     def define_segment(self, name: str, rule: dict, description: str = "") -> dict:
         catalog = self._catalog()
@@ -131,10 +128,8 @@ class SegmentsApplication(ServiceApplication):
     def _activity(self, touched: dict[str, ProfileActivity], profile_id: str) -> ProfileActivity:
         if profile_id in touched:
             return touched[profile_id]
-        try:
-            activity = self.repository.get(uuid.UUID(profile_id))
-        except AggregateNotFoundError:
-            activity = ProfileActivity(profile_id=profile_id)
+        activity = (self.find(uuid.UUID(profile_id))
+                    or ProfileActivity(profile_id=profile_id))
         touched[profile_id] = activity
         if activity.merged_into is not None:
             return self._activity(touched, activity.merged_into)
@@ -143,11 +138,9 @@ class SegmentsApplication(ServiceApplication):
     def _fold_merges(self, touched, survivor: ProfileActivity, absorbed_ids, now) -> list:
         merged = []
         for absorbed_id in absorbed_ids:
-            try:
-                absorbed = touched.get(absorbed_id) or self.repository.get(uuid.UUID(absorbed_id))
-            except AggregateNotFoundError:
-                # Unseen yet: its own events may still be in flight on another partition.
-                absorbed = ProfileActivity(profile_id=absorbed_id)
+            # Unseen yet: its own events may still be in flight on another partition.
+            absorbed = (touched.get(absorbed_id) or self.find(uuid.UUID(absorbed_id))
+                        or ProfileActivity(profile_id=absorbed_id))
             touched[absorbed_id] = absorbed
             if absorbed.merged_into is not None or absorbed is survivor:
                 continue
