@@ -4,6 +4,8 @@ eventsourcing's recorder passes new events as an array of a composite type, whic
 writes out in text form, escaping every field in Python: about a fifth of a busy service's
 time. The same rows go as four binary arrays instead (UUIDs, versions, topics, states),
 with the same table lock, notification and RETURNING of notification ids.
+
+It also runs the read-model writes of a save in the same transaction (shared.readmodel).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresProcessRecorder
 from psycopg.sql import SQL, Identifier
+
+from shared.readmodel import run_writes
 
 
 class BinaryInsertProcessRecorder(PostgresProcessRecorder):
@@ -29,6 +33,10 @@ class BinaryInsertProcessRecorder(PostgresProcessRecorder):
             table=Identifier(self.events_table_name),
             id_type=SQL(self.datastore.originator_id_type),
         )
+
+    def _insert_events(self, curs, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        run_writes(curs, kwargs, sqlite=False)
 
     def _insert_stored_events(self, curs, stored_events: Sequence[StoredEvent],
                               **kwargs: Any) -> None:

@@ -29,6 +29,7 @@ from eventsourcing.persistence import IntegrityError, ProcessRecorder, Tracking
 from eventsourcing.utils import get_topic
 
 from shared.config import Settings
+from shared.readmodel import READ_MODEL_WRITES, ReadModel, Writes
 
 try:  # Only real mode needs PostgreSQL (and libpq); embedded mode must start without it.
     import eventsourcing.postgres  # noqa: F401
@@ -67,6 +68,7 @@ def store_env(service: str, settings: Settings) -> dict[str, str]:
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
         "SQLITE_DBNAME": str(settings.data_dir / f"{service}.sqlite"),
         "SQLITE_LOCK_TIMEOUT": "30",
+        "PROCESS_RECORDER_TOPIC": "shared.readmodel:SQLiteReadModelRecorder",
     }
 
 
@@ -133,6 +135,11 @@ class ServiceApplication(Application):
         assert isinstance(recorder, ProcessRecorder)
         return recorder
 
+    def read_model(self) -> ReadModel:
+        """Tables beside the event store, in the same file or schema (shared.readmodel)."""
+        schema = self.service_name if self.settings.database == "postgres" else None
+        return ReadModel(self.process_recorder, schema)
+
     def on_saved(self, listener: Callable[[], None]) -> None:
         """Wakes the outbox relay as soon as something is saved, instead of on its next tick."""
         self._listeners.append(listener)
@@ -172,19 +179,23 @@ class ServiceApplication(Application):
         done = self.tracked_position(key)
         return [item for item in items if item["position"] > done]
 
-    def save_processed(self, *aggregates: Any, tracking_key: str, position: int) -> None:
+    def save_processed(self, *aggregates: Any, tracking_key: str, position: int,
+                       writes: Writes | None = None) -> None:
         """Save aggregates and the tracking record in one transaction, or nothing at all.
 
         A batch that changed nothing costs no transaction: its position is remembered and
         written by `flush_tracking` a moment later. Should the process die first, the batch
-        is delivered again and again changes nothing.
+        is delivered again and again changes nothing. `writes` (read-model rows) go in the
+        same transaction.
         """
-        if not any(getattr(a, "pending_events", ()) for a in aggregates):
+        if not writes and not any(getattr(a, "pending_events", ()) for a in aggregates):
             self._tracked[tracking_key] = position
             self._tracking_to_flush[tracking_key] = position
             return
         self._tracking_to_flush.pop(tracking_key, None)
         processing = ProcessingEvent(Tracking(tracking_key, position))
+        if writes:
+            processing.saved_kwargs[READ_MODEL_WRITES] = writes
         # Collected by hand: ProcessingEvent.collect_events checks each object against a
         # runtime Protocol, which costs more than the rest of a small save.
         for aggregate in aggregates:
@@ -208,9 +219,9 @@ class ServiceApplication(Application):
             with contextlib.suppress(IntegrityError):  # a later save already went past it
                 self.process_recorder.insert_tracking(Tracking(key, position))
 
-    def save_and_wake(self, *aggregates: Any) -> None:
+    def save_and_wake(self, *aggregates: Any, writes: Writes | None = None) -> None:
         try:
-            recordings = self.save(*aggregates)
+            recordings = self.save(*aggregates, **({READ_MODEL_WRITES: writes} if writes else {}))
         except Exception:
             self.forget_cached_state()
             raise

@@ -147,6 +147,8 @@ class GatewayService:
         if profile is None:
             return _error(404, "not_found", f"no profile {profile_id}")
         profile["identifiers"] = self._call(self.identity.identifiers_of, profile["profile_id"])
+        profile["computed_traits"] = self._call(self.segments.computed_traits_of,
+                                                profile["profile_id"])
         return _json(200, profile)
 
     @http("GET", "/v1/profiles/<string:profile_id>/events")
@@ -180,30 +182,85 @@ class GatewayService:
 
     @http("GET", "/v1/segments")
     def list_segments(self, request):
-        return self._admin(request, lambda: _json(200, {
-            "segments": list(self._call(self.segments.list_segments).values())}))
+        def answer():
+            sizes = self._call(self.segments.segment_sizes)
+            backfills = {b["name"]: b for b in self._call(self.segments.backfills)}
+            return _json(200, {"segments": [
+                {**segment, "size": sizes.get(name, 0), "backfill": backfills.get(name)}
+                for name, segment in self._call(self.segments.list_segments).items()]})
+        return self._admin(request, answer)
+
+    @http("GET", "/v1/segments/<string:name>")
+    def get_segment(self, request, name):
+        def answer():
+            segment = self._call(self.segments.list_segments).get(name)
+            if segment is None:
+                return _error(404, "not_found", f"no segment {name}")
+            backfills = {b["name"]: b for b in self._call(self.segments.backfills)}
+            return _json(200, {**segment, "size": self._call(self.segments.segment_sizes)
+                               .get(name, 0), "backfill": backfills.get(name)})
+        return self._admin(request, answer)
 
     @http("POST", "/v1/segments")
     def define_segment(self, request):
-        def answer():
-            try:
-                definition = json.loads(request.get_data(cache=False) or b"null")
-            except ValueError:
-                return _error(400, "invalid_json", "body is not valid JSON")
-            if not isinstance(definition, dict):
-                return _error(400, "invalid_body", "body must be a JSON object")
-            result = self._call(self.segments.define_segment, definition)
-            if "error" in result:
-                return _json(400, result["error"])
-            return _json(200, result["segment"])
-        return self._admin(request, answer)
+        return self._admin(request, self._define, request, self.segments.define_segment,
+                           "segment")
+
+    @http("POST", "/v1/segments/preview")
+    def preview_segment(self, request):
+        return self._admin(request, self._define, request, self.segments.preview, None)
+
+    def _define(self, request, remote, key):
+        body = _json_object(request)
+        if isinstance(body, Response):
+            return body
+        result = self._call(remote, body)
+        if "error" in result:
+            return _json(400, result["error"])
+        return _json(200, result[key] if key else result)
 
     @http("DELETE", "/v1/segments/<string:name>")
     def remove_segment(self, request, name):
         def answer():
-            if self._call(self.segments.remove_segment, name):
+            removed = self._call(self.segments.remove_segment, name)
+            if isinstance(removed, dict):
+                return _json(409, removed["error"])
+            if removed:
                 return _json(200, {"removed": name})
             return _error(404, "not_found", f"no segment {name}")
+        return self._admin(request, answer)
+
+    @http("GET", "/v1/segments/<string:name>/members")
+    def segment_members(self, request, name):
+        def answer():
+            limit = _limit(request.args.get("limit"), default=100, most=1000)
+            if limit is None:
+                return _error(400, "invalid_limit", "limit: must be a whole number 1-1000")
+            return _json(200, self._call(self.segments.members, name, limit,
+                                         request.args.get("after", "")))
+        return self._admin(request, answer)
+
+    @http("GET", "/v1/backfills")
+    def backfills(self, request):
+        return self._admin(request, lambda: _json(200, {
+            "backfills": self._call(self.segments.backfills)}))
+
+    @http("GET", "/v1/computed-traits")
+    def list_computed_traits(self, request):
+        return self._admin(request, lambda: _json(200, {
+            "computed_traits": list(self._call(self.segments.list_computed_traits).values())}))
+
+    @http("POST", "/v1/computed-traits")
+    def define_computed_trait(self, request):
+        return self._admin(request, self._define, request,
+                           self.segments.define_computed_trait, "computed_trait")
+
+    @http("DELETE", "/v1/computed-traits/<string:name>")
+    def remove_computed_trait(self, request, name):
+        def answer():
+            if self._call(self.segments.remove_computed_trait, name):
+                return _json(200, {"removed": name})
+            return _error(404, "not_found", f"no computed trait {name}")
         return self._admin(request, answer)
 
     @http("GET", "/v1/destinations")
@@ -282,6 +339,16 @@ class GatewayService:
                 return remote(*args, **kwargs)
         except eventlet.Timeout as expired:
             raise Unavailable(f"a service did not answer within {timeout}s") from expired
+
+
+def _json_object(request) -> dict | Response:
+    try:
+        body = json.loads(request.get_data(cache=False) or b"null")
+    except ValueError:
+        return _error(400, "invalid_json", "body is not valid JSON")
+    if not isinstance(body, dict):
+        return _error(400, "invalid_body", "body must be a JSON object")
+    return body
 
 
 def _limit(raw: str | None, *, default: int, most: int) -> int | None:

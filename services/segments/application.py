@@ -1,24 +1,60 @@
-"""Segments' application: keep every profile's memberships exact as changes and time pass."""
+"""Segments' application: keep every profile's memberships and computed traits exact as
+changes and time pass, and backfill new definitions over every profile already known.
+
+State lives in two places, written in one transaction per batch:
+- the event store holds the definitions (`SegmentCatalog`) and every membership change
+  (`MembershipBatch`, also the outbox of `segments.membership_changed`);
+- the read model holds each profile as segments sees it (traits, behaviour, computed
+  traits, memberships, next expiry), the members of each segment, each profile's
+  membership history, and the progress of backfills. Backfill and preview read it, not
+  the event store. Behaviour itself is recorded upstream (contacts); here it is a cache of
+  what rules can still reach.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import heapq
+import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from eventsourcing.application import AggregateNotFoundError
+import orjson
 
-from services.segments.domain import (
-    CATALOG_ID,
-    MembershipBatch,
-    ProfileActivity,
-    SegmentCatalog,
+from services.segments.domain import CATALOG_ID, MembershipBatch, SegmentCatalog
+from services.segments.evaluation import (
+    EVERYTHING,
+    TIME,
+    CycleError,
+    Definitions,
+    Key,
+    MembershipChange,
+    absorb,
+    definition_key,
+    dependency_order,
+    event_key,
+    new_profile,
+    next_due,
+    record_occurrence,
+    trait_key,
 )
-from services.segments.rules import Rule, State, compile_rule, describe, parse_time
+from services.segments.rules import State, compile_rule, parse_time, referenced_segments
+from shared.partitions import partition_of
+from shared.readmodel import Writes
 from shared.store import ServiceApplication
+
+BACKFILL_PAGE = 2000
+
+
+class DefinitionError(ValueError):
+    """A definition that is valid on its own but not in the catalog (unknown, cyclic)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, f"{field}: {message}"
 
 
 def _iso(epoch: float) -> str:
@@ -26,48 +62,162 @@ def _iso(epoch: float) -> str:
         "+00:00", "Z")
 
 
+def _tables(sqlite: bool, t: Callable[[str], str]) -> list[str]:
+    blob, real = ("BLOB", "REAL") if sqlite else ("BYTEA", "DOUBLE PRECISION")
+    return [
+        f"CREATE TABLE IF NOT EXISTS {t('profiles')} (profile_id TEXT PRIMARY KEY, "
+        f"doc {blob} NOT NULL, due {real})",
+        f"CREATE INDEX IF NOT EXISTS profiles_due ON {t('profiles')} (due)"
+        if sqlite else
+        f"CREATE INDEX IF NOT EXISTS profiles_due ON {t('profiles')} (due) WHERE due IS NOT NULL",
+        f"CREATE TABLE IF NOT EXISTS {t('members')} (segment TEXT NOT NULL, "
+        "profile_id TEXT NOT NULL, entered_at TEXT NOT NULL, PRIMARY KEY (segment, profile_id))",
+        f"CREATE TABLE IF NOT EXISTS {t('history')} (profile_id TEXT NOT NULL, "
+        "segment TEXT NOT NULL, change TEXT NOT NULL, at TEXT NOT NULL, reason TEXT NOT NULL)",
+        f"CREATE INDEX IF NOT EXISTS history_profile ON {t('history')} (profile_id)",
+        f"CREATE TABLE IF NOT EXISTS {t('backfills')} (name TEXT PRIMARY KEY, kind TEXT NOT NULL, "
+        "version INTEGER NOT NULL, status TEXT NOT NULL, total INTEGER NOT NULL, "
+        "done INTEGER NOT NULL, after TEXT NOT NULL, entered INTEGER NOT NULL, "
+        "exited INTEGER NOT NULL, started_at TEXT NOT NULL, finished_at TEXT, owner TEXT, "
+        f"lease_until {real})",
+    ]
+
+
+class Pass:
+    """What one batch (or expiry tick, or backfill page) changed, to save in one go."""
+
+    def __init__(self, app: SegmentsApplication, now: float):
+        self.app, self.now = app, now
+        self.dirty: dict[str, dict] = {}
+        self.items: list[dict[str, Any]] = []
+        self.writes = Writes()
+        self._members_in: list[tuple] = []
+        self._members_out: list[tuple] = []
+        self._history: list[tuple] = []
+
+    def record(self, profile_id: str, profile: dict, changes: list[MembershipChange],
+               origin: dict[str, Any]) -> None:
+        self.dirty[profile_id] = profile
+        at = _iso(self.now)
+        traits = {**profile["traits"], **profile["computed"]}
+        for change in changes:
+            kind = "entered" if change.entered else "exited"
+            if change.entered:
+                profile["segments"][change.segment] = at
+                self._members_in.append((change.segment, profile_id, at))
+            else:
+                self._members_out.append((change.segment, profile_id))
+            self._history.append((profile_id, change.segment, kind, at, change.reason))
+            self.items.append({
+                "profile_id": profile_id, "segment": change.segment, "change": kind, "at": at,
+                "reason": change.reason, "traits": traits,
+                "cause": origin.get("cause") or {"partition": self.app.partition(profile_id),
+                                                 "position": 0},
+                "received_at": origin.get("received_at"),
+            })
+
+    def collect(self) -> tuple[list[Any], Writes]:
+        t = self.app.rm.table
+        self.writes.add(
+            f"INSERT INTO {t('profiles')} (profile_id, doc, due) VALUES (%s, %s, %s) "
+            "ON CONFLICT (profile_id) DO UPDATE SET doc = excluded.doc, due = excluded.due",
+            [(pid, orjson.dumps(doc), next_due(doc)) for pid, doc in self.dirty.items()])
+        self.writes.add(f"DELETE FROM {t('members')} WHERE segment = %s AND profile_id = %s",
+                        self._members_out)
+        self.writes.add(f"INSERT INTO {t('members')} (segment, profile_id, entered_at) "
+                        "VALUES (%s, %s, %s) ON CONFLICT (segment, profile_id) DO NOTHING",
+                        self._members_in)
+        self.writes.add(f"INSERT INTO {t('history')} (profile_id, segment, change, at, reason) "
+                        "VALUES (%s, %s, %s, %s, %s)", self._history)
+        aggregates = [MembershipBatch(items=self.items)] if self.items else []
+        return aggregates, self.writes
+
+    def scheduled(self) -> Iterable[tuple[float, str]]:
+        for profile_id, profile in self.dirty.items():
+            due = next_due(profile)
+            if due is not None:
+                yield due, profile_id
+
+
 class SegmentsApplication(ServiceApplication):
     service_name = "segments"
     name = "segments"
 
-    def __init__(self, *args, clock=time.time, **kwargs):
+    def __init__(self, *args, clock: Callable[[], float] = time.time, **kwargs):
         super().__init__(*args, **kwargs)
         self.clock = clock
-        self._compiled: dict[str, tuple[int, Rule, dict]] = {}
-        # (when, profile_id): the next moment a window may change a profile's answer.
-        self._expiries: list[tuple[float, str]] = []
-        self._recheck_members_after_restart()
-
-    def _recheck_members_after_restart(self) -> None:
-        """The expiry schedule lives in memory: rebuild it by re-checking today's members."""
-        members: set[str] = set()
-        for change in self.scan(ProfileActivity.Entered, ProfileActivity.Exited):
-            key = f"{change.originator_id}"
-            if isinstance(change, ProfileActivity.Entered):
-                members.add(key)
-        for profile_id in members:
-            heapq.heappush(self._expiries, (0.0, profile_id))
+        self.partition = lambda profile_id: partition_of(profile_id, self.settings.partitions)
+        self.rm = self.read_model()
+        self.rm.create(*_tables(self.rm.sqlite, self.rm.table))
+        # Live batches, expiry ticks and backfill pages interleave; each reads and writes
+        # whole profiles, so they take turns.
+        self._lock = threading.RLock()
+        self._definitions: tuple[int, Definitions] | None = None
+        self._owner = uuid.uuid4().hex
+        # (when, profile_id): the next moment a window may change a profile's answers.
+        self._expiries: list[tuple[float, str]] = [
+            (row["due"], row["profile_id"]) for row in self.rm.query(
+                f"SELECT profile_id, due FROM {self.rm.table('profiles')} WHERE due IS NOT NULL")]
+        heapq.heapify(self._expiries)
 
     # ---- definitions ------------------------------------------------------------------
     def _catalog(self) -> SegmentCatalog:
         return self.find(CATALOG_ID) or SegmentCatalog()
 
-    def define_segment(self, name: str, rule: dict, description: str = "") -> dict:
+    def definitions(self) -> Definitions:
         catalog = self._catalog()
-        catalog.define(name, rule, description, _iso(self.clock()))
-        self.save_and_wake(catalog)
-        return catalog.segments[name]
+        if self._definitions is None or self._definitions[0] != catalog.version:
+            self._definitions = (catalog.version,
+                                 Definitions(catalog.segments, catalog.computed))
+        return self._definitions[1]
+
+    def define_segment(self, name: str, rule: dict, description: str = "") -> dict:
+        with self._lock:
+            catalog = self._catalog()
+            self._check_references(catalog, name, rule)
+            catalog.define(name, rule, description, _iso(self.clock()))
+            definition = catalog.segments[name]
+            self.save_and_wake(catalog, writes=self._backfill_writes(
+                name, "segment", definition["version"]))
+            return {**definition, "backfill": self.backfill(name)}
 
     def remove_segment(self, name: str) -> bool:
-        catalog = self._catalog()
-        if name not in catalog.segments:
-            return False
-        catalog.remove(name)
-        self.save_and_wake(catalog)
-        return True
+        with self._lock:
+            catalog = self._catalog()
+            if name not in catalog.segments:
+                return False
+            readers = sorted(other for other, spec in catalog.segments.items()
+                             if name in referenced_segments(spec["rule"]) and other != name)
+            if readers:
+                raise DefinitionError("name", f"segment {name} is used by {', '.join(readers)}")
+            catalog.remove(name)
+            self.save_and_wake(catalog, writes=self._backfill_writes(name, "removal", 0))
+            return True
+
+    def define_computed_trait(self, definition: dict) -> dict:
+        with self._lock:
+            catalog = self._catalog()
+            name = definition["name"]
+            catalog.define_computed(name, definition, _iso(self.clock()))
+            saved = catalog.computed[name]
+            self.save_and_wake(catalog, writes=self._backfill_writes(
+                name, "computed", saved["version"]))
+            return {**saved, "backfill": self.backfill(name)}
+
+    def remove_computed_trait(self, name: str) -> bool:
+        with self._lock:
+            catalog = self._catalog()
+            if name not in catalog.computed:
+                return False
+            catalog.remove_computed(name)
+            self.save_and_wake(catalog, writes=self._backfill_writes(name, "removal", 0))
+            return True
 
     def segments(self) -> dict[str, dict]:
         return dict(self._catalog().segments)
+
+    def computed_traits(self) -> dict[str, dict]:
+        return dict(self._catalog().computed)
 
     def refresh_catalog(self) -> None:
         """Other replicas may have changed definitions: drop the cached catalog."""
@@ -76,119 +226,103 @@ class SegmentsApplication(ServiceApplication):
             with contextlib.suppress(KeyError):
                 cache.get(CATALOG_ID, evict=True)
 
-    def _rules(self) -> dict[str, tuple[Rule, dict]]:
-        current = self._catalog().segments
-        rules = {}
-        for name, definition in current.items():
-            cached = self._compiled.get(name)
-            if cached is None or cached[0] != definition["version"]:
-                cached = (definition["version"], compile_rule(definition["rule"]), definition)
-                self._compiled[name] = cached
-            rules[name] = (cached[1], definition)
-        return rules
+    @staticmethod
+    def _check_references(catalog: SegmentCatalog, name: str, rule: dict) -> None:
+        for needed in sorted(referenced_segments(rule)):
+            if needed != name and needed not in catalog.segments:
+                raise DefinitionError("rule", f"segment {needed} does not exist")
+        try:
+            dependency_order({**catalog.segments, name: {"rule": rule}})
+        except CycleError as cycle:
+            raise DefinitionError("rule", f"segments would depend on themselves: {cycle}") \
+                from None
 
-    # ---- changes ----------------------------------------------------------------------
+    # ---- live changes -----------------------------------------------------------------
     def apply_batch(self, tracking_key: str, items: list[dict[str, Any]]) -> int:
         fresh = self.fresh_items(tracking_key, items)
         if not fresh:
             return 0
-        now = self.clock()
-        rules = self._rules()
-        watched = set().union(*(rule.events for rule, _ in rules.values()))
-        touched: dict[str, ProfileActivity] = {}
-        changes: list[dict[str, Any]] = []
-        for item in fresh:
-            activity = self._activity(touched, item["profile_id"])
-            changed_traits = {k: v for k, v in item["traits"].items()
-                              if activity.traits.get(k) != v}
-            # Behaviour no segment looks at is not kept (it is most of the traffic). A segment
-            # defined later on a new event needs a backfill from contacts' timeline, which
-            # the segments issue adds; until then it counts from its definition on.
-            occurrences = [o for o in self._occurrences(item.get("event")) if o[0] in watched]
-            merged = self._fold_merges(touched, activity, item.get("merged_from", ()), now)
-            if changed_traits or occurrences:
-                activity.observe(changed_traits, occurrences, now)
-            affected = [
-                name for name, (rule, _) in rules.items()
-                if merged or rule.traits & changed_traits.keys()
-                or rule.events & {o[0] for o in occurrences}
-            ] + [name for name in activity.memberships if name not in rules]  # removed
-            origin = {"cause": item["cause"], "received_at": item.get("received_at")}
-            changes += self._evaluate(activity, rules, affected, now, item["traits"], origin)
-            for absorbed in merged:
-                changes += self._evaluate(absorbed, rules, list(absorbed.memberships), now,
-                                          item["traits"], origin, gone=True)
-        aggregates = list(touched.values())
-        if changes:
-            aggregates.append(MembershipBatch(items=changes))
-        self.save_processed(*aggregates, tracking_key=tracking_key,
-                            position=fresh[-1]["position"])
+        with self._lock:
+            definitions, now = self.definitions(), self.clock()
+            profiles = self._load({i["profile_id"] for i in fresh}
+                                  | {m for i in fresh for m in i.get("merged_from", ())})
+            work = Pass(self, now)
+            for item in fresh:
+                self._apply_item(item, profiles, definitions, work)
+            aggregates, writes = work.collect()
+            self.save_processed(*aggregates, tracking_key=tracking_key,
+                                position=fresh[-1]["position"], writes=writes)
+            self._schedule(work)
         return len(fresh)
 
-    def _activity(self, touched: dict[str, ProfileActivity], profile_id: str) -> ProfileActivity:
-        if profile_id in touched:
-            return touched[profile_id]
-        activity = (self.find(uuid.UUID(profile_id))
-                    or ProfileActivity(profile_id=profile_id))
-        touched[profile_id] = activity
-        if activity.merged_into is not None:
-            return self._activity(touched, activity.merged_into)
-        return activity
+    def _apply_item(self, item: dict, profiles: dict[str, dict], definitions: Definitions,
+                    work: Pass) -> None:
+        profile_id = self._survivor(item["profile_id"], profiles)
+        profile = profiles[profile_id]
+        changed: set[Key] = set()
+        for key, value in item["traits"].items():
+            if profile["traits"].get(key) != value:
+                profile["traits"][key] = value
+                changed.add(trait_key(key))
+        occurrence = _occurrence(item.get("event"))
+        if occurrence is not None:
+            record_occurrence(profile, *occurrence, now=work.now)
+            changed.add(event_key(occurrence[0]))
+        origin = {"cause": item["cause"], "received_at": item.get("received_at")}
+        for absorbed_id in item.get("merged_from", ()):
+            if self._fold_merge(profile_id, absorbed_id, profiles, definitions, work, origin):
+                changed.add(EVERYTHING)
+        if changed:
+            changes = definitions.reevaluate(profile, changed, work.now)
+            work.record(profile_id, profile, changes, origin)
 
-    def _fold_merges(self, touched, survivor: ProfileActivity, absorbed_ids, now) -> list:
-        merged = []
-        for absorbed_id in absorbed_ids:
-            # Unseen yet: its own events may still be in flight on another partition.
-            absorbed = (touched.get(absorbed_id) or self.find(uuid.UUID(absorbed_id))
-                        or ProfileActivity(profile_id=absorbed_id))
-            touched[absorbed_id] = absorbed
-            if absorbed.merged_into is not None or absorbed is survivor:
-                continue
-            survivor.absorb(absorbed_id, absorbed.events, now)
-            absorbed.merge_into(survivor.profile_id)
-            merged.append(absorbed)
-        return merged
+    def _fold_merge(self, survivor_id: str, absorbed_id: str, profiles: dict[str, dict],
+                    definitions: Definitions, work: Pass, origin: dict) -> bool:
+        if absorbed_id not in profiles:
+            profiles.update(self._load({absorbed_id}))
+        absorbed = profiles[absorbed_id]
+        # An absorbed id not seen yet is still recorded: its own events may be in flight
+        # on another partition and must then go to the survivor.
+        if absorbed["merged_into"] is not None or absorbed_id == survivor_id:
+            return False
+        absorb(profiles[survivor_id], absorbed, work.now)
+        absorbed["merged_into"] = survivor_id
+        exits = [MembershipChange(name, False, "profile merged into another")
+                 for name in absorbed["segments"]]
+        absorbed["segments"] = {}
+        work.record(absorbed_id, absorbed, exits, origin)
+        return True
 
-    @staticmethod
-    def _occurrences(summary: dict | None) -> list[list[Any]]:
-        if not summary or summary.get("type") != "track" or not summary.get("event"):
-            return []
-        at = parse_time(summary.get("timestamp"))
-        return [] if at is None else [[summary["event"], at, summary.get("properties") or {}]]
+    def _survivor(self, profile_id: str, profiles: dict[str, dict]) -> str:
+        seen = set()
+        while profiles[profile_id]["merged_into"] is not None and profile_id not in seen:
+            seen.add(profile_id)
+            profile_id = profiles[profile_id]["merged_into"]
+            if profile_id not in profiles:
+                profiles.update(self._load({profile_id}))
+        return profile_id
 
-    def _evaluate(self, activity: ProfileActivity, rules, names, now, traits, origin,
-                  gone: bool = False) -> list[dict[str, Any]]:
-        state = State(traits=activity.traits, events=activity.events, now=now)
-        changes = []
-        next_expiry = None
-        for name in names:
-            rule, definition = rules.get(name, (None, None))
-            inside = False if (gone or rule is None) else rule.test(state)
-            was_inside = name in activity.memberships
-            if rule is not None and not gone:
-                expiry = rule.next_expiry(state)
-                if expiry is not None:
-                    next_expiry = expiry if next_expiry is None else min(next_expiry, expiry)
-            if inside == was_inside:
-                continue
-            reason = ("profile merged into another" if gone else
-                      describe(definition["rule"]) if definition else "segment removed")
-            at = _iso(now)
-            if inside:
-                activity.enter(name, at, reason)
+    def _load(self, profile_ids: Iterable[str]) -> dict[str, dict]:
+        ids = sorted(set(profile_ids))
+        found: dict[str, dict] = {}
+        table = self.rm.table("profiles")
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            if self.rm.sqlite:
+                rows = self.rm.query(f"SELECT profile_id, doc FROM {table} WHERE profile_id IN "
+                                     f"({', '.join('%s' for _ in chunk)})", chunk)
             else:
-                activity.exit(name, at, reason)
-            changes.append({
-                "profile_id": activity.profile_id, "segment": name,
-                "change": "entered" if inside else "exited", "at": at, "reason": reason,
-                "traits": dict(traits), **origin,
-            })
-        if next_expiry is not None:
-            heapq.heappush(self._expiries, (next_expiry, activity.profile_id))
-        return changes
+                rows = self.rm.query(
+                    f"SELECT profile_id, doc FROM {table} WHERE profile_id = ANY(%s)", [chunk])
+            found.update((row["profile_id"], orjson.loads(row["doc"])) for row in rows)
+        return {pid: found.get(pid) or new_profile() for pid in ids}
+
+    def _schedule(self, work: Pass) -> None:
+        for entry in work.scheduled():
+            heapq.heappush(self._expiries, entry)
 
     # ---- time -------------------------------------------------------------------------
-    def expire_due(self, partition_of) -> int:
+    def expire_due(self, *_: Any) -> int:
         """Re-evaluate profiles whose window moved; returns the membership changes made."""
         now = self.clock()
         due: set[str] = set()
@@ -196,38 +330,173 @@ class SegmentsApplication(ServiceApplication):
             due.add(heapq.heappop(self._expiries)[1])
         if not due:
             return 0
-        rules = self._rules()
-        touched: dict[str, ProfileActivity] = {}
-        changes = []
-        for profile_id in due:
-            activity = self._activity(touched, profile_id)
-            changes += self._evaluate(activity, rules, [n for n, (r, _) in rules.items()
-                                                        if r.events], now,
-                                      activity.traits,
-                                      {"cause": {"partition": partition_of(profile_id),
-                                                 "position": 0}, "received_at": None})
-        if changes:
-            self.save_and_wake(*touched.values(), MembershipBatch(items=changes))
-        return len(changes)
+        with self._lock:
+            definitions = self.definitions()
+            work = Pass(self, now)
+            for profile_id, profile in self._load(due).items():
+                when = next_due(profile)
+                if profile["merged_into"] is not None or when is None or when > now:
+                    continue  # already re-evaluated since it was scheduled
+                work.record(profile_id, profile, definitions.reevaluate(profile, {TIME}, now),
+                            {})
+            aggregates, writes = work.collect()
+            if writes:
+                self.save_and_wake(*aggregates, writes=writes)
+            self._schedule(work)
+            return len(work.items)
+
+    # ---- backfill ---------------------------------------------------------------------
+    def _backfill_writes(self, name: str, kind: str, version: int) -> Writes:
+        """A new or changed definition starts (or restarts) its backfill in the same save."""
+        total = self.rm.query(f"SELECT count(*) AS n FROM {self.rm.table('profiles')}")[0]["n"]
+        writes = Writes()
+        writes.add(
+            f"INSERT INTO {self.rm.table('backfills')} (name, kind, version, status, total, done,"
+            " after, entered, exited, started_at, finished_at, owner, lease_until) VALUES "
+            "(%s, %s, %s, 'running', %s, 0, '', 0, 0, %s, NULL, NULL, NULL) "
+            "ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, version = excluded.version, "
+            "status = 'running', total = excluded.total, done = 0, after = '', entered = 0, "
+            "exited = 0, started_at = excluded.started_at, finished_at = NULL, owner = NULL, "
+            "lease_until = NULL",
+            [(name, kind, version, total, _iso(self.clock()))])
+        return writes
+
+    def backfill(self, name: str) -> dict[str, Any] | None:
+        rows = self.rm.query(f"SELECT * FROM {self.rm.table('backfills')} WHERE name = %s",
+                             [name])
+        return _progress(rows[0]) if rows else None
+
+    def backfills(self) -> list[dict[str, Any]]:
+        rows = self.rm.query(f"SELECT * FROM {self.rm.table('backfills')} ORDER BY started_at")
+        return [_progress(row) for row in rows]
+
+    def run_backfills(self, budget_seconds: float | None = None, page: int = BACKFILL_PAGE) -> int:
+        """Work through running backfills, a page at a time; returns profiles evaluated.
+
+        Each page is its own transaction, so live batches go on between pages and a
+        restarted service resumes from the last page saved. A lease keeps two replicas
+        off the same backfill.
+        """
+        started, evaluated = time.monotonic(), 0
+        while budget_seconds is None or time.monotonic() - started < budget_seconds:
+            job = self._claim_backfill()
+            if job is None:
+                return evaluated
+            evaluated += self._backfill_page(job, page)
+        return evaluated
+
+    def _claim_backfill(self) -> dict | None:
+        table, now = self.rm.table("backfills"), time.time()
+        for row in self.rm.query(f"SELECT name FROM {table} WHERE status = 'running' "
+                                 "ORDER BY started_at"):
+            self.rm.execute(
+                f"UPDATE {table} SET owner = %s, lease_until = %s WHERE name = %s AND "
+                "status = 'running' AND (owner IS NULL OR owner = %s OR lease_until < %s)",
+                [self._owner, now + 30, row["name"], self._owner, now])
+            claimed = self.rm.query(f"SELECT * FROM {table} WHERE name = %s AND owner = %s "
+                                    "AND status = 'running'", [row["name"], self._owner])
+            if claimed:
+                return claimed[0]
+        return None
+
+    def _backfill_page(self, job: dict, page: int) -> int:
+        table = self.rm.table("profiles")
+        with self._lock:
+            rows = self.rm.query(f"SELECT profile_id, doc FROM {table} WHERE profile_id > %s "
+                                 "ORDER BY profile_id LIMIT %s", [job["after"], page])
+            definitions, now = self.definitions(), self.clock()
+            work = Pass(self, now)
+            touched = [definition_key(job["name"])]
+            for row in rows:
+                profile = orjson.loads(row["doc"])
+                if profile["merged_into"] is not None:
+                    continue
+                before = dict(profile["expiries"]), dict(profile["computed"])
+                changes = definitions.reevaluate(profile, touched, now)
+                if changes or before != (profile["expiries"], profile["computed"]):
+                    work.record(row["profile_id"], profile, changes, {})
+            aggregates, writes = work.collect()
+            finished = len(rows) < page
+            entered = sum(1 for item in work.items if item["change"] == "entered")
+            writes.add(
+                f"UPDATE {self.rm.table('backfills')} SET done = done + %s, after = %s, "
+                "entered = entered + %s, exited = exited + %s, status = %s, finished_at = %s "
+                "WHERE name = %s AND version = %s",
+                [(len(rows), rows[-1]["profile_id"] if rows else job["after"], entered,
+                  len(work.items) - entered, "done" if finished else "running",
+                  _iso(now) if finished else None, job["name"], job["version"])])
+            self.save_and_wake(*aggregates, writes=writes)
+            self._schedule(work)
+        return len(rows)
 
     # ---- queries ----------------------------------------------------------------------
     def segment_sizes(self) -> dict[str, int]:
         sizes = dict.fromkeys(self._catalog().segments, 0)
-        for change in self.scan(ProfileActivity.Entered, ProfileActivity.Exited):
-            step = 1 if isinstance(change, ProfileActivity.Entered) else -1
-            sizes[change.segment] = sizes.get(change.segment, 0) + step
+        for row in self.rm.query(f"SELECT segment, count(*) AS n FROM "
+                                 f"{self.rm.table('members')} GROUP BY segment"):
+            if row["segment"] in sizes:
+                sizes[row["segment"]] = row["n"]
         return sizes
 
+    def members(self, segment: str, limit: int = 100, after: str = "") -> dict[str, Any]:
+        rows = self.rm.query(
+            f"SELECT profile_id, entered_at FROM {self.rm.table('members')} WHERE segment = %s "
+            "AND profile_id > %s ORDER BY profile_id LIMIT %s", [segment, after, limit])
+        members = [{"profile_id": r["profile_id"], "entered_at": r["entered_at"]} for r in rows]
+        return {"segment": segment, "members": members,
+                "next": members[-1]["profile_id"] if len(members) == limit else None}
+
     def memberships(self, profile_id: str) -> dict[str, Any]:
-        try:
-            activity = self.repository.get(uuid.UUID(profile_id))
-        except (AggregateNotFoundError, ValueError):
-            return {"profile_id": profile_id, "segments": {}, "history": []}
+        profile = self._load([profile_id])[profile_id]
         history = [
-            {"segment": e.segment, "change": type(e).__name__.lower(), "at": e.at,
-             "reason": e.reason}
-            for e in self.events.get(activity.id)
-            if isinstance(e, ProfileActivity.Entered | ProfileActivity.Exited)
-        ]
-        return {"profile_id": profile_id, "segments": dict(activity.memberships),
+            {"segment": r["segment"], "change": r["change"], "at": r["at"], "reason": r["reason"]}
+            for r in self.rm.query(f"SELECT segment, change, at, reason FROM "
+                                   f"{self.rm.table('history')} WHERE profile_id = %s ORDER BY at",
+                                   [profile_id])]
+        return {"profile_id": profile_id, "segments": dict(profile["segments"]),
                 "history": history}
+
+    def computed_of(self, profile_id: str) -> dict[str, Any]:
+        return dict(self._load([profile_id])[profile_id]["computed"])
+
+    def preview(self, rule: dict, sample: int = 10) -> dict[str, Any]:
+        """How many known profiles a rule would hold now, and a few of them; saves nothing."""
+        catalog = self._catalog()
+        self._check_references(catalog, "__preview__", rule)
+        compiled, now = compile_rule(rule), self.clock()
+        size, scanned, chosen = 0, 0, []
+        for rows in self.rm.pages(f"SELECT profile_id, doc FROM {self.rm.table('profiles')} "
+                                  "WHERE profile_id > %s ORDER BY profile_id LIMIT %s",
+                                  "profile_id", BACKFILL_PAGE):
+            for row in rows:
+                profile = orjson.loads(row["doc"])
+                if profile["merged_into"] is not None:
+                    continue
+                scanned += 1
+                state = State(traits={**profile["traits"], **profile["computed"]},
+                              events=profile["events"], now=now, segments=profile["segments"])
+                if compiled.test(state):
+                    size += 1
+                    if len(chosen) < sample:
+                        chosen.append({"profile_id": row["profile_id"],
+                                       "traits": profile["traits"]})
+        return {"size": size, "profiles_scanned": scanned, "sample": chosen}
+
+
+def _occurrence(summary: dict | None) -> tuple[str, float, dict] | None:
+    if not summary or summary.get("type") != "track" or not summary.get("event"):
+        return None
+    at = parse_time(summary.get("timestamp"))
+    return None if at is None else (summary["event"], at, summary.get("properties") or {})
+
+
+def _progress(row: Any) -> dict[str, Any]:
+    total, done = row["total"], row["done"]
+    return {
+        "name": row["name"], "kind": row["kind"], "version": row["version"],
+        "status": row["status"], "total": total, "done": done,
+        "percent": 100.0 if row["status"] == "done" or not total
+        else round(min(100.0, 100.0 * done / total), 1),
+        "entered": row["entered"], "exited": row["exited"],
+        "started_at": row["started_at"], "finished_at": row["finished_at"],
+    }

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from functools import partial
-
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
 from nameko.rpc import rpc
 from nameko.timer import timer
 
-from services.segments.application import SegmentsApplication
-from services.segments.schemas import SegmentSchema
+from services.segments.application import DefinitionError, SegmentsApplication
+from services.segments.schemas import ComputedTraitSchema, RuleOnlySchema, SegmentSchema
 from services.segments.translation import translator
 from shared.contracts import PROFILE_CHANGED
 from shared.messaging.nameko_ext import ServiceApp, partitioned_handler, service_status
-from shared.partitions import partition_of
 
 _segment_schema = SegmentSchema()
+_computed_schema = ComputedTraitSchema()
+_preview_schema = RuleOnlySchema()
+
+# A backfill works in pages for at most this long per tick, so live batches go on between.
+BACKFILL_SLICE_SECONDS = 0.5
 
 
 class SegmentsService:
@@ -28,7 +30,11 @@ class SegmentsService:
 
     @timer(interval=1)
     def expire_windows(self):
-        return self.app.expire_due(partial(partition_of, partitions=self.app.settings.partitions))
+        return self.app.expire_due()
+
+    @timer(interval=0.5)
+    def run_backfills(self):
+        return self.app.run_backfills(budget_seconds=BACKFILL_SLICE_SECONDS)
 
     @timer(interval=5)
     def refresh_definitions(self):
@@ -36,16 +42,16 @@ class SegmentsService:
 
     @rpc
     def define_segment(self, definition: dict):
-        try:
-            data = _segment_schema.load(definition)
-        except ValidationError as error:
-            return {"error": _first_error(error)}
-        return {"segment": self.app.define_segment(data["name"], data["rule"],
-                                                    data["description"])}
+        return _checked(_segment_schema, definition, "invalid_segment", lambda data: {
+            "segment": self.app.define_segment(data["name"], data["rule"], data["description"])})
 
     @rpc
     def remove_segment(self, name: str):
-        return self.app.remove_segment(name)
+        try:
+            return self.app.remove_segment(name)
+        except DefinitionError as error:
+            return {"error": {"code": "segment_in_use", "field": error.field,
+                              "message": error.message}}
 
     @rpc
     def list_segments(self):
@@ -56,6 +62,36 @@ class SegmentsService:
         return self.app.segment_sizes()
 
     @rpc
+    def members(self, segment: str, limit: int = 100, after: str = ""):
+        return self.app.members(segment, limit, after)
+
+    @rpc
+    def preview(self, request: dict):
+        return _checked(_preview_schema, request, "invalid_rule",
+                        lambda data: self.app.preview(data["rule"], data["sample"]))
+
+    @rpc
+    def backfills(self):
+        return self.app.backfills()
+
+    @rpc
+    def define_computed_trait(self, definition: dict):
+        return _checked(_computed_schema, definition, "invalid_computed_trait",
+                        lambda data: {"computed_trait": self.app.define_computed_trait(data)})
+
+    @rpc
+    def remove_computed_trait(self, name: str):
+        return self.app.remove_computed_trait(name)
+
+    @rpc
+    def list_computed_traits(self):
+        return self.app.computed_traits()
+
+    @rpc
+    def computed_traits_of(self, profile_id: str):
+        return self.app.computed_of(profile_id)
+
+    @rpc
     def memberships(self, profile_id: str):
         return self.app.memberships(profile_id)
 
@@ -64,10 +100,20 @@ class SegmentsService:
         return service_status(self.name, self.app)
 
 
+def _checked(schema: Schema, payload: dict, code: str, call):
+    """Load with the schema, call the application; errors name the field and the rule."""
+    try:
+        return call(schema.load(payload))
+    except ValidationError as error:
+        return {"error": {"code": code, **_first_error(error)}}
+    except DefinitionError as error:
+        return {"error": {"code": code, "field": error.field, "message": error.message}}
+
+
 def _first_error(error: ValidationError) -> dict:
     messages = error.normalized_messages()
     field, problems = next(iter(messages.items()))
     problem = str(problems[0] if isinstance(problems, list) else problems)
     # Rule errors already start with their path ("rule.and[1].count.op: …").
     message = problem if problem.startswith(field) else f"{field}: {problem}"
-    return {"code": "invalid_segment", "field": field, "message": message}
+    return {"field": field, "message": message}

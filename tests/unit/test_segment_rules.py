@@ -239,7 +239,7 @@ def test_a_valid_segment_loads_with_defaults():
     ({"trait": "country", "op": "eq", "value": "FR", "colour": "red"}, "rule.colour"),
     ({"event": "X", "within_days": "90"}, "rule.within_days"),
     ({"event": "X", "within_days": 0}, "rule.within_days"),
-    ({"event": "X", "where": ["currency"]}, "rule.where"),
+    ({"event": "X", "where": ["currency"]}, "rule.where[0]"),
     ({"event": 42}, "rule.event"),
     ({"trait": "", "op": "exists"}, "rule.trait"),
     ({"and": []}, "rule.and"),

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-import services.segments.application as segments_application
+import services.segments.evaluation as segments_evaluation
 from services.segments.application import SegmentsApplication
 from services.segments.domain import MembershipBatch
 from services.segments.rules import DAY
@@ -99,7 +99,7 @@ def membership_changes(app: SegmentsApplication) -> list[dict]:
 
 
 def partition(profile_id: str) -> str:
-    return partition_of(profile_id, 8)
+    return partition_of(profile_id, Settings().partitions)
 
 
 # ---- behaviour in a window -----------------------------------------------------------------
@@ -129,8 +129,8 @@ def test_a_fourth_order_produces_no_new_change(app, feed, clock):
     before = app.process_recorder.max_notification_id()
     feed.order(ADA)
     assert len(membership_changes(app)) == 1
-    # Only the profile's own state and the tracking record were saved: no MembershipBatch.
-    assert app.process_recorder.max_notification_id() == before + 1
+    # Only the profile's read-model row and the tracking record were saved: no event.
+    assert app.process_recorder.max_notification_id() == before
 
 
 def test_orders_outside_the_window_do_not_count(app, feed, clock):
@@ -161,18 +161,18 @@ def test_the_window_expires_on_time_alone_without_any_new_event(app, feed, clock
     assert [c["change"] for c in membership_changes(app)] == ["entered"]
 
     clock.now = START + 90 * DAY + 3600  # day 0 left the window: days 1, 2, 3 remain
-    assert app.expire_due(partition) == 0
+    assert app.expire_due() == 0
     assert app.memberships(ADA)["segments"].keys() == {"frequent_buyers"}
 
     clock.now = START + 91 * DAY + 3600  # day 1 left too: two orders remain
-    assert app.expire_due(partition) == 1
+    assert app.expire_due() == 1
     _, exited = membership_changes(app)
     assert app.process_recorder.max_tracking_id(KEY) == feed.position  # nothing consumed
     assert (exited["profile_id"], exited["segment"], exited["change"]) == (
         ADA, "frequent_buyers", "exited")
     assert exited["cause"] == {"partition": partition(ADA), "position": 0}
     assert app.memberships(ADA)["segments"] == {}
-    assert app.expire_due(partition) == 0
+    assert app.expire_due() == 0
 
 
 def test_nothing_expires_before_its_time(app, feed, clock):
@@ -180,7 +180,7 @@ def test_nothing_expires_before_its_time(app, feed, clock):
     for _ in range(3):
         feed.order(ADA)
     clock.advance(89)
-    assert app.expire_due(partition) == 0
+    assert app.expire_due() == 0
     assert app.memberships(ADA)["segments"].keys() == {"frequent_buyers"}
 
 
@@ -192,7 +192,7 @@ def test_an_at_most_segment_is_entered_when_old_behaviour_expires(app, feed, clo
     feed.send(feed.item(ADA, {"plan": "pro"}, "Order Completed"))
     assert membership_changes(app) == []
     clock.advance(31)
-    assert app.expire_due(partition) == 1
+    assert app.expire_due() == 1
     assert membership_changes(app)[-1]["change"] == "entered"
 
 
@@ -200,11 +200,11 @@ def test_an_at_most_segment_is_entered_when_old_behaviour_expires(app, feed, clo
 def counting_rules(monkeypatch) -> Counter:
     """Count how often each segment's rule is evaluated."""
     calls: Counter = Counter()
-    real = segments_application.compile_rule
+    real = segments_evaluation.compile_rule
 
     def compile_counting(spec):
         rule = real(spec)
-        label = segments_application.describe(spec)
+        label = segments_evaluation.describe(spec)
 
         def test(state):
             calls[label] += 1
@@ -212,7 +212,7 @@ def counting_rules(monkeypatch) -> Counter:
 
         return dataclasses.replace(rule, test=test)
 
-    monkeypatch.setattr(segments_application, "compile_rule", compile_counting)
+    monkeypatch.setattr(segments_evaluation, "compile_rule", compile_counting)
     return calls
 
 
@@ -254,7 +254,7 @@ def test_membership_history_lists_entries_and_exits_with_their_reasons(app, feed
         feed.order(ADA, {"country": "FR"})
     feed.send(feed.item(ADA, {"country": "DE"}))
     clock.advance(91)
-    app.expire_due(partition)
+    app.expire_due()
 
     history = app.memberships(ADA)["history"]
     assert [(h["segment"], h["change"], h["reason"]) for h in history] == [

@@ -1,0 +1,241 @@
+"""Deciding which definitions a change touches, and re-evaluating only those.
+
+A profile as segments sees it is a plain dict (kept in the read model, see application):
+
+    {"traits": {...}, "events": {name: [[epoch, properties], ...]},
+     "computed": {trait: value}, "segments": {segment: entered_at},
+     "expiries": {definition: epoch}, "merged_into": None}
+
+`Definitions` compiles the catalog once per version into a dependency index: trait, event
+and segment keys -> the computed traits and segments that read them. A change names the
+keys it touched; only their dependents are re-evaluated, computed traits first (segments
+may read them), then segments in dependency order, so a segment that reads another sees
+its new answer in the same pass.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from services.segments.rules import (
+    ComputedTrait,
+    Rule,
+    State,
+    compile_computed,
+    compile_rule,
+    describe,
+    referenced_segments,
+)
+
+# Behaviour older than this can satisfy no window we allow: prune it to bound the state.
+MAX_WINDOW_SECONDS = 3650 * 86_400.0
+MAX_OCCURRENCES_PER_EVENT = 1000
+
+Key = tuple[str, str]
+TIME: Key = ("time", "")
+EVERYTHING: Key = ("all", "")
+
+
+def trait_key(name: str) -> Key:
+    return ("trait", name)
+
+
+def event_key(name: str) -> Key:
+    return ("event", name)
+
+
+def segment_key(name: str) -> Key:
+    return ("segment", name)
+
+
+def definition_key(name: str) -> Key:
+    return ("definition", name)
+
+
+def new_profile() -> dict[str, Any]:
+    return {"traits": {}, "events": {}, "computed": {}, "segments": {}, "expiries": {},
+            "merged_into": None}
+
+
+@dataclass(frozen=True)
+class MembershipChange:
+    segment: str
+    entered: bool
+    reason: str
+
+
+class CycleError(ValueError):
+    pass
+
+
+def dependency_order(segments: Mapping[str, dict]) -> list[str]:
+    """Segments ordered so that each comes after the segments its rule reads."""
+    order: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            cycle = [*path[path.index(name):], name]
+            raise CycleError(" -> ".join(cycle))
+        state[name] = "visiting"
+        for needed in sorted(referenced_segments(segments[name]["rule"])):
+            if needed in segments:
+                visit(needed, [*path, name])
+        state[name] = "done"
+        order.append(name)
+
+    for name in sorted(segments):
+        visit(name, [])
+    return order
+
+
+class Definitions:
+    """The compiled catalog: what to re-evaluate for which change, and how."""
+
+    def __init__(self, segments: Mapping[str, dict], computed: Mapping[str, dict]):
+        self.segment_specs = dict(segments)
+        self.computed: dict[str, ComputedTrait] = {
+            name: compile_computed(spec) for name, spec in sorted(computed.items())}
+        self.order = dependency_order(segments)
+        self.rules: dict[str, Rule] = {name: compile_rule(segments[name]["rule"])
+                                       for name in self.order}
+        self.rank = {name: i for i, name in enumerate(self.order)}
+        self.dependents: dict[Key, set[str]] = {}
+        self.computed_dependents: dict[Key, set[str]] = {}
+        for name, trait in self.computed.items():
+            for key in (*map(event_key, trait.events), definition_key(name), EVERYTHING):
+                self.computed_dependents.setdefault(key, set()).add(name)
+            if trait.timed:
+                self.computed_dependents.setdefault(TIME, set()).add(name)
+        for name, rule in self.rules.items():
+            keys = [*map(trait_key, rule.traits), *map(event_key, rule.events),
+                    *map(segment_key, rule.segments), definition_key(name), EVERYTHING]
+            if rule.timed:
+                keys.append(TIME)
+            for key in keys:
+                self.dependents.setdefault(key, set()).add(name)
+        # A computed trait is read by segments as a trait of the same name.
+        self.reasons = {name: describe(spec["rule"]) for name, spec in segments.items()}
+
+    def reevaluate(self, profile: dict[str, Any], changed: Iterable[Key],
+                   now: float) -> list[MembershipChange]:
+        """Bring `profile` up to date with what `changed` touched; returns membership changes.
+
+        Mutates the profile's computed traits, segments (values are left to the caller:
+        an entered segment is set to None) and expiries.
+        """
+        changed = set(changed)
+        changed |= self._update_computed(profile, changed, now)
+        state = State(traits=self._traits(profile), events=profile["events"], now=now,
+                      segments=profile["segments"])
+        changes = self._exit_removed(profile)
+        changed |= {segment_key(change.segment) for change in changes}
+        pending: list[tuple[int, str]] = []
+        queued: set[str] = set()
+
+        def enqueue(key: Key) -> None:
+            for name in self.dependents.get(key, ()):
+                if name not in queued:
+                    queued.add(name)
+                    heapq.heappush(pending, (self.rank[name], name))
+
+        for key in changed:
+            enqueue(key)
+        while pending:
+            _, name = heapq.heappop(pending)
+            rule = self.rules[name]
+            inside = rule.test(state)
+            if rule.timed:
+                self._set_expiry(profile, name, rule.next_expiry(state))
+            if inside == (name in profile["segments"]):
+                continue
+            if inside:
+                profile["segments"][name] = None
+            else:
+                del profile["segments"][name]
+            changes.append(MembershipChange(name, inside, self.reasons[name]))
+            enqueue(segment_key(name))
+        return changes
+
+    def _update_computed(self, profile: dict, changed: set[Key], now: float) -> set[Key]:
+        names: set[str] = set()
+        for key in changed:
+            names |= self.computed_dependents.get(key, set())
+        touched = {trait_key(n) for n in list(profile["computed"]) if n not in self.computed}
+        for name in touched:
+            profile["computed"].pop(name[1], None)
+        if not names:
+            return touched
+        state = State(traits={}, events=profile["events"], now=now)
+        for name in names:
+            trait = self.computed[name]
+            value = trait.compute(state)
+            if trait.timed:
+                self._set_expiry(profile, name, trait.next_expiry(state))
+            if profile["computed"].get(name) != value:
+                profile["computed"][name] = value
+                touched.add(trait_key(name))
+        return touched
+
+    @staticmethod
+    def _traits(profile: dict) -> Mapping[str, Any]:
+        computed = profile["computed"]
+        return {**profile["traits"], **computed} if computed else profile["traits"]
+
+    def _exit_removed(self, profile: dict) -> list[MembershipChange]:
+        gone = [name for name in profile["segments"] if name not in self.rules]
+        for name in gone:
+            del profile["segments"][name]
+        stale = [n for n in profile["expiries"] if n not in self.rules and n not in self.computed]
+        for name in stale:
+            del profile["expiries"][name]
+        return [MembershipChange(name, False, "segment removed") for name in gone]
+
+    @staticmethod
+    def _set_expiry(profile: dict, name: str, at: float | None) -> None:
+        if at is None:
+            profile["expiries"].pop(name, None)
+        else:
+            profile["expiries"][name] = at
+
+
+def next_due(profile: dict[str, Any]) -> float | None:
+    expiries = profile["expiries"]
+    return min(expiries.values()) if expiries else None
+
+
+def record_occurrence(profile: dict[str, Any], name: str, at: float, properties: dict,
+                      now: float) -> None:
+    seen = profile["events"].setdefault(name, [])
+    seen.append([at, properties])
+    if len(seen) > 1 and seen[-2][0] > at:  # late arrival: keep time order
+        seen.sort(key=lambda pair: pair[0])
+    _prune(seen, now)
+
+
+def absorb(survivor: dict[str, Any], absorbed: dict[str, Any], now: float) -> None:
+    """A merge: the survivor takes the absorbed profile's behaviour and unknown traits."""
+    for name, seen in absorbed["events"].items():
+        mine = survivor["events"].setdefault(name, [])
+        mine.extend(seen)
+        mine.sort(key=lambda pair: pair[0])
+        _prune(mine, now)
+    for key, value in absorbed["traits"].items():
+        survivor["traits"].setdefault(key, value)
+    absorbed["events"], absorbed["expiries"], absorbed["computed"] = {}, {}, {}
+
+
+def _prune(seen: list[list[Any]], now: float) -> None:
+    """Drop what no window can reach and what exceeds the cap (the list is time-ordered)."""
+    horizon = now - MAX_WINDOW_SECONDS
+    stale = 0
+    while stale < len(seen) and seen[stale][0] < horizon:
+        stale += 1
+    excess = max(stale, len(seen) - MAX_OCCURRENCES_PER_EVENT)
+    if excess:
+        del seen[:excess]
