@@ -370,23 +370,27 @@ class SegmentsApplication(ServiceApplication):
         rows = self.rm.query(f"SELECT * FROM {self.rm.table('backfills')} ORDER BY started_at")
         return [_progress(row) for row in rows]
 
-    def run_backfills(self, budget_seconds: float | None = None, page: int = BACKFILL_PAGE) -> int:
+    def run_backfills(self, budget_seconds: float | None = None, page: int = BACKFILL_PAGE,
+                      pages: int | None = None) -> int:
         """Work through running backfills, a page at a time; returns profiles evaluated.
 
         Each page is its own transaction, so live batches go on between pages and a
         restarted service resumes from the last page saved. A lease keeps two replicas
         off the same backfill.
         """
-        started, evaluated = time.monotonic(), 0
-        while budget_seconds is None or time.monotonic() - started < budget_seconds:
+        started, evaluated, done = time.monotonic(), 0, 0
+        while pages is None or done < pages:
+            if budget_seconds is not None and time.monotonic() - started >= budget_seconds:
+                break
             job = self._claim_backfill()
             if job is None:
-                return evaluated
+                break
             evaluated += self._backfill_page(job, page)
+            done += 1
         return evaluated
 
     def _claim_backfill(self) -> dict | None:
-        table, now = self.rm.table("backfills"), time.time()
+        table, now = self.rm.table("backfills"), self.clock()
         for row in self.rm.query(f"SELECT name FROM {table} WHERE status = 'running' "
                                  "ORDER BY started_at"):
             self.rm.execute(

@@ -33,7 +33,8 @@ class SegmentCatalog(Aggregate):
 
     @event("ComputedTraitDefined")
     def define_computed(self, name: str, definition: dict[str, Any], at: str) -> None:
-        self.computed[name] = self._versioned(self.computed.get(name), name, at, **definition)
+        fields = {k: v for k, v in definition.items() if k != "name"}
+        self.computed[name] = self._versioned(self.computed.get(name), name, at, **fields)
 
     @event("ComputedTraitRemoved")
     def remove_computed(self, name: str) -> None:

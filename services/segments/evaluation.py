@@ -177,7 +177,10 @@ class Definitions:
             value = trait.compute(state)
             if trait.timed:
                 self._set_expiry(profile, name, trait.next_expiry(state))
-            if profile["computed"].get(name) != value:
+            if value is None:  # nothing to aggregate: the trait is absent, as for traits
+                if profile["computed"].pop(name, None) is not None:
+                    touched.add(trait_key(name))
+            elif profile["computed"].get(name) != value:
                 profile["computed"][name] = value
                 touched.add(trait_key(name))
         return touched

@@ -1,0 +1,228 @@
+"""Segments as marketers use them: nested segments, computed traits, backfill of a new or
+changed rule over profiles already known, preview, members, and a restart."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from segments_support import ADA, BOB, Clock, Feed, define, membership_changes
+
+from services.segments.application import DefinitionError, SegmentsApplication
+from services.segments.schemas import ComputedTraitSchema
+from shared.config import Settings
+
+FRENCH = {"trait": "country", "op": "eq", "value": "FR"}
+BUYER = {"event": "Order Completed", "within_days": 30}
+
+
+def computed(app: SegmentsApplication, **definition) -> dict:
+    return app.define_computed_trait(ComputedTraitSchema().load(definition))
+
+
+def people(n: int) -> list[str]:
+    return sorted(str(uuid.uuid4()) for _ in range(n))
+
+
+# ---- nested segments -----------------------------------------------------------------------
+def test_a_segment_of_segments_follows_its_parts_as_they_change(app, feed):
+    define(app, "french", FRENCH)
+    define(app, "buyers", BUYER)
+    define(app, "french_buyers", {"and": [{"segment": "french"}, {"segment": "buyers"}]})
+
+    feed.send(feed.item(ADA, {"country": "FR"}))
+    feed.order(ADA)
+    assert app.memberships(ADA)["segments"].keys() == {"french", "buyers", "french_buyers"}
+
+    feed.send(feed.item(ADA, {"country": "DE"}))
+    assert app.memberships(ADA)["segments"].keys() == {"buyers"}
+    assert [(c["segment"], c["change"]) for c in membership_changes(app)][-2:] == [
+        ("french", "exited"), ("french_buyers", "exited")]
+
+
+def test_a_rule_naming_an_unknown_segment_is_refused(app):
+    with pytest.raises(DefinitionError, match="rule: segment vip does not exist"):
+        define(app, "loyal", {"segment": "vip"})
+    assert "loyal" not in app.segments()
+
+
+def test_a_rule_that_would_make_a_cycle_is_refused_and_names_it(app):
+    define(app, "a", FRENCH)
+    define(app, "b", {"segment": "a"})
+    with pytest.raises(DefinitionError, match="a -> b -> a"):
+        define(app, "a", {"segment": "b"})
+    assert app.segments()["a"]["rule"] == FRENCH
+
+
+def test_a_segment_read_by_another_cannot_be_removed(app):
+    define(app, "french", FRENCH)
+    define(app, "french_vips", {"and": [{"segment": "french"}, {"trait": "vip", "op": "exists"}]})
+    with pytest.raises(DefinitionError, match="used by french_vips"):
+        app.remove_segment("french")
+
+
+# ---- computed traits -----------------------------------------------------------------------
+def test_a_computed_trait_is_kept_per_profile_and_usable_in_a_segment(app, feed):
+    computed(app, name="spend_30d", event="Order Completed", aggregate="sum",
+             property="total", within_days=30)
+    define(app, "big_spenders", {"trait": "spend_30d", "op": "gte", "value": 100})
+
+    feed.order(ADA, total=60)
+    assert app.computed_of(ADA) == {"spend_30d": 60.0}
+    assert app.memberships(ADA)["segments"] == {}
+    feed.order(ADA, total=50)
+    assert app.computed_of(ADA) == {"spend_30d": 110.0}
+    assert app.memberships(ADA)["segments"].keys() == {"big_spenders"}
+    [entered] = membership_changes(app)
+    assert entered["traits"]["spend_30d"] == 110.0
+
+
+def test_a_computed_trait_falls_with_time_and_takes_its_segments_along(app, feed, clock):
+    computed(app, name="orders_30d", event="Order Completed", aggregate="count",
+             within_days=30)
+    define(app, "regulars", {"trait": "orders_30d", "op": "gte", "value": 2})
+    feed.order(ADA)
+    clock.advance(10)
+    feed.order(ADA)
+    assert app.memberships(ADA)["segments"].keys() == {"regulars"}
+
+    clock.advance(20.5)  # the first order is now 30.5 days old
+    assert app.expire_due() == 1
+    assert app.computed_of(ADA) == {"orders_30d": 1}
+    assert app.memberships(ADA)["segments"] == {}
+
+
+def test_removing_a_computed_trait_removes_it_from_profiles(app, feed):
+    computed(app, name="orders", event="Order Completed", aggregate="count")
+    feed.order(ADA)
+    assert app.computed_of(ADA) == {"orders": 1}
+    assert app.remove_computed_trait("orders")
+    app.run_backfills()
+    assert app.computed_of(ADA) == {}
+
+
+# ---- backfill ------------------------------------------------------------------------------
+def test_a_segment_defined_later_is_backfilled_from_behaviour_already_seen(app, feed):
+    french = people(5)
+    for profile_id in french:
+        feed.send(feed.item(profile_id, {"country": "FR"}))
+        feed.order(profile_id)
+    feed.send(feed.item(BOB, {"country": "DE"}))
+
+    segment = define(app, "french_buyers", {"and": [FRENCH, BUYER]})
+    assert app.segment_sizes()["french_buyers"] == 0
+    assert app.backfill("french_buyers")["status"] == "running"
+
+    assert app.run_backfills(page=2) == 6
+    progress = app.backfill("french_buyers")
+    assert (progress["status"], progress["done"], progress["total"], progress["entered"]) == (
+        "done", 6, 6, 5)
+    assert progress["percent"] == 100.0
+    assert app.segment_sizes()["french_buyers"] == 5
+    assert {c["profile_id"] for c in membership_changes(app)} == set(french)
+    assert segment["version"] == 1
+
+
+def test_changing_a_rule_backfills_the_new_version_entries_and_exits(app, feed):
+    define(app, "french", FRENCH)
+    feed.send(feed.item(ADA, {"country": "FR"}), feed.item(BOB, {"country": "BE"}))
+    assert app.segment_sizes()["french"] == 1
+
+    define(app, "french", {"trait": "country", "op": "in", "value": ["BE"]})
+    app.run_backfills()
+    assert app.backfill("french")["version"] == 2
+    assert [(c["profile_id"], c["change"]) for c in membership_changes(app)][-2:] in (
+        [(ADA, "exited"), (BOB, "entered")], [(BOB, "entered"), (ADA, "exited")])
+    assert app.members("french")["members"][0]["profile_id"] == BOB
+
+
+def test_a_removed_segment_is_emptied_by_its_backfill(app, feed):
+    define(app, "french", FRENCH)
+    feed.send(feed.item(ADA, {"country": "FR"}))
+    app.remove_segment("french")
+    app.run_backfills()
+    assert app.memberships(ADA)["segments"] == {}
+    assert [c["change"] for c in membership_changes(app)] == ["entered", "exited"]
+
+
+def test_a_rule_change_while_events_flow_ends_exact(app, feed):
+    """Live batches between backfill pages: every profile ends where a full evaluation puts
+    it, and no entry is announced twice."""
+    everyone = people(30)
+    for profile_id in everyone[:20]:
+        feed.send(feed.item(profile_id, {"country": "FR"}))
+    define(app, "french_buyers", {"and": [FRENCH, BUYER]})
+    live = iter(everyone)
+    while app.backfill("french_buyers")["status"] == "running":
+        app.run_backfills(page=3, pages=1)  # a page, then live traffic goes on
+        profile_id = next(live, None)
+        if profile_id is not None:
+            feed.send(feed.item(profile_id, {"country": "FR"}))
+            feed.order(profile_id)
+    for profile_id in live:
+        feed.send(feed.item(profile_id, {"country": "FR"}))
+        feed.order(profile_id)
+
+    assert app.segment_sizes()["french_buyers"] == 30
+    entries = [c["profile_id"] for c in membership_changes(app) if c["change"] == "entered"]
+    assert sorted(entries) == everyone
+
+
+def test_a_backfill_resumes_where_it_stopped_after_a_restart(tmp_path, clock):
+    first = SegmentsApplication(Settings(data_dir=tmp_path), clock=clock)
+    feed = Feed(first, clock)
+    for profile_id in people(7):
+        feed.send(feed.item(profile_id, {"country": "FR"}))
+    define(first, "french", FRENCH)
+    first.run_backfills(page=3, pages=1)  # one page of three, then the process dies
+    first.close()
+
+    again = SegmentsApplication(Settings(data_dir=tmp_path), clock=clock)
+    assert again.run_backfills(page=3) == 0  # the dead process's lease still holds
+    clock.advance(1 / 24)
+    assert again.run_backfills(page=3) == 4  # then the rest, not the first page again
+    progress = again.backfill("french")
+    assert (progress["status"], progress["done"], progress["entered"]) == ("done", 7, 7)
+    assert again.segment_sizes()["french"] == 7
+    again.close()
+
+
+def test_preview_gives_size_and_sample_and_saves_nothing(app, feed):
+    for profile_id in people(4):
+        feed.send(feed.item(profile_id, {"country": "FR"}))
+    feed.send(feed.item(BOB, {"country": "DE"}))
+    before = app.process_recorder.max_notification_id()
+
+    preview = app.preview(FRENCH, sample=2)
+    assert (preview["size"], preview["profiles_scanned"], len(preview["sample"])) == (4, 5, 2)
+    assert preview["sample"][0]["traits"] == {"country": "FR"}
+    assert app.process_recorder.max_notification_id() == before
+
+
+def test_members_are_listed_in_pages(app, feed):
+    define(app, "french", FRENCH)
+    french = people(5)
+    for profile_id in french:
+        feed.send(feed.item(profile_id, {"country": "FR"}))
+    first = app.members("french", limit=3)
+    rest = app.members("french", limit=3, after=first["next"])
+    assert [m["profile_id"] for m in first["members"] + rest["members"]] == french
+    assert rest["next"] is None
+
+
+def test_a_restart_keeps_every_scheduled_expiry(tmp_path):
+    clock = Clock(1_800_000_000.0)
+    first = SegmentsApplication(Settings(data_dir=tmp_path), clock=clock)
+    feed = Feed(first, clock)
+    # Not a member now: becomes one when the order is 30 days old.
+    define(first, "lapsed", {"and": [{"event": "Order Completed"},
+                                     {"not": BUYER}]})
+    feed.order(ADA)
+    assert first.memberships(ADA)["segments"] == {}
+    first.close()
+
+    again = SegmentsApplication(Settings(data_dir=tmp_path), clock=clock)
+    clock.advance(30.01)
+    assert again.expire_due() == 1
+    assert again.memberships(ADA)["segments"].keys() == {"lapsed"}
+    again.close()
