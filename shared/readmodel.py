@@ -20,13 +20,18 @@ READ_MODEL_WRITES = "read_model_writes"
 
 @dataclass
 class Writes:
-    """Statements to run, in order, inside the transaction that records a save."""
+    """Statements to run, in order, inside the transaction that records a save.
 
-    statements: list[tuple[str, list[Sequence[Any]]]] = field(default_factory=list)
+    A statement may come with a PostgreSQL `bulk` form that takes one array per column
+    (`... SELECT * FROM unnest(%s::text[], ...)`): one round of parsing and planning for
+    the whole batch instead of one per row.
+    """
 
-    def add(self, sql: str, rows: list[Sequence[Any]]) -> None:
+    statements: list[tuple[str, list[Sequence[Any]], str | None]] = field(default_factory=list)
+
+    def add(self, sql: str, rows: list[Sequence[Any]], bulk: str | None = None) -> None:
         if rows:
-            self.statements.append((sql, rows))
+            self.statements.append((sql, rows, bulk))
 
     def extend(self, other: Writes | None) -> None:
         if other is not None:
@@ -41,8 +46,13 @@ def run_writes(cursor: Any, kwargs: dict[str, Any], sqlite: bool) -> None:
     writes: Writes | None = kwargs.get(READ_MODEL_WRITES)
     if not writes:
         return
-    for sql, rows in writes.statements:
-        cursor.executemany(sql.replace("%s", "?") if sqlite else sql, rows)
+    for sql, rows, bulk in writes.statements:
+        if sqlite:
+            cursor.executemany(sql.replace("%s", "?"), rows)
+        elif bulk is not None and len(rows) > 1:
+            cursor.execute(bulk, [list(column) for column in zip(*rows, strict=True)])
+        else:
+            cursor.executemany(sql, rows)
 
 
 class ReadModel:
@@ -71,7 +81,10 @@ class ReadModel:
 
     def query(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
         with self.datastore.transaction(commit=False) as cursor:
-            cursor.execute(self.sql(statement), tuple(params))
+            if self.sqlite:
+                cursor.execute(self.sql(statement), tuple(params))
+            else:  # binary results: bytea arrives as bytes, not as hex text to decode
+                cursor.execute(statement, tuple(params), binary=True)
             return list(cursor.fetchall())
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> None:

@@ -4,13 +4,18 @@ A profile as segments sees it is a plain dict (kept in the read model, see appli
 
     {"traits": {...}, "events": {name: [[epoch, properties], ...]},
      "computed": {trait: value}, "segments": {segment: entered_at},
-     "expiries": {definition: epoch}, "merged_into": None}
+     "due": epoch or None, "merged_into": None}
 
 `Definitions` compiles the catalog once per version into a dependency index: trait, event
 and segment keys -> the computed traits and segments that read them. A change names the
 keys it touched; only their dependents are re-evaluated, computed traits first (segments
 may read them), then segments in dependency order, so a segment that reads another sees
 its new answer in the same pass.
+
+`due` is the next moment time alone may change one of the profile's answers. It is exact
+after a pass over every timed definition (an expiry tick, a merge) and may only be early,
+never late, after a partial pass: a partial pass lowers it to the soonest expiry it saw
+and otherwise keeps it. An early wake-up costs one evaluation and finds the exact moment.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ def definition_key(name: str) -> Key:
 
 
 def new_profile() -> dict[str, Any]:
-    return {"traits": {}, "events": {}, "computed": {}, "segments": {}, "expiries": {},
+    return {"traits": {}, "events": {}, "computed": {}, "segments": {}, "due": None,
             "merged_into": None}
 
 
@@ -127,10 +132,11 @@ class Definitions:
         """Bring `profile` up to date with what `changed` touched; returns membership changes.
 
         Mutates the profile's computed traits, segments (values are left to the caller:
-        an entered segment is set to None) and expiries.
+        an entered segment is set to None) and due.
         """
         changed = set(changed)
-        changed |= self._update_computed(profile, changed, now)
+        soonest: list[float] = []
+        changed |= self._update_computed(profile, changed, now, soonest)
         state = State(traits=self._traits(profile), events=profile["events"], now=now,
                       segments=profile["segments"])
         changes = self._exit_removed(profile)
@@ -151,7 +157,9 @@ class Definitions:
             rule = self.rules[name]
             inside = rule.test(state)
             if rule.timed:
-                self._set_expiry(profile, name, rule.next_expiry(state))
+                expiry = rule.next_expiry(state)
+                if expiry is not None:
+                    soonest.append(expiry)
             if inside == (name in profile["segments"]):
                 continue
             if inside:
@@ -160,9 +168,13 @@ class Definitions:
                 del profile["segments"][name]
             changes.append(MembershipChange(name, inside, self.reasons[name]))
             enqueue(segment_key(name))
+        everything = TIME in changed or EVERYTHING in changed
+        kept = None if everything else profile["due"]
+        profile["due"] = min(soonest, default=None) if kept is None else min([kept, *soonest])
         return changes
 
-    def _update_computed(self, profile: dict, changed: set[Key], now: float) -> set[Key]:
+    def _update_computed(self, profile: dict, changed: set[Key], now: float,
+                         soonest: list[float]) -> set[Key]:
         names: set[str] = set()
         for key in changed:
             names |= self.computed_dependents.get(key, set())
@@ -176,7 +188,9 @@ class Definitions:
             trait = self.computed[name]
             value = trait.compute(state)
             if trait.timed:
-                self._set_expiry(profile, name, trait.next_expiry(state))
+                expiry = trait.next_expiry(state)
+                if expiry is not None:
+                    soonest.append(expiry)
             if value is None:  # nothing to aggregate: the trait is absent, as for traits
                 if profile["computed"].pop(name, None) is not None:
                     touched.add(trait_key(name))
@@ -194,22 +208,12 @@ class Definitions:
         gone = [name for name in profile["segments"] if name not in self.rules]
         for name in gone:
             del profile["segments"][name]
-        stale = [n for n in profile["expiries"] if n not in self.rules and n not in self.computed]
-        for name in stale:
-            del profile["expiries"][name]
         return [MembershipChange(name, False, "segment removed") for name in gone]
 
-    @staticmethod
-    def _set_expiry(profile: dict, name: str, at: float | None) -> None:
-        if at is None:
-            profile["expiries"].pop(name, None)
-        else:
-            profile["expiries"][name] = at
 
 
 def next_due(profile: dict[str, Any]) -> float | None:
-    expiries = profile["expiries"]
-    return min(expiries.values()) if expiries else None
+    return profile["due"]
 
 
 def record_occurrence(profile: dict[str, Any], name: str, at: float, properties: dict,
@@ -230,7 +234,7 @@ def absorb(survivor: dict[str, Any], absorbed: dict[str, Any], now: float) -> No
         _prune(mine, now)
     for key, value in absorbed["traits"].items():
         survivor["traits"].setdefault(key, value)
-    absorbed["events"], absorbed["expiries"], absorbed["computed"] = {}, {}, {}
+    absorbed["events"], absorbed["due"], absorbed["computed"] = {}, None, {}
 
 
 def _prune(seen: list[list[Any]], now: float) -> None:

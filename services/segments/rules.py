@@ -15,6 +15,7 @@ does the same for a computed trait: an aggregate of an event property over a win
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,10 +33,12 @@ class State:
     events: Mapping[str, Occurrences]
     now: float
     segments: Collection[str] = frozenset()
+    # Rules of one pass often filter the same events the same way: filter once per pass.
+    matched: dict[Any, list] = field(default_factory=dict, compare=False, repr=False)
 
 
-def _no_expiries(state: State) -> list[float]:
-    return []
+def _never(state: State) -> float | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -44,12 +47,14 @@ class Rule:
     traits: frozenset[str] = field(default_factory=frozenset)
     events: frozenset[str] = field(default_factory=frozenset)
     segments: frozenset[str] = field(default_factory=frozenset)
-    expiries: Callable[[State], list[float]] = _no_expiries
-    timed: bool = False  # its answer can change with time alone
+    # The next moment after `state.now` at which time alone may change the answer.
+    next_expiry: Callable[[State], float | None] = _never
+    timed: bool = False
 
-    def next_expiry(self, state: State) -> float | None:
-        upcoming = [t for t in self.expiries(state) if t > state.now]
-        return min(upcoming) if upcoming else None
+
+def _earliest(*moments: float | None) -> float | None:
+    known = [m for m in moments if m is not None]
+    return min(known) if known else None
 
 
 def parse_time(value: Any) -> float | None:
@@ -79,57 +84,77 @@ def _number(value: Any) -> float | None:
 RELATIVE_OPS = ("within_last_days", "more_than_days_ago")
 
 
-def compare(op: str, actual: Any, expected: Any, now: float = 0.0) -> bool:
-    if op == "exists":
-        return actual is not None
-    if op == "not_exists":
-        return actual is None
-    if op == "eq":
-        return actual == expected
-    if op == "ne":
-        return actual != expected
-    if op == "in":
-        return actual in expected
-    if op == "not_in":
-        return actual not in expected
-    if op == "contains":
-        return isinstance(actual, str | list) and expected in actual
+def comparator(op: str, expected: Any) -> Callable[[Any, float], bool]:
+    """`(actual, now) -> bool` for one operator and value, decided once per rule."""
+    if op in _SIMPLE:
+        simple = _SIMPLE[op]
+        return lambda actual, now: simple(actual, expected)
     if op in ("before", "after"):
-        a, e = parse_time(actual), parse_time(expected)
-        return a is not None and e is not None and (a < e if op == "before" else a > e)
+        e = parse_time(expected)
+        return lambda actual, now: _dated(op, parse_time(actual), e)
     if op in RELATIVE_OPS:
-        a = parse_time(actual)
-        if a is None:
-            return False
-        since = now - expected * DAY
-        return since <= a <= now if op == "within_last_days" else a < since
-    a = _number(actual)
-    if a is None:
-        return False
+        span = expected * DAY
+        return lambda actual, now: _recent(op, parse_time(actual), now, span)
     if op == "between":
         low, high = _number(expected[0]), _number(expected[1])
-        return low is not None and high is not None and low <= a <= high
-    e = _number(expected)
-    if e is None:
+        return lambda actual, now: _within(_number(actual), low, high)
+    e, order = _number(expected), _ORDER[op]
+    return lambda actual, now: _ordered(order, _number(actual), e)
+
+
+def compare(op: str, actual: Any, expected: Any, now: float = 0.0) -> bool:
+    return comparator(op, expected)(actual, now)
+
+
+_SIMPLE: dict[str, Callable[[Any, Any], bool]] = {
+    "exists": lambda a, e: a is not None,
+    "not_exists": lambda a, e: a is None,
+    "eq": lambda a, e: a == e,
+    "ne": lambda a, e: a != e,
+    "in": lambda a, e: a in e,
+    "not_in": lambda a, e: a not in e,
+    "contains": lambda a, e: isinstance(a, str | list) and e in a,
+}
+_ORDER: dict[str, Callable[[float, float], bool]] = {
+    "gt": float.__gt__, "gte": float.__ge__, "lt": float.__lt__, "lte": float.__le__}
+
+
+def _dated(op: str, a: float | None, e: float | None) -> bool:
+    return a is not None and e is not None and (a < e if op == "before" else a > e)
+
+
+def _recent(op: str, a: float | None, now: float, span: float) -> bool:
+    if a is None:
         return False
-    return {"gt": a > e, "gte": a >= e, "lt": a < e, "lte": a <= e}[op]
+    return now - span <= a <= now if op == "within_last_days" else a < now - span
+
+
+def _within(a: float | None, low: float | None, high: float | None) -> bool:
+    return a is not None and low is not None and high is not None and low <= a <= high
+
+
+def _ordered(order: Callable[[float, float], bool], a: float | None, e: float | None) -> bool:
+    return a is not None and e is not None and order(a, e)
 
 
 # ---- conditions ----------------------------------------------------------------------------
 def _trait_rule(spec: dict) -> Rule:
     name, op, expected = spec["trait"], spec["op"], spec.get("value")
     if op not in RELATIVE_OPS:
-        return Rule(test=lambda s: compare(op, s.traits.get(name), expected),
-                    traits=frozenset({name}))
+        check = comparator(op, expected)
+        return Rule(test=lambda s: check(s.traits.get(name), 0.0), traits=frozenset({name}))
 
-    def expiries(state: State) -> list[float]:
+    def next_expiry(state: State) -> float | None:
         # Both relative operators flip when the date is exactly `value` days old; a date
         # in the future also flips `within_last_days` when it arrives.
         at = parse_time(state.traits.get(name))
-        return [] if at is None else [at, at + expected * DAY]
+        if at is None:
+            return None
+        return _earliest(*(t for t in (at, at + expected * DAY) if t > state.now))
 
-    return Rule(test=lambda s: compare(op, s.traits.get(name), expected, s.now),
-                traits=frozenset({name}), expiries=expiries, timed=True)
+    check = comparator(op, expected)
+    return Rule(test=lambda s: check(s.traits.get(name), s.now),
+                traits=frozenset({name}), next_expiry=next_expiry, timed=True)
 
 
 def _filters(where: Any) -> list[tuple[str, str, Any]]:
@@ -142,7 +167,26 @@ def _filters(where: Any) -> list[tuple[str, str, Any]]:
 def _matcher(filters: list[tuple[str, str, Any]]) -> Callable[[Mapping[str, Any]], bool]:
     if not filters:
         return lambda props: True
-    return lambda props: all(compare(op, props.get(key), value) for key, op, value in filters)
+    checks = [(key, comparator(op, value)) for key, op, value in filters]
+
+    def accepts(props: Mapping[str, Any]) -> bool:
+        # Plain loops here and below: all()/any() over a generator cost a frame per call,
+        # and these run for every rule of every change.
+        for key, check in checks:  # noqa: SIM110
+            if not check(props.get(key), 0.0):
+                return False
+        return True
+
+    return accepts
+
+
+def _time(occurrence: Sequence[Any]) -> float:
+    return occurrence[0]
+
+
+def _after(occurrences: Occurrences, moment: float) -> int:
+    """Index of the first occurrence later than `moment` (occurrences are time-ordered)."""
+    return bisect_right(occurrences, moment, key=_time)
 
 
 @dataclass(frozen=True)
@@ -173,49 +217,96 @@ class Window:
             return self.start <= at <= self.end
         return True
 
-    def changes_at(self, at: float) -> list[float]:
-        """When an occurrence at `at` starts or stops counting."""
+    def bounds(self, occurrences: Occurrences, now: float) -> tuple[int, int]:
+        """The slice of occurrences that count at `now`."""
+        stop = _after(occurrences, now)
         if self.days is not None:
-            return [at, at + self.days * DAY]
-        return [at]
+            return _after(occurrences, now - self.days * DAY), stop
+        if self.start is not None:
+            stop = _after(occurrences, min(now, self.end))
+            return bisect_left(occurrences, self.start, key=_time), stop
+        return 0, stop
+
+    def next_change(self, occurrences: Occurrences, now: float) -> float | None:
+        """When time alone next changes which occurrences count: the oldest counted one
+        leaving a sliding window, or the next future-dated one arriving."""
+        start, stop = self.bounds(occurrences, now)
+        arriving = occurrences[stop][0] if stop < len(occurrences) else None
+        if self.end is not None and arriving is not None and arriving > self.end:
+            arriving = None
+        leaving = (occurrences[start][0] + self.days * DAY
+                   if self.days is not None and start < stop else None)
+        return _earliest(arriving, leaving)
+
+    def moments_of(self, at: float, now: float) -> float | None:
+        """When an occurrence at `at` next starts or stops counting."""
+        for moment in (at, at + self.days * DAY) if self.days is not None else (at,):
+            if moment > now:
+                return moment
+        return None
 
 
-def _matching(spec: dict) -> Callable[[State], list[Sequence[Any]]]:
-    name, accepts = spec["event"], _matcher(_filters(spec.get("where")))
-    return lambda state: [o for o in state.events.get(name, ()) if accepts(o[1])]
+def _matching(spec: dict) -> Callable[[State], Occurrences]:
+    name, filters = spec["event"], _filters(spec.get("where"))
+    key = (name, repr(filters))
+    if not filters:
+        return lambda state: state.events.get(name, ())
+    accepts = _matcher(filters)
+
+    def matching(state: State) -> Occurrences:
+        found = state.matched.get(key)
+        if found is None:
+            found = state.matched[key] = [o for o in state.events.get(name, ())
+                                          if accepts(o[1])]
+        return found
+
+    return matching
 
 
-def _count_ok(op: str, count: int, n: int) -> bool:
-    return {"at_least": count >= n, "at_most": count <= n, "exactly": count == n}[op]
+def _count_test(op: str, n: int) -> Callable[[int], bool]:
+    if op == "at_least":
+        return lambda count: count >= n
+    if op == "at_most":
+        return lambda count: count <= n
+    return lambda count: count == n
 
 
 def _event_rule(spec: dict) -> Rule:
     matching, window = _matching(spec), Window.of(spec)
     occurrence = spec.get("occurrence")
-    count = spec.get("count") or {"op": "at_least", "value": 1}
-
     if occurrence:
-        def chosen(state: State) -> Sequence[Any] | None:
-            seen = [o for o in matching(state) if o[0] <= state.now]
-            return (seen[0] if occurrence == "first" else seen[-1]) if seen else None
+        return _occurrence_rule(spec, matching, window, occurrence)
+    count = spec.get("count") or {"op": "at_least", "value": 1}
+    enough = _count_test(count["op"], count["value"])
 
-        def test(state: State) -> bool:
-            picked = chosen(state)
-            return picked is not None and window.holds(picked[0], state.now)
+    def test(state: State) -> bool:
+        start, stop = window.bounds(matching(state), state.now)
+        return enough(stop - start)
 
-        def expiries(state: State) -> list[float]:
-            picked = chosen(state)
-            pending = [o[0] for o in matching(state) if o[0] > state.now]
-            return pending + (window.changes_at(picked[0]) if picked else [])
-    else:
-        def test(state: State) -> bool:
-            inside = sum(1 for o in matching(state) if window.holds(o[0], state.now))
-            return _count_ok(count["op"], inside, count["value"])
+    return Rule(test=test, events=frozenset({spec["event"]}),
+                next_expiry=lambda s: window.next_change(matching(s), s.now),
+                timed=window.timed)
 
-        def expiries(state: State) -> list[float]:
-            return [t for o in matching(state) for t in window.changes_at(o[0])]
 
-    return Rule(test=test, events=frozenset({spec["event"]}), expiries=expiries,
+def _occurrence_rule(spec: dict, matching, window: Window, occurrence: str) -> Rule:
+    def chosen(state: State) -> Sequence[Any] | None:
+        seen = matching(state)
+        stop = _after(seen, state.now)
+        if not stop:
+            return None
+        return seen[0] if occurrence == "first" else seen[stop - 1]
+
+    def test(state: State) -> bool:
+        picked = chosen(state)
+        return picked is not None and window.holds(picked[0], state.now)
+
+    def next_expiry(state: State) -> float | None:
+        seen, picked = matching(state), chosen(state)
+        stop = _after(seen, state.now)
+        arriving = seen[stop][0] if stop < len(seen) else None
+        return _earliest(arriving, window.moments_of(picked[0], state.now) if picked else None)
+
+    return Rule(test=test, events=frozenset({spec["event"]}), next_expiry=next_expiry,
                 timed=window.timed)
 
 
@@ -224,14 +315,33 @@ def _segment_rule(spec: dict) -> Rule:
     return Rule(test=lambda s: name in s.segments, segments=frozenset({name}))
 
 
+def _earliest_of(parts: list[Rule]) -> Callable[[State], float | None]:
+    if not parts:
+        return _never
+    return lambda s: _earliest(*(p.next_expiry(s) for p in parts))
+
+
 def _combine(kind: str, parts: list[Rule]) -> Rule:
-    combine = all if kind == "and" else any
+    tests = [p.test for p in parts]
+
+    def every(state: State) -> bool:
+        for test in tests:  # noqa: SIM110
+            if not test(state):
+                return False
+        return True
+
+    def some(state: State) -> bool:
+        for test in tests:  # noqa: SIM110
+            if test(state):
+                return True
+        return False
+
     return Rule(
-        test=lambda s: combine(p.test(s) for p in parts),
+        test=every if kind == "and" else some,
         traits=frozenset().union(*(p.traits for p in parts)),
         events=frozenset().union(*(p.events for p in parts)),
         segments=frozenset().union(*(p.segments for p in parts)),
-        expiries=lambda s: [t for p in parts for t in p.expiries(s)],
+        next_expiry=_earliest_of([p for p in parts if p.timed]),
         timed=any(p.timed for p in parts),
     )
 
@@ -244,7 +354,7 @@ def compile_rule(spec: dict) -> Rule:
     if "not" in spec:
         inner = compile_rule(spec["not"])
         return Rule(test=lambda s: not inner.test(s), traits=inner.traits, events=inner.events,
-                    segments=inner.segments, expiries=inner.expiries, timed=inner.timed)
+                    segments=inner.segments, next_expiry=inner.next_expiry, timed=inner.timed)
     if "trait" in spec:
         return _trait_rule(spec)
     if "segment" in spec:
@@ -305,12 +415,8 @@ class ComputedTrait:
     name: str
     compute: Callable[[State], Any]
     events: frozenset[str]
-    expiries: Callable[[State], list[float]]
+    next_expiry: Callable[[State], float | None]
     timed: bool
-
-    def next_expiry(self, state: State) -> float | None:
-        upcoming = [t for t in self.expiries(state) if t > state.now]
-        return min(upcoming) if upcoming else None
 
 
 def compile_computed(spec: dict) -> ComputedTrait:
@@ -319,16 +425,15 @@ def compile_computed(spec: dict) -> ComputedTrait:
     aggregate, prop = AGGREGATES[spec["aggregate"]], spec.get("property")
 
     def compute(state: State) -> Any:
-        inside = [o for o in matching(state) if window.holds(o[0], state.now)]
+        seen = matching(state)
+        start, stop = window.bounds(seen, state.now)
         if prop is None:
-            return aggregate(inside)
-        return aggregate([o[1][prop] for o in inside if o[1].get(prop) is not None])
-
-    def expiries(state: State) -> list[float]:
-        return [t for o in matching(state) for t in window.changes_at(o[0])]
+            return aggregate(seen[start:stop])
+        return aggregate([o[1][prop] for o in seen[start:stop] if o[1].get(prop) is not None])
 
     return ComputedTrait(name=spec["name"], compute=compute, events=frozenset({spec["event"]}),
-                         expiries=expiries, timed=window.timed)
+                         next_expiry=lambda s: window.next_change(matching(s), s.now),
+                         timed=window.timed)
 
 
 # ---- reading a rule back -------------------------------------------------------------------

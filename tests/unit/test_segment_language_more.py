@@ -231,7 +231,7 @@ def test_a_computed_trait_that_changes_with_time_moves_the_segments_that_read_it
     profile["events"] = {"Order Completed": [[NOW - 29 * DAY, {}], [NOW - DAY, {}]]}
     [entered] = defs.reevaluate(profile, {event_key("Order Completed")}, NOW)
     assert entered.entered and profile["computed"] == {"orders_30d": 2}
-    assert profile["expiries"]["orders_30d"] == pytest.approx(NOW + DAY)
+    assert profile["due"] == pytest.approx(NOW + DAY)
 
     [exited] = defs.reevaluate(profile, {TIME}, NOW + DAY)
     assert not exited.entered and profile["computed"] == {"orders_30d": 1}

@@ -12,7 +12,9 @@ NOW = 1_800_000_000.0
 
 
 def state(traits=None, events=None, now=NOW) -> State:
-    return State(traits=traits or {}, events=events or {}, now=now)
+    # A profile keeps each event's occurrences in time order.
+    ordered = {name: sorted(seen, key=lambda o: o[0]) for name, seen in (events or {}).items()}
+    return State(traits=traits or {}, events=ordered, now=now)
 
 
 def holds(rule: dict, traits=None, events=None, now=NOW) -> bool:
