@@ -277,9 +277,13 @@ class SegmentsApplication(ServiceApplication):
         profile = profiles[profile_id]
         changed: set[Key] = set()
         for key, value in item["traits"].items():
-            if profile["traits"].get(key) != value:
+            if profile["traits"].get(key) == value:
+                continue
+            if value is None:  # a trait set to null is unset
+                del profile["traits"][key]
+            else:
                 profile["traits"][key] = value
-                changed.add(trait_key(key))
+            changed.add(trait_key(key))
         occurrence = _occurrence(item.get("event"))
         if occurrence is not None:
             record_occurrence(profile, *occurrence, now=work.now)

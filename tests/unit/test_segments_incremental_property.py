@@ -88,7 +88,7 @@ def trait_value(name: str, choice: int, now: float):
     return iso(now - choice * 0.9 * DAY)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(step, min_size=1, max_size=40))
 def test_incremental_answers_equal_a_full_recomputation(steps):
     with tempfile.TemporaryDirectory() as directory:
@@ -118,7 +118,10 @@ def _run(app: SegmentsApplication, clock: Clock, steps: list) -> None:
         if action == "trait":
             pid = reference.survivor(PEOPLE[args[0]])
             value = trait_value(args[1], args[2], clock.now)
-            reference.profiles[pid]["traits"][args[1]] = value
+            if value is None:  # null unsets a trait
+                reference.profiles[pid]["traits"].pop(args[1], None)
+            else:
+                reference.profiles[pid]["traits"][args[1]] = value
             send(pid, {args[1]: value}, None)
         elif action == "event":
             pid = reference.survivor(PEOPLE[args[0]])
