@@ -3,6 +3,8 @@
     tessera up                 all six services in one process, embedded (no RabbitMQ, no PG)
     tessera run identity …     one or more services on RabbitMQ + PostgreSQL (environment)
     tessera demo               the embedded platform, a realistic data set, checked figures
+    tessera segments …         segments: list, define (with backfill progress), preview, members
+    tessera traits …           computed traits: list, define, delete
 """
 
 from __future__ import annotations
@@ -113,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--data-dir")
     demo.set_defaults(func=cmd_demo)
+
+    from tessera import segments_cli
+    segments_cli.add_commands(commands)
     args = parser.parse_args(argv)
     return args.func(args)
 
