@@ -180,7 +180,16 @@ class SegmentsApplication(ServiceApplication):
     def _catalog(self) -> SegmentCatalog:
         return self.find(CATALOG_ID) or SegmentCatalog()
 
+    def _fresh_catalog(self) -> SegmentCatalog:
+        self.definitions()  # drops a catalog another replica has changed since
+        return self._catalog()
+
     def definitions(self) -> Definitions:
+        """The compiled catalog, as of now: another replica may have changed it, and a batch
+        evaluated with an old catalog would miss a segment its backfill has passed."""
+        if self._definitions is not None and self.recorder.select_events(
+                CATALOG_ID, gt=self._definitions[0], limit=1):
+            self.refresh_catalog()
         catalog = self._catalog()
         if self._definitions is None or self._definitions[0] != catalog.version:
             self._definitions = (catalog.version,
@@ -189,7 +198,7 @@ class SegmentsApplication(ServiceApplication):
 
     def define_segment(self, name: str, rule: dict, description: str = "") -> dict:
         with self._lock:
-            catalog = self._catalog()
+            catalog = self._fresh_catalog()
             self._check_references(catalog, name, rule)
             catalog.define(name, rule, description, _iso(self.clock()))
             definition = catalog.segments[name]
@@ -199,7 +208,7 @@ class SegmentsApplication(ServiceApplication):
 
     def remove_segment(self, name: str) -> bool:
         with self._lock:
-            catalog = self._catalog()
+            catalog = self._fresh_catalog()
             if name not in catalog.segments:
                 return False
             readers = sorted(other for other, spec in catalog.segments.items()
@@ -212,7 +221,7 @@ class SegmentsApplication(ServiceApplication):
 
     def define_computed_trait(self, definition: dict) -> dict:
         with self._lock:
-            catalog = self._catalog()
+            catalog = self._fresh_catalog()
             name = definition["name"]
             catalog.define_computed(name, definition, _iso(self.clock()))
             saved = catalog.computed[name]
@@ -222,7 +231,7 @@ class SegmentsApplication(ServiceApplication):
 
     def remove_computed_trait(self, name: str) -> bool:
         with self._lock:
-            catalog = self._catalog()
+            catalog = self._fresh_catalog()
             if name not in catalog.computed:
                 return False
             catalog.remove_computed(name)

@@ -36,10 +36,6 @@ class SegmentsService:
     def run_backfills(self):
         return self.app.run_backfills(budget_seconds=BACKFILL_SLICE_SECONDS)
 
-    @timer(interval=5)
-    def refresh_definitions(self):
-        self.app.refresh_catalog()
-
     @rpc
     def define_segment(self, definition: dict):
         return _checked(_segment_schema, definition, "invalid_segment", lambda data: {

@@ -226,3 +226,18 @@ def test_a_restart_keeps_every_scheduled_expiry(tmp_path):
     assert again.expire_due() == 1
     assert again.memberships(ADA)["segments"].keys() == {"lapsed"}
     again.close()
+
+
+def test_a_segment_defined_on_one_replica_counts_on_the_next_batch_of_another(
+        tmp_path, clock):
+    one = SegmentsApplication(Settings(data_dir=tmp_path), clock=clock)
+    other = SegmentsApplication(Settings(data_dir=tmp_path), clock=clock)
+    other_feed = Feed(other, clock)
+    define(other, "german", {"trait": "country", "op": "eq", "value": "DE"})
+    other_feed.send(other_feed.item(BOB, {"country": "DE"}))  # `other` holds its catalog
+
+    define(one, "french", FRENCH)
+    other_feed.send(other_feed.item(ADA, {"country": "FR"}))
+    assert other.memberships(ADA)["segments"].keys() == {"french"}
+    one.close()
+    other.close()
