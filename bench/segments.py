@@ -41,14 +41,13 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from services.segments.application import SegmentsApplication
 from services.segments.evaluation import (
     EVERYTHING,
     Definitions,
+    encode_profile,
     event_key,
     new_profile,
     next_due,
@@ -235,7 +234,7 @@ def load_profiles(app: SegmentsApplication, definitions: Definitions, count: int
         for _ in range(min(5000, count - start)):
             profile_id = str(uuid.UUID(int=r.getrandbits(128)))
             profile = generate_profile(r, definitions)
-            rows.append((profile_id, orjson.dumps(profile), next_due(profile)))
+            rows.append((profile_id, encode_profile(profile), next_due(profile)))
             member_rows += [(s, profile_id, at) for s, at in profile["segments"].items()]
         with app.rm.datastore.transaction(commit=True) as cursor:
             cursor.executemany(app.rm.sql(f"INSERT INTO {table} (profile_id, doc, due) "

@@ -22,8 +22,6 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from services.segments.domain import CATALOG_ID, MembershipBatch, SegmentCatalog
 from services.segments.evaluation import (
     EVERYTHING,
@@ -33,8 +31,10 @@ from services.segments.evaluation import (
     Key,
     MembershipChange,
     absorb,
+    decode_profile,
     definition_key,
     dependency_order,
+    encode_profile,
     event_key,
     new_profile,
     next_due,
@@ -123,7 +123,7 @@ class Pass:
         self.writes.add(
             f"INSERT INTO {t('profiles')} (profile_id, doc, due) VALUES (%s, %s, %s) "
             "ON CONFLICT (profile_id) DO UPDATE SET doc = excluded.doc, due = excluded.due",
-            [(pid, orjson.dumps(doc), next_due(doc)) for pid, doc in self.dirty.items()],
+            [(pid, encode_profile(doc), next_due(doc)) for pid, doc in self.dirty.items()],
             bulk=f"INSERT INTO {t('profiles')} (profile_id, doc, due) SELECT * FROM "
                  "unnest(%b::text[], %b::bytea[], %b::float8[]) ON CONFLICT (profile_id) "
                  "DO UPDATE SET doc = excluded.doc, due = excluded.due")
@@ -343,7 +343,7 @@ class SegmentsApplication(ServiceApplication):
             else:
                 rows = self.rm.query(
                     f"SELECT profile_id, doc FROM {table} WHERE profile_id = ANY(%s)", [chunk])
-            found.update((row["profile_id"], orjson.loads(row["doc"])) for row in rows)
+            found.update((row["profile_id"], decode_profile(row["doc"])) for row in rows)
         return {pid: found.get(pid) or new_profile() for pid in ids}
 
     def _schedule(self, work: Pass) -> None:
@@ -441,7 +441,7 @@ class SegmentsApplication(ServiceApplication):
             work = Pass(self, now)
             touched = [definition_key(job["name"])]
             for row in rows:
-                profile = orjson.loads(row["doc"])
+                profile = decode_profile(row["doc"])
                 if profile["merged_into"] is not None:
                     continue
                 before = profile["due"], dict(profile["computed"])
@@ -502,7 +502,7 @@ class SegmentsApplication(ServiceApplication):
                                   "WHERE profile_id > %s ORDER BY profile_id LIMIT %s",
                                   "profile_id", BACKFILL_PAGE):
             for row in rows:
-                profile = orjson.loads(row["doc"])
+                profile = decode_profile(row["doc"])
                 if profile["merged_into"] is not None:
                     continue
                 scanned += 1

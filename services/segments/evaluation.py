@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from services.segments.rules import (
     ComputedTrait,
     Rule,
@@ -61,8 +63,60 @@ def definition_key(name: str) -> Key:
 
 
 def new_profile() -> dict[str, Any]:
-    return {"traits": {}, "events": {}, "computed": {}, "segments": {}, "due": None,
+    return {"traits": {}, "events": EventLog(), "computed": {}, "segments": {}, "due": None,
             "merged_into": None}
+
+
+class EventLog(dict):
+    """A profile's occurrences per event name, decoded only for the names that are read.
+
+    Stored, each name's occurrences are a JSON string inside the profile's document: a
+    profile loads with one string per event name, and a rule that reads one event decodes
+    that one (most of a document is behaviour, and most passes read little of it).
+    """
+
+    def _decoded(self, name: str) -> Any:
+        value = dict.get(self, name)
+        if isinstance(value, str):
+            value = orjson.loads(value)
+            dict.__setitem__(self, name, value)
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self._decoded(name)
+        return default if value is None else value
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self:
+            raise KeyError(name)
+        return self._decoded(name)
+
+    def setdefault(self, name: str, default: Any = None) -> Any:
+        if name not in self:
+            dict.__setitem__(self, name, default)
+        return self._decoded(name)
+
+    def items(self):
+        return [(name, self._decoded(name)) for name in list(self.keys())]
+
+    def values(self):
+        return [value for _, value in self.items()]
+
+    def encoded(self) -> dict[str, str]:
+        return {name: value if isinstance(value, str) else orjson.dumps(value).decode()
+                for name, value in dict.items(self)}
+
+
+def encode_profile(profile: dict[str, Any]) -> bytes:
+    events = profile["events"]
+    encoded = events.encoded() if isinstance(events, EventLog) else EventLog(events).encoded()
+    return orjson.dumps({**profile, "events": encoded})
+
+
+def decode_profile(document: bytes) -> dict[str, Any]:
+    profile = orjson.loads(document)
+    profile["events"] = EventLog(profile["events"])
+    return profile
 
 
 @dataclass(frozen=True)
@@ -178,9 +232,12 @@ class Definitions:
         names: set[str] = set()
         for key in changed:
             names |= self.computed_dependents.get(key, set())
-        touched = {trait_key(n) for n in list(profile["computed"]) if n not in self.computed}
-        for name in touched:
-            profile["computed"].pop(name[1], None)
+        gone: Iterable[str] = ()
+        if not self.computed.keys() >= profile["computed"].keys():  # definitions removed
+            gone = profile["computed"].keys() - self.computed.keys()
+        touched = {trait_key(name) for name in gone}
+        for name in gone:
+            del profile["computed"][name]
         if not names:
             return touched
         state = State(traits={}, events=profile["events"], now=now)
@@ -205,11 +262,12 @@ class Definitions:
         return {**profile["traits"], **computed} if computed else profile["traits"]
 
     def _exit_removed(self, profile: dict) -> list[MembershipChange]:
-        gone = [name for name in profile["segments"] if name not in self.rules]
+        if self.rules.keys() >= profile["segments"].keys():
+            return []
+        gone = sorted(profile["segments"].keys() - self.rules.keys())
         for name in gone:
             del profile["segments"][name]
         return [MembershipChange(name, False, "segment removed") for name in gone]
-
 
 
 def next_due(profile: dict[str, Any]) -> float | None:
@@ -234,7 +292,7 @@ def absorb(survivor: dict[str, Any], absorbed: dict[str, Any], now: float) -> No
         _prune(mine, now)
     for key, value in absorbed["traits"].items():
         survivor["traits"].setdefault(key, value)
-    absorbed["events"], absorbed["due"], absorbed["computed"] = {}, None, {}
+    absorbed["events"], absorbed["due"], absorbed["computed"] = EventLog(), None, {}
 
 
 def _prune(seen: list[list[Any]], now: float) -> None:
