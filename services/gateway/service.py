@@ -316,7 +316,8 @@ class GatewayService:
                           else numbered_partitions(self.app.settings))
             queues += queues_for(stream, partitions)
         depths = queue_depths(self.app.settings.broker_url, queues)
-        drained = all(s["outbox_backlog"] == 0 and s["in_flight"] == 0 for s in statuses) \
+        drained = all(s["outbox_backlog"] == 0 and s["in_flight"] == 0
+                      and not s.get("backfills_running") for s in statuses) \
             and not any(depths.values())
         return {"drained": drained, "services": statuses,
                 "queued": sum(depths.values()), "queues": depths}

@@ -93,7 +93,8 @@ class SegmentsService:
 
     @rpc
     def status(self):
-        return service_status(self.name, self.app)
+        running = sum(1 for b in self.app.backfills() if b["status"] == "running")
+        return {**service_status(self.name, self.app), "backfills_running": running}
 
 
 def _checked(schema: Schema, payload: dict, code: str, call):
