@@ -39,6 +39,7 @@ from services.segments.evaluation import (
     new_profile,
     next_due,
     record_occurrence,
+    release,
     trait_key,
 )
 from services.segments.rules import State, compile_rule, parse_time, referenced_segments
@@ -270,7 +271,8 @@ class SegmentsApplication(ServiceApplication):
         with self._lock:
             definitions, now = self.definitions(), self.clock()
             profiles = self._load({i["profile_id"] for i in fresh}
-                                  | {m for i in fresh for m in i.get("merged_from", ())})
+                                  | {m for i in fresh for m in i.get("merged_from", ())}
+                                  | {i["split_from"] for i in fresh if i.get("split_from")})
             work = Pass(self, now)
             for item in fresh:
                 self._apply_item(item, profiles, definitions, work)
@@ -282,9 +284,16 @@ class SegmentsApplication(ServiceApplication):
 
     def _apply_item(self, item: dict, profiles: dict[str, dict], definitions: Definitions,
                     work: Pass) -> None:
-        profile_id = self._survivor(item["profile_id"], profiles)
-        profile = profiles[profile_id]
+        origin = {"cause": item["cause"], "received_at": item.get("received_at")}
         changed: set[Key] = set()
+        if item.get("split_from"):
+            profile_id = item["profile_id"]  # its own profile again: no redirect
+            self._follow_split(profile_id, item["split_from"], profiles, definitions, work,
+                               origin)
+            changed.add(EVERYTHING)
+        else:
+            profile_id = self._survivor(item["profile_id"], profiles)
+        profile = profiles[profile_id]
         for key, value in item["traits"].items():
             if profile["traits"].get(key) == value:
                 continue
@@ -297,7 +306,6 @@ class SegmentsApplication(ServiceApplication):
         if occurrence is not None:
             record_occurrence(profile, *occurrence, now=work.now)
             changed.add(event_key(occurrence[0]))
-        origin = {"cause": item["cause"], "received_at": item.get("received_at")}
         for absorbed_id in item.get("merged_from", ()):
             if self._fold_merge(profile_id, absorbed_id, profiles, definitions, work, origin):
                 changed.add(EVERYTHING)
@@ -314,13 +322,26 @@ class SegmentsApplication(ServiceApplication):
         # on another partition and must then go to the survivor.
         if absorbed["merged_into"] is not None or absorbed_id == survivor_id:
             return False
-        absorb(profiles[survivor_id], absorbed, work.now)
+        absorb(profiles[survivor_id], absorbed, absorbed_id, work.now)
         absorbed["merged_into"] = survivor_id
         exits = [MembershipChange(name, False, "profile merged into another")
                  for name in absorbed["segments"]]
         absorbed["segments"] = {}
         work.record(absorbed_id, absorbed, exits, origin)
         return True
+
+    def _follow_split(self, part_id: str, split_id: str, profiles: dict[str, dict],
+                      definitions: Definitions, work: Pass, origin: dict) -> None:
+        """Identity split `split_id`: each part comes announced on its own; one that had
+        been merged in gets its behaviour back, and the split profile is evaluated
+        without it."""
+        if part_id == split_id:
+            return
+        profiles[part_id]["merged_into"] = None
+        split = profiles[split_id]
+        if release(split, part_id):
+            changes = definitions.reevaluate(split, {EVERYTHING}, work.now)
+            work.record(split_id, split, changes, origin)
 
     def _survivor(self, profile_id: str, profiles: dict[str, dict]) -> str:
         seen = set()

@@ -283,16 +283,34 @@ def record_occurrence(profile: dict[str, Any], name: str, at: float, properties:
     _prune(seen, now)
 
 
-def absorb(survivor: dict[str, Any], absorbed: dict[str, Any], now: float) -> None:
-    """A merge: the survivor takes the absorbed profile's behaviour and unknown traits."""
+def absorb(survivor: dict[str, Any], absorbed: dict[str, Any], absorbed_id: str,
+           now: float) -> None:
+    """A merge: the survivor takes the absorbed profile's behaviour and unknown traits.
+
+    Each occurrence taken is marked with the absorbed profile's id, and the absorbed
+    profile keeps its own, so that a split can give them back (`release`)."""
     for name, seen in absorbed["events"].items():
         mine = survivor["events"].setdefault(name, [])
-        mine.extend(seen)
-        mine.sort(key=lambda pair: pair[0])
+        mine.extend([o[0], o[1], absorbed_id] for o in seen)
+        mine.sort(key=lambda occurrence: occurrence[0])
         _prune(mine, now)
     for key, value in absorbed["traits"].items():
         survivor["traits"].setdefault(key, value)
-    absorbed["events"], absorbed["due"], absorbed["computed"] = EventLog(), None, {}
+    absorbed["due"], absorbed["computed"] = None, {}
+
+
+def release(split: dict[str, Any], part_id: str) -> bool:
+    """A split: what a merge brought in from `part_id` leaves the profile it was merged
+    into. What arrived after the merge under the merged identity cannot be told apart and
+    stays. Returns whether anything left."""
+    released = False
+    for name in list(split["events"].keys()):
+        seen = split["events"][name]
+        kept = [o for o in seen if len(o) < 3 or o[2] != part_id]
+        if len(kept) != len(seen):
+            split["events"][name] = kept
+            released = True
+    return released
 
 
 def _prune(seen: list[list[Any]], now: float) -> None:

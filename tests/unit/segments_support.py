@@ -59,14 +59,15 @@ class Feed:
         self.app, self.clock, self.position = app, clock, 0
 
     def item(self, profile_id: str, traits: dict | None = None, event: str | None = None,
-             merged_from: tuple[str, ...] = (), **properties) -> dict:
+             merged_from: tuple[str, ...] = (), split_from: str | None = None,
+             **properties) -> dict:
         self.position += 1
         summary = None
         if event is not None:
             summary = {"type": "track", "event": event, "timestamp": iso(self.clock.now),
                        "messageId": f"m-{self.position}", "properties": properties}
         return {"position": self.position, "profile_id": profile_id, "traits": traits or {},
-                "event": summary, "merged_from": list(merged_from),
+                "event": summary, "merged_from": list(merged_from), "split_from": split_from,
                 "cause": {"partition": "0", "position": self.position * 10},
                 "received_at": None}
 

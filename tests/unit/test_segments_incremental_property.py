@@ -137,7 +137,7 @@ def _run(app: SegmentsApplication, clock: Clock, steps: list) -> None:
             survivor, absorbed = (reference.survivor(PEOPLE[i]) for i in args)
             if survivor == absorbed:
                 continue
-            absorb(reference.profiles[survivor], reference.profiles[absorbed], clock.now)
+            absorb(reference.profiles[survivor], reference.profiles[absorbed], absorbed, clock.now)
             reference.profiles[absorbed]["merged_into"] = survivor
             send(survivor, {}, None, merged_from=[absorbed])
         else:

@@ -209,6 +209,41 @@ def test_a_merge_moves_behaviour_to_the_survivor_and_the_absorbed_profile_exits(
     assert app.memberships(ADA)["segments"].keys() == {"frequent_buyers"}
 
 
+def test_a_split_gives_the_part_its_behaviour_back_and_re_evaluates_both(app, feed):
+    define(app, "frequent_buyers", FREQUENT_BUYERS)
+    for _ in range(2):
+        feed.order(BOB)
+    feed.order(ADA)
+    feed.send(feed.item(ADA, merged_from=(BOB,)))
+    assert app.memberships(ADA)["segments"].keys() == {"frequent_buyers"}  # 3 orders
+
+    # Identity announces every profile the split involved, each naming the split one.
+    feed.send(feed.item(ADA, split_from=ADA), feed.item(BOB, split_from=ADA))
+
+    assert app.memberships(ADA)["segments"] == {}  # back to its own single order
+    assert app.memberships(BOB)["segments"] == {}  # two orders of its own
+    feed.order(BOB)  # BOB's events are BOB's again, not redirected to ADA
+    assert app.memberships(BOB)["segments"].keys() == {"frequent_buyers"}
+    assert app.memberships(ADA)["segments"] == {}
+    assert [(c["profile_id"], c["change"], c["reason"]) for c in membership_changes(app)] == [
+        (ADA, "entered", "Order Completed at_least 3 within 90 days"),
+        (ADA, "exited", "Order Completed at_least 3 within 90 days"),
+        (BOB, "entered", "Order Completed at_least 3 within 90 days")]
+
+
+def test_a_split_announced_part_first_ends_the_same(app, feed):
+    define(app, "frequent_buyers", FREQUENT_BUYERS)
+    for _ in range(2):
+        feed.order(BOB)
+    feed.order(ADA)
+    feed.send(feed.item(ADA, merged_from=(BOB,)))
+    feed.send(feed.item(BOB, split_from=ADA))  # the parts come on their own partitions
+    feed.send(feed.item(ADA, split_from=ADA))
+    assert app.memberships(ADA)["segments"] == {}
+    feed.order(BOB)
+    assert app.memberships(BOB)["segments"].keys() == {"frequent_buyers"}
+
+
 def test_events_of_the_absorbed_id_count_for_the_survivor(app, feed):
     define(app, "frequent_buyers", FREQUENT_BUYERS)
     feed.order(ADA)
