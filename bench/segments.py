@@ -179,8 +179,6 @@ def generate_profile(r: random.Random, definitions: Definitions, events: int = 2
         name = r.choice(list(EVENTS))
         record_occurrence(profile, name, NOW - r.uniform(0, 180) * DAY, EVENTS[name](r), NOW)
     definitions.reevaluate(profile, {EVERYTHING}, NOW)
-    for segment in profile["segments"]:
-        profile["segments"][segment] = _iso(NOW)
     return profile
 
 
@@ -235,7 +233,7 @@ def load_profiles(app: SegmentsApplication, definitions: Definitions, count: int
             profile_id = str(uuid.UUID(int=r.getrandbits(128)))
             profile = generate_profile(r, definitions)
             rows.append((profile_id, encode_profile(profile), next_due(profile)))
-            member_rows += [(s, profile_id, at) for s, at in profile["segments"].items()]
+            member_rows += [(s, profile_id, _iso(NOW)) for s in profile["segments"]]
         with app.rm.datastore.transaction(commit=True) as cursor:
             cursor.executemany(app.rm.sql(f"INSERT INTO {table} (profile_id, doc, due) "
                                           "VALUES (%s, %s, %s)"), rows)

@@ -79,6 +79,7 @@ def _tables(sqlite: bool, t: Callable[[str], str]) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {t('history')} (profile_id TEXT NOT NULL, "
         "segment TEXT NOT NULL, change TEXT NOT NULL, at TEXT NOT NULL, reason TEXT NOT NULL)",
         f"CREATE INDEX IF NOT EXISTS history_profile ON {t('history')} (profile_id)",
+        f"CREATE INDEX IF NOT EXISTS members_profile ON {t('members')} (profile_id)",
         f"CREATE TABLE IF NOT EXISTS {t('backfills')} (name TEXT PRIMARY KEY, kind TEXT NOT NULL, "
         "version INTEGER NOT NULL, status TEXT NOT NULL, total INTEGER NOT NULL, "
         "done INTEGER NOT NULL, after TEXT NOT NULL, entered INTEGER NOT NULL, "
@@ -105,8 +106,6 @@ class Pass:
         traits = {**profile["traits"], **profile["computed"]}
         for change in changes:
             kind = "entered" if change.entered else "exited"
-            if change.entered:
-                profile["segments"][change.segment] = at
             self._membership[(change.segment, profile_id)] = at if change.entered else None
             self._history.append((profile_id, change.segment, kind, at, change.reason))
             self.items.append({
@@ -325,8 +324,8 @@ class SegmentsApplication(ServiceApplication):
         absorb(profiles[survivor_id], absorbed, absorbed_id, work.now)
         absorbed["merged_into"] = survivor_id
         exits = [MembershipChange(name, False, "profile merged into another")
-                 for name in absorbed["segments"]]
-        absorbed["segments"] = {}
+                 for name in sorted(absorbed["segments"])]
+        absorbed["segments"] = set()
         work.record(absorbed_id, absorbed, exits, origin)
         return True
 
@@ -501,13 +500,15 @@ class SegmentsApplication(ServiceApplication):
                 "next": members[-1]["profile_id"] if len(members) == limit else None}
 
     def memberships(self, profile_id: str) -> dict[str, Any]:
-        profile = self._load([profile_id])[profile_id]
+        members = self.rm.query(f"SELECT segment, entered_at FROM {self.rm.table('members')} "
+                                "WHERE profile_id = %s ORDER BY segment", [profile_id])
         history = [
             {"segment": r["segment"], "change": r["change"], "at": r["at"], "reason": r["reason"]}
             for r in self.rm.query(f"SELECT segment, change, at, reason FROM "
                                    f"{self.rm.table('history')} WHERE profile_id = %s ORDER BY at",
                                    [profile_id])]
-        return {"profile_id": profile_id, "segments": dict(profile["segments"]),
+        return {"profile_id": profile_id,
+                "segments": {r["segment"]: r["entered_at"] for r in members},
                 "history": history}
 
     def computed_of(self, profile_id: str) -> dict[str, Any]:

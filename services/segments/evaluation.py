@@ -3,7 +3,7 @@
 A profile as segments sees it is a plain dict (kept in the read model, see application):
 
     {"traits": {...}, "events": {name: [[epoch, properties], ...]},
-     "computed": {trait: value}, "segments": {segment: entered_at},
+     "computed": {trait: value}, "segments": {segment, ...},
      "due": epoch or None, "merged_into": None}
 
 `Definitions` compiles the catalog once per version into a dependency index: trait, event
@@ -63,7 +63,7 @@ def definition_key(name: str) -> Key:
 
 
 def new_profile() -> dict[str, Any]:
-    return {"traits": {}, "events": EventLog(), "computed": {}, "segments": {}, "due": None,
+    return {"traits": {}, "events": EventLog(), "computed": {}, "segments": set(), "due": None,
             "merged_into": None}
 
 
@@ -110,12 +110,13 @@ class EventLog(dict):
 def encode_profile(profile: dict[str, Any]) -> bytes:
     events = profile["events"]
     encoded = events.encoded() if isinstance(events, EventLog) else EventLog(events).encoded()
-    return orjson.dumps({**profile, "events": encoded})
+    return orjson.dumps({**profile, "events": encoded, "segments": sorted(profile["segments"])})
 
 
 def decode_profile(document: bytes) -> dict[str, Any]:
     profile = orjson.loads(document)
     profile["events"] = EventLog(profile["events"])
+    profile["segments"] = set(profile["segments"])
     return profile
 
 
@@ -185,8 +186,7 @@ class Definitions:
                    now: float) -> list[MembershipChange]:
         """Bring `profile` up to date with what `changed` touched; returns membership changes.
 
-        Mutates the profile's computed traits, segments (values are left to the caller:
-        an entered segment is set to None) and due.
+        Mutates the profile's computed traits, segments and due.
         """
         changed = set(changed)
         soonest: list[float] = []
@@ -217,9 +217,9 @@ class Definitions:
             if inside == (name in profile["segments"]):
                 continue
             if inside:
-                profile["segments"][name] = None
+                profile["segments"].add(name)
             else:
-                del profile["segments"][name]
+                profile["segments"].discard(name)
             changes.append(MembershipChange(name, inside, self.reasons[name]))
             enqueue(segment_key(name))
         everything = TIME in changed or EVERYTHING in changed
@@ -262,11 +262,10 @@ class Definitions:
         return {**profile["traits"], **computed} if computed else profile["traits"]
 
     def _exit_removed(self, profile: dict) -> list[MembershipChange]:
-        if self.rules.keys() >= profile["segments"].keys():
+        if self.rules.keys() >= profile["segments"]:
             return []
-        gone = sorted(profile["segments"].keys() - self.rules.keys())
-        for name in gone:
-            del profile["segments"][name]
+        gone = sorted(profile["segments"] - self.rules.keys())
+        profile["segments"].difference_update(gone)
         return [MembershipChange(name, False, "segment removed") for name in gone]
 
 
