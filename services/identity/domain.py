@@ -12,8 +12,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import phonenumbers
 from eventsourcing.domain import Aggregate, event
+
+from services.identity.normalise import normalise_email, normalise_phone
 
 # Highest priority first: the strongest identifier on an event picks its profile.
 PRIORITY = ("user_id", "email", "phone", "anonymous_id")
@@ -32,26 +33,6 @@ class Identifier:
     @property
     def link_id(self) -> uuid.UUID:
         return uuid.uuid5(_NAMESPACE, f"{self.type}:{self.value}")
-
-
-def normalise_email(raw: Any) -> str | None:
-    if not isinstance(raw, str):
-        return None
-    email = raw.strip().lower()
-    local, at, domain = email.partition("@")
-    return email if at and local and "." in domain else None
-
-
-def normalise_phone(raw: Any, default_region: str = "FR") -> str | None:
-    if not isinstance(raw, str | int):
-        return None
-    try:
-        number = phonenumbers.parse(str(raw), default_region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def is_blocked(value: str) -> bool:
