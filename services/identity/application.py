@@ -1,4 +1,11 @@
-"""Identity's application: resolve each event of a batch to a profile, merging when needed."""
+"""Identity's application: resolve each event or record to a profile, merging when needed.
+
+Deterministic first: identifiers seen together link, within the policy's guards.
+A record with no known identifier but with attributes (name, birth date, address) is then
+matched probabilistically against the few profiles its blocking keys find. Retracting an
+edge, rejecting a merge or erasing an identifier recomputes the profile and splits it
+when it falls apart.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +18,19 @@ from services.identity.domain import (
     Identifier,
     IdentifierLink,
     IdentityProfile,
+    MatchModelState,
     ResolutionBatch,
-    compatible,
+    ReviewCase,
     identifiers_of,
 )
+from services.identity.graph import RECORD, edge_key, new_edge, node
+from services.identity.matching import MatchIndex, MatchModel, attributes_of_event
+from services.identity.policy import IdentityPolicy
 from shared.store import ServiceApplication
+
+
+class IdentityError(ValueError):
+    """A request identity cannot carry out; the message says which field and why."""
 
 
 class _Unit:
@@ -25,6 +40,7 @@ class _Unit:
         self.app = app
         self.links: dict[uuid.UUID, IdentifierLink] = {}
         self.profiles: dict[str, IdentityProfile] = {}
+        self.others: list[Any] = []
 
     def link(self, identifier: Identifier) -> IdentifierLink | None:
         key = identifier.link_id
@@ -46,24 +62,34 @@ class _Unit:
             profile = self.profile(profile.merged_into)
         return profile
 
-    def new_profile(self, first_seen: str) -> IdentityProfile:
-        profile = IdentityProfile(first_seen=first_seen)
+    def new_profile(self, first_seen: str, split_from: str | None = None) -> IdentityProfile:
+        profile = IdentityProfile(first_seen=first_seen, split_from=split_from)
         self.profiles[str(profile.id)] = profile
         return profile
 
-    def new_link(self, identifier: Identifier, profile: IdentityProfile) -> None:
+    def new_link(self, identifier: Identifier, profile: IdentityProfile,
+                 edge: dict[str, Any] | None) -> None:
         link = IdentifierLink(identifier.type, identifier.value, str(profile.id))
         self.links[link.id] = link
-        profile.add_identifier(identifier.type, identifier.value)
+        profile.add_identifier(identifier.type, identifier.value, edge)
 
     def aggregates(self) -> list[Any]:
-        return [*self.links.values(), *self.profiles.values()]
+        return [*self.links.values(), *self.profiles.values(), *self.others]
 
 
 class IdentityApplication(ServiceApplication):
     service_name = "identity"
     name = "identity"
 
+    def __init__(self, settings, env=None, policy: IdentityPolicy | None = None):
+        super().__init__(settings, env)
+        self.policy = policy or IdentityPolicy.from_env()
+        stored = self.find(MatchModelState.create_id())
+        self.match_model = MatchModel.from_dict(stored.model) if stored else MatchModel.default()
+        self.match_index = MatchIndex(self.match_model)
+        self._rebuild_match_index()
+
+    # ---- the pipeline: events of a consumed batch -----------------------------------------
     def resolve_batch(self, tracking_key: str, items: list[dict[str, Any]]) -> int:
         """Resolve every fresh item; returns how many were resolved (0 for a redelivery)."""
         fresh = self.fresh_items(tracking_key, items)
@@ -73,82 +99,291 @@ class IdentityApplication(ServiceApplication):
         resolved = []
         for item in fresh:
             event = item["event"]
-            identifiers = identifiers_of(event)
-            profile, merged_from = self._resolve(unit, identifiers, event.get("timestamp", ""))
+            identifiers = identifiers_of(event, self.policy)
+            record = self._record_of_event(item)
+            outcome = self._resolve(unit, identifiers, record, event.get("timestamp", ""),
+                                    evidence=event.get("messageId"))
             resolved.append({
-                "profile_id": str(profile.id),
+                "profile_id": outcome["profile_id"],
                 "source": item["source"],
                 "event": event,
                 "identifiers": [[i.type, i.value] for i in identifiers],
-                "merged_from": merged_from,
+                "merged_from": [m["absorbed"] for m in outcome["merges"]],
+                "merges": outcome["merges"],
             })
-        batch = ResolutionBatch(items=resolved)
-        self.save_processed(
-            *unit.aggregates(), batch, tracking_key=tracking_key, position=fresh[-1]["position"]
-        )
+        self.save_processed(*unit.aggregates(), ResolutionBatch(items=resolved),
+                            tracking_key=tracking_key, position=fresh[-1]["position"])
         return len(fresh)
 
-    def _resolve(
-        self, unit: _Unit, identifiers: list[Identifier], seen_at: str
-    ) -> tuple[IdentityProfile, list[str]]:
-        roots: list[IdentityProfile] = []
-        unlinked: list[Identifier] = []
-        for identifier in identifiers:
-            link = unit.link(identifier)
-            if link is None:
-                unlinked.append(identifier)
-                continue
-            root = unit.root(link.profile_id)
-            if all(root.id != known.id for known in roots):
-                roots.append(root)
+    def _record_of_event(self, item: dict[str, Any]) -> dict[str, Any] | None:
+        attributes = attributes_of_event(item["event"], self.policy)
+        message_id = item["event"].get("messageId")
+        if not attributes or not message_id:
+            return None
+        return {"id": f"{item['source']}/{message_id}", "source": item["source"],
+                "attributes": attributes}
+
+    # ---- records: imports, CRM pulls and the benchmark ----------------------------------
+    def resolve_records(self, records: list[dict[str, Any]]) -> list[str]:
+        """Resolve records one after another (each sees those before it); one transaction.
+
+        A record: {"source", "id", "attributes": {...}, "identifiers": [[type, value]],
+        "seen_at"}. Returns the profile id of each.
+        """
+        unit = _Unit(self)
+        profile_ids, resolved = [], []
+        for record in records:
+            identifiers = self._identifiers_of_record(record)
+            seen_at = record.get("seen_at", "")
+            attached = {"id": f"{record['source']}/{record['id']}", "source": record["source"],
+                        "attributes": self.match_index.clean(record.get("attributes") or {},
+                                                             self.policy)}
+            outcome = self._resolve(unit, identifiers, attached, seen_at,
+                                    evidence=attached["id"])
+            profile_ids.append(outcome["profile_id"])
+            if outcome["merges"]:
+                resolved.append({"profile_id": outcome["profile_id"], "source": record["source"],
+                                 "event": {"type": "record", "recordId": attached["id"]},
+                                 "identifiers": [[i.type, i.value] for i in identifiers],
+                                 "merged_from": [m["absorbed"] for m in outcome["merges"]],
+                                 "merges": outcome["merges"]})
+        extra = [ResolutionBatch(items=resolved)] if resolved else []
+        self.save_and_wake(*unit.aggregates(), *extra)
+        return profile_ids
+
+    def _identifiers_of_record(self, record: dict[str, Any]) -> list[Identifier]:
+        known = set(self.policy.type_names)
+        found = set()
+        for kind, value in record.get("identifiers") or ():
+            if kind not in known:
+                raise IdentityError(f"identifiers: unknown identifier type {kind!r} "
+                                    f"(known: {sorted(known)})")
+            text = str(value).strip()
+            if text and not self.policy.is_blocked(text):
+                found.add(Identifier(kind, text))
+        return sorted(found, key=lambda i: (self.policy.priority(i.type), i.value))
+
+    # ---- resolving one event or record --------------------------------------------------
+    def _resolve(self, unit: _Unit, identifiers: list[Identifier],
+                 record: dict[str, Any] | None, seen_at: str, *, evidence: str | None
+                 ) -> dict[str, Any]:
+        usable, roots, unlinked = self._known(unit, identifiers)
+        if not roots and record is not None:
+            return self._resolve_by_match(unit, unlinked, record, seen_at, evidence)
         if not roots:
             profile = unit.new_profile(seen_at)
-            for identifier in unlinked:
-                unit.new_link(identifier, profile)
-            return profile, []
-        group, user_ids = self._mergeable(roots)
+            self._link_new(unit, profile, unlinked, record, seen_at, evidence)
+            return {"profile_id": str(profile.id), "merges": []}
+        group, refused = self._mergeable(roots)
         new_user_ids = {i.value for i in unlinked if i.type == "user_id"}
-        if new_user_ids and user_ids and new_user_ids != user_ids:
+        group_user_ids = set().union(*(p.user_ids for p in group))
+        if new_user_ids and group_user_ids and new_user_ids != group_user_ids:
             # The event's user id belongs to nobody yet but its other identifiers belong to
             # someone with another user id: the user id wins, in a profile of its own.
             profile = unit.new_profile(seen_at)
-            for identifier in unlinked:
-                unit.new_link(identifier, profile)
-            return profile, []
+            self._link_new(unit, profile, unlinked, record, seen_at, evidence)
+            self._note_seen_with(unit, usable, profile)
+            return {"profile_id": str(profile.id), "merges": []}
         survivor = min(group, key=lambda p: (p.first_seen or "~", str(p.id)))
-        merged_from = []
-        for other in group:
-            if other.id != survivor.id:
-                survivor.absorb(str(other.id), other.identifiers)
-                other.merge_into(str(survivor.id))
-                merged_from.append(str(other.id))
-        for identifier in unlinked:
-            unit.new_link(identifier, survivor)
-        return survivor, merged_from
+        merges = self._merge(unit, survivor, group, usable, seen_at, evidence)
+        for other in refused:
+            self._note_seen_with(unit, [i for i in usable if other.holds(i)], survivor)
+        self._link_new(unit, survivor, unlinked, record, seen_at, evidence,
+                       anchor=self._anchor(survivor, usable))
+        return {"profile_id": str(survivor.id), "merges": merges}
 
-    @staticmethod
-    def _mergeable(roots: list[IdentityProfile]) -> tuple[list[IdentityProfile], set[str]]:
+    def _known(self, unit: _Unit, identifiers: list[Identifier]
+               ) -> tuple[list[Identifier], list[IdentityProfile], list[Identifier]]:
+        """Identifiers that may link, the profiles they already belong to, the new ones."""
+        usable, roots, unlinked = [], [], []
+        for identifier in identifiers:
+            link = unit.link(identifier)
+            if link is None:
+                usable.append(identifier)
+                unlinked.append(identifier)
+                continue
+            if link.generic or link.profile_id is None:
+                continue  # generic values and erased identifiers link nothing
+            usable.append(identifier)
+            root = unit.root(link.profile_id)
+            if all(root.id != known.id for known in roots):
+                roots.append(root)
+        return usable, roots, unlinked
+
+    def _mergeable(self, roots: list[IdentityProfile]
+                   ) -> tuple[list[IdentityProfile], list[IdentityProfile]]:
         """The anchor (profile of the strongest identifier) and those it may merge with."""
-        group = [roots[0]]
-        user_ids = set(roots[0].user_ids)
+        group, refused = [roots[0]], []
         for other in roots[1:]:
-            if compatible(user_ids, other):
-                group.append(other)
-                user_ids |= other.user_ids
-        return group, user_ids
+            (group if self._may_merge(group, other) else refused).append(other)
+        return group, refused
+
+    def _may_merge(self, group: list[IdentityProfile], other: IdentityProfile) -> bool:
+        together = [*group, other]
+        total = 0
+        for kind in self.policy.types:
+            values = set().union(*(set(p.identifiers.get(kind.name, ())) for p in together))
+            if kind.limit is not None and len(values) > kind.limit:
+                return False
+            total += len(values)
+        if total > self.policy.max_identifiers:
+            return False
+        exclusive = self.policy.one_record_per_profile
+        seen_sources: set[str] = set()
+        for profile in together:
+            mine = profile.sources() & exclusive
+            if mine & seen_sources:
+                return False
+            seen_sources |= mine
+        return True
+
+    def _may_take(self, profile: IdentityProfile, identifier: Identifier) -> bool:
+        limit = self.policy.limit(identifier.type)
+        if limit is not None and profile.count(identifier.type) >= limit:
+            return False
+        return len(profile.nodes) < self.policy.max_identifiers or identifier.type == RECORD
+
+    def _anchor(self, profile: IdentityProfile, usable: list[Identifier]) -> str | None:
+        for identifier in usable:
+            if profile.holds(identifier):
+                return identifier.node
+        return None
+
+    def _merge(self, unit: _Unit, survivor: IdentityProfile, group: list[IdentityProfile],
+               usable: list[Identifier], seen_at: str, evidence: str | None
+               ) -> list[dict[str, Any]]:
+        merges = []
+        survivor_node = self._anchor(survivor, usable)
+        for other in group:
+            if other.id == survivor.id:
+                continue
+            other_node = self._anchor(other, usable)
+            edge = new_edge(survivor_node, other_node, "seen_together", seen_at,
+                            evidence=evidence)
+            reason = {"rule": "seen_together", "edge": edge_key(edge["a"], edge["b"]),
+                      "evidence": evidence}
+            survivor.absorb(str(other.id), reason=reason, **other.contents())
+            survivor.add_edge(edge)
+            other.merge_into(str(survivor.id), reason=reason)
+            merges.append({"survivor": str(survivor.id), "absorbed": str(other.id),
+                           "rule": "seen_together", "score": None, "evidence": evidence,
+                           "at": seen_at})
+        return merges
+
+    def _link_new(self, unit: _Unit, profile: IdentityProfile, unlinked: list[Identifier],
+                  record: dict[str, Any] | None, seen_at: str, evidence: str | None,
+                  anchor: str | None = None, match: dict[str, Any] | None = None) -> None:
+        for identifier in unlinked:
+            if not self._may_take(profile, identifier):
+                continue  # over a limit: the value stays unlinked rather than over-merge
+            edge = None if anchor is None else new_edge(anchor, identifier.node,
+                                                        "seen_together", seen_at,
+                                                        evidence=evidence)
+            unit.new_link(identifier, profile, edge)
+            anchor = anchor or identifier.node
+        if record is not None and record["id"] not in profile.records:
+            self._attach(profile, record, anchor, seen_at, evidence, match)
+
+    def _attach(self, profile: IdentityProfile, record: dict[str, Any], anchor: str | None,
+                seen_at: str, evidence: str | None, match: dict[str, Any] | None) -> None:
+        record_node = node(RECORD, record["id"])
+        edge = None
+        if match is not None:
+            edge = new_edge(match["with"], record_node, "match", seen_at,
+                            score=match["probability"], evidence=evidence)
+        elif anchor is not None:
+            edge = new_edge(anchor, record_node, "seen_together", seen_at, evidence=evidence)
+        profile.attach_record(record["id"], record["source"], record["attributes"], edge)
+        self.match_index.add(record["id"], str(profile.id), record["attributes"])
+
+    def _note_seen_with(self, unit: _Unit, identifiers: list[Identifier],
+                        profile: IdentityProfile) -> None:
+        """A value turning up with ever more profiles it may not join is generic."""
+        for identifier in identifiers:
+            link = unit.link(identifier)
+            if link is None or link.generic or str(profile.id) in link.seen_with:
+                continue
+            link.seen_with_profile(str(profile.id))
+            if len(link.seen_with) >= self.policy.generic_after:
+                link.mark_generic(profiles=len(link.seen_with) + 1)
+
+    # ---- probabilistic matching ---------------------------------------------------------
+    def _resolve_by_match(self, unit: _Unit, unlinked: list[Identifier],
+                          record: dict[str, Any], seen_at: str, evidence: str | None
+                          ) -> dict[str, Any]:
+        best = self._best_candidate(unit, record)
+        if best is not None and best["probability"] >= self.policy.merge_at:
+            profile = best["profile"]
+            self._link_new(unit, profile, unlinked, record, seen_at, evidence,
+                           match=best)
+            return {"profile_id": str(profile.id), "merges": [],
+                    "match": {k: best[k] for k in ("with", "probability")}}
+        profile = unit.new_profile(seen_at)
+        self._link_new(unit, profile, unlinked, record, seen_at, evidence)
+        if best is not None and best["probability"] >= self.policy.review_at:
+            unit.others.append(ReviewCase(
+                node(RECORD, record["id"]), str(profile.id), str(best["profile"].id),
+                best["probability"], best["comparison"].materialise(), seen_at))
+        return {"profile_id": str(profile.id), "merges": []}
+
+    def _best_candidate(self, unit: _Unit, record: dict[str, Any]) -> dict[str, Any] | None:
+        best = None
+        exclusive = record["source"] in self.policy.one_record_per_profile
+        for record_id, profile_id, weight, comparison in self.match_index.scored_candidates(
+                record["attributes"]):
+            if best is not None and weight <= best["weight"]:
+                continue
+            profile = unit.root(profile_id)
+            if exclusive and record["source"] in profile.sources():
+                continue
+            best = {"weight": weight, "profile": profile, "with": node(RECORD, record_id),
+                    "comparison": comparison}
+        if best is not None:
+            best["probability"] = self.match_model.probability(best["weight"])
+        return best
+
+    def _rebuild_match_index(self) -> None:
+        """The in-memory blocking index, rebuilt from the stored records at start."""
+        for stored in self.scan(IdentityProfile.RecordAttached, IdentityProfile.Received):
+            if isinstance(stored, IdentityProfile.RecordAttached):
+                self.match_index.add(stored.record_id, str(stored.originator_id),
+                                     stored.attributes)
+            else:
+                for record_id, kept in stored.contents["records"].items():
+                    self.match_index.add(record_id, str(stored.originator_id),
+                                         kept["attributes"])
+
+    def use_match_model(self, model: MatchModel) -> None:
+        """Adopt new weights (estimated by EM or configured); stored so a restart keeps them."""
+        stored = self.find(MatchModelState.create_id())
+        if stored is None:
+            stored = MatchModelState(model.to_dict())
+        else:
+            stored.replace(model.to_dict())
+        self.save_and_wake(stored)
+        self.match_model = model
+        self.match_index.model = model
 
     # ---- queries ----------------------------------------------------------------------
     def profile_count(self) -> int:
         """Profiles that exist now: created minus absorbed by a merge."""
         count = 0
-        for stored in self.scan(IdentityProfile.Created, IdentityProfile.MergedInto):
-            count += 1 if isinstance(stored, IdentityProfile.Created) else -1
+        for stored in self.scan(IdentityProfile.Created, IdentityProfile.MergedInto,
+                                IdentityProfile.Received):
+            if isinstance(stored, IdentityProfile.Created):
+                count += 1
+            elif isinstance(stored, IdentityProfile.MergedInto):
+                count -= 1
+            elif stored.restored:
+                count += 1
         return count
 
     def profile_id_for(self, identifier_type: str, value: str) -> str | None:
         unit = _Unit(self)
         link = unit.link(Identifier(identifier_type, value))
-        return None if link is None else str(unit.root(link.profile_id).id)
+        if link is None or link.profile_id is None:
+            return None
+        return str(unit.root(link.profile_id).id)
 
     def identifiers_of_profile(self, profile_id: str) -> dict[str, list[str]]:
         unit = _Unit(self)
@@ -156,3 +391,13 @@ class IdentityApplication(ServiceApplication):
             return dict(unit.root(profile_id).identifiers)
         except (AggregateNotFoundError, ValueError):
             return {}
+
+    def generic_identifiers(self) -> list[dict[str, Any]]:
+        """Values that stopped linking because they turned up with too many profiles."""
+        found = []
+        for stored in self.scan(IdentifierLink.MarkedGeneric):
+            link = self.repository.get(stored.originator_id)
+            found.append({"type": link.identifier_type, "value": link.value,
+                          "profile_id": link.profile_id,
+                          "profiles": stored.profiles, "seen_with": list(link.seen_with)})
+        return found
