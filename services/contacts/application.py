@@ -99,6 +99,24 @@ class ContactsApplication(ServiceApplication):
         survivor.absorb(absorbed_id, dict(absorbed.traits), absorbed.events_total)
         absorbed.merge_into(survivor.profile_id)
 
+    def apply_splits(self, tracking_key: str, items: list[dict[str, Any]]) -> int:
+        """Follow identity's splits: a part that was a profile merged in earlier gets its
+        own profile (and timeline) back; a new part starts as a profile of its own."""
+        fresh = self.fresh_items(tracking_key, items)
+        if not fresh:
+            return 0
+        unit = _Unit(self)
+        for item in fresh:
+            split = unit.get_or_create(item["profile_id"])
+            for part in item["parts"]:
+                separated = unit.get_or_create(part["profile_id"])
+                split.release(part["profile_id"])
+                if separated.merged_into is not None:
+                    separated.restore(item["profile_id"])
+        self.save_processed(*unit.profiles.values(), tracking_key=tracking_key,
+                            position=fresh[-1]["position"])
+        return len(fresh)
+
     # ---- queries ----------------------------------------------------------------------
     def timeline(self, profile_id: str, limit: int = 100) -> list[dict[str, Any]] | None:
         """The profile's events, newest first, including those of profiles merged into it."""

@@ -15,6 +15,7 @@ from typing import Any
 from eventsourcing.application import AggregateNotFoundError
 
 from services.identity.domain import (
+    GraphChange,
     Identifier,
     IdentifierLink,
     IdentityProfile,
@@ -23,10 +24,23 @@ from services.identity.domain import (
     ReviewCase,
     identifiers_of,
 )
-from services.identity.graph import RECORD, edge_key, new_edge, node
+from services.identity.graph import (
+    RECORD,
+    edge_key,
+    new_edge,
+    node,
+    node_kind,
+    node_value,
+    path_between,
+)
 from services.identity.matching import MatchIndex, MatchModel, attributes_of_event
 from services.identity.policy import IdentityPolicy
 from shared.store import ServiceApplication
+
+
+def _age(profile: IdentityProfile) -> tuple[str, str, str]:
+    """The oldest profile sorts first: by when its person was first seen, then created."""
+    return (profile.first_seen or "~", profile.created_on.isoformat(), str(profile.id))
 
 
 class IdentityError(ValueError):
@@ -184,12 +198,13 @@ class IdentityApplication(ServiceApplication):
             self._link_new(unit, profile, unlinked, record, seen_at, evidence)
             self._note_seen_with(unit, usable, profile)
             return {"profile_id": str(profile.id), "merges": []}
-        survivor = min(group, key=lambda p: (p.first_seen or "~", str(p.id)))
+        survivor = min(group, key=_age)
         merges = self._merge(unit, survivor, group, usable, seen_at, evidence)
         for other in refused:
             self._note_seen_with(unit, [i for i in usable if other.holds(i)], survivor)
-        self._link_new(unit, survivor, unlinked, record, seen_at, evidence,
-                       anchor=self._anchor(survivor, usable))
+        anchor = self._anchor(survivor, usable)
+        self._back_up(survivor, anchor, usable, seen_at, evidence)
+        self._link_new(unit, survivor, unlinked, record, seen_at, evidence, anchor=anchor)
         return {"profile_id": str(survivor.id), "merges": merges}
 
     def _known(self, unit: _Unit, identifiers: list[Identifier]
@@ -248,6 +263,20 @@ class IdentityApplication(ServiceApplication):
             if profile.holds(identifier):
                 return identifier.node
         return None
+
+    @staticmethod
+    def _back_up(profile: IdentityProfile, anchor: str | None, usable: list[Identifier],
+                 seen_at: str, evidence: str | None) -> None:
+        """Known identifiers seen together again get an edge of their own, so that
+        retracting another edge later does not cut them apart."""
+        if anchor is None:
+            return
+        for identifier in usable:
+            other = identifier.node
+            if other != anchor and profile.holds(identifier) and \
+                    edge_key(anchor, other) not in profile.edges:
+                profile.add_edge(new_edge(anchor, other, "seen_together", seen_at,
+                                          evidence=evidence))
 
     def _merge(self, unit: _Unit, survivor: IdentityProfile, group: list[IdentityProfile],
                usable: list[Identifier], seen_at: str, evidence: str | None
@@ -323,7 +352,8 @@ class IdentityApplication(ServiceApplication):
         if best is not None and best["probability"] >= self.policy.review_at:
             unit.others.append(ReviewCase(
                 node(RECORD, record["id"]), str(profile.id), str(best["profile"].id),
-                best["probability"], best["comparison"].materialise(), seen_at))
+                best["probability"], best["comparison"].materialise(), seen_at,
+                candidate_node=best["with"]))
         return {"profile_id": str(profile.id), "merges": []}
 
     def _best_candidate(self, unit: _Unit, record: dict[str, Any]) -> dict[str, Any] | None:
@@ -363,6 +393,214 @@ class IdentityApplication(ServiceApplication):
         self.save_and_wake(stored)
         self.match_model = model
         self.match_index.model = model
+
+    # ---- taking merges back: retraction, rejection, erasure ----------------------------
+    def retract_edge(self, profile_id: str, a: str, b: str, by: str) -> dict[str, Any]:
+        """Remove one edge of a profile's graph; the profile splits if it falls apart."""
+        unit = _Unit(self)
+        profile = self._existing_root(unit, profile_id)
+        key = edge_key(a, b)
+        if key not in profile.edges:
+            raise IdentityError(f"edge: profile {profile.id} has no edge {a} -- {b}")
+        reason = {"rule": "edge_retracted", "edge": key, "by": by}
+        profile.retract_edge(key, reason)
+        return self._save_split(unit, profile, reason)
+
+    def reject_merge(self, absorbed_id: str, by: str) -> dict[str, Any]:
+        """Undo a past merge: retract the edge that caused it, restoring the absorbed profile."""
+        unit = _Unit(self)
+        try:
+            absorbed = unit.profile(absorbed_id)
+        except (AggregateNotFoundError, ValueError) as missing:
+            raise IdentityError(f"profile_id: no profile {absorbed_id}") from missing
+        if absorbed.merged_into is None or not absorbed.merge_reason:
+            raise IdentityError(f"profile_id: profile {absorbed_id} was not merged")
+        key = absorbed.merge_reason["edge"]
+        survivor = unit.root(absorbed_id)
+        reason = {"rule": "merge_rejected", "edge": key, "absorbed": absorbed_id, "by": by}
+        if key in survivor.edges:
+            survivor.retract_edge(key, reason)
+        return self._save_split(unit, survivor, reason)
+
+    def erase_identifier(self, identifier_type: str, value: str, by: str) -> dict[str, Any]:
+        """Erasure: the identifier leaves the graph and links nothing any more."""
+        unit = _Unit(self)
+        link = unit.link(Identifier(identifier_type, value))
+        if link is None or link.profile_id is None:
+            raise IdentityError(f"identifier: no profile holds {identifier_type} {value!r}")
+        profile = unit.root(link.profile_id)
+        reason = {"rule": "erased", "node": node(identifier_type, value), "by": by}
+        profile.remove_node(node(identifier_type, value), reason)
+        link.unlink("erased")
+        return self._save_split(unit, profile, reason)
+
+    def _existing_root(self, unit: _Unit, profile_id: str) -> IdentityProfile:
+        try:
+            return unit.root(profile_id)
+        except (AggregateNotFoundError, ValueError) as missing:
+            raise IdentityError(f"profile_id: no profile {profile_id}") from missing
+
+    def _save_split(self, unit: _Unit, profile: IdentityProfile, reason: dict[str, Any]
+                    ) -> dict[str, Any]:
+        parts = self._split_if_apart(unit, profile, reason)
+        if parts:
+            unit.others.append(GraphChange(items=[{
+                "profile_id": str(profile.id), "parts": parts, "reason": reason}]))
+        self.save_and_wake(*unit.aggregates())
+        return {"profile_id": str(profile.id), "split_into": parts}
+
+    def _split_if_apart(self, unit: _Unit, profile: IdentityProfile, reason: dict[str, Any]
+                        ) -> list[dict[str, Any]]:
+        """Each part not holding the profile's origin leaves: to the profile that was
+        merged in with it (restored, its id back) or to a new one; history stays."""
+        parts = profile.parts()
+        if len(parts) <= 1:
+            return []
+        moves = []
+        for members in parts[1:]:
+            restored = next((pid for pid, origin in profile.absorbed.items()
+                             if origin in members), None)
+            target = (unit.profile(restored) if restored
+                      else unit.new_profile(profile.first_seen, split_from=str(profile.id)))
+            moves.append((target, members, restored is not None))
+        contents = [self._part_contents(profile, members, str(target.id))
+                    for target, members, _ in moves]
+        profile.split(parts=[{"profile_id": str(t.id), "nodes": m} for t, m, _ in moves],
+                      reason=reason)
+        for (target, _members, restored), part in zip(moves, contents, strict=True):
+            target.receive(part, from_profile=str(profile.id), reason=reason,
+                           restored=restored)
+        self._relink(unit, profile, parts[0])
+        for target, members, _ in moves:
+            self._relink(unit, target, members)
+        return [{"profile_id": str(t.id), "restored": r,
+                 "identifiers": [m for m in members if node_kind(m) != RECORD]}
+                for t, members, r in moves]
+
+    @staticmethod
+    def _part_contents(profile: IdentityProfile, members: list[str], target_id: str
+                       ) -> dict[str, Any]:
+        inside = set(members)
+        identifiers: dict[str, list[str]] = {}
+        for name in members:
+            if node_kind(name) != RECORD:
+                identifiers.setdefault(node_kind(name), []).append(node_value(name))
+        absorbed = {pid: origin for pid, origin in profile.absorbed.items()
+                    if origin in inside and pid != target_id}
+        own_origin = profile.absorbed.get(target_id)
+        return {"identifiers": identifiers,
+                "edges": {k: e for k, e in profile.edges.items()
+                          if e["a"] in inside and e["b"] in inside},
+                "records": {node_value(n): profile.records[node_value(n)] for n in members
+                            if node_kind(n) == RECORD},
+                "origin": own_origin if own_origin in inside else members[0],
+                "absorbed": absorbed}
+
+    def _relink(self, unit: _Unit, profile: IdentityProfile, members: list[str]) -> None:
+        for name in members:
+            if node_kind(name) == RECORD:
+                self.match_index.move(node_value(name), str(profile.id))
+                continue
+            link = unit.link(Identifier(node_kind(name), node_value(name)))
+            if link is not None and link.profile_id != str(profile.id):
+                link.relink(str(profile.id), reason="split")
+
+    # ---- the review queue -------------------------------------------------------------
+    def review_cases(self, status: str = "open") -> list[dict[str, Any]]:
+        if status not in ("open", "approved", "rejected", "all"):
+            raise IdentityError("status: must be one of open, approved, rejected, all")
+        cases = []
+        for stored in self.scan(ReviewCase.Opened):
+            case = self.repository.get(stored.originator_id)
+            if status in ("all", case.status):
+                cases.append(case.view())
+        return cases
+
+    def decide_case(self, case_id: str, approve: bool, by: str) -> dict[str, Any]:
+        """Approve: the record's profile and the candidate merge (edge `match`, its score).
+        Reject: they stay apart and the case is closed."""
+        unit = _Unit(self)
+        try:
+            case = self.repository.get(uuid.UUID(case_id))
+        except (AggregateNotFoundError, ValueError) as missing:
+            raise IdentityError(f"case_id: no review case {case_id}") from missing
+        if case.status != "open":
+            raise IdentityError(f"case_id: case {case_id} is already {case.status}")
+        merges: list[dict[str, Any]] = []
+        if approve:
+            merges = self._merge_by_review(unit, case, by)
+            case.approve(by)
+        else:
+            case.reject(by)
+        unit.others.append(case)
+        if merges:
+            unit.others.append(ResolutionBatch(items=[{
+                "profile_id": merges[0]["survivor"], "source": "review",
+                "event": {"type": "review", "caseId": case_id}, "identifiers": [],
+                "merged_from": [m["absorbed"] for m in merges], "merges": merges}]))
+        self.save_and_wake(*unit.aggregates())
+        return case.view() | {"merges": merges}
+
+    def _merge_by_review(self, unit: _Unit, case: ReviewCase, by: str) -> list[dict[str, Any]]:
+        mine, theirs = unit.root(case.profile_id), unit.root(case.candidate_id)
+        if mine.id == theirs.id:
+            return []
+        if not self._may_merge([mine], theirs):
+            raise IdentityError("case_id: merging would break the identity policy "
+                                "(limits or one user id per profile)")
+        survivor, other = sorted((mine, theirs), key=_age)
+        edge = new_edge(case.record_node, case.candidate_node or theirs.origin, "match",
+                        case.at, score=case.score, evidence=f"review by {by}")
+        reason = {"rule": "match", "score": case.score, "edge": edge_key(edge["a"], edge["b"]),
+                  "evidence": f"review by {by}"}
+        survivor.absorb(str(other.id), reason=reason, **other.contents())
+        survivor.add_edge(edge)
+        other.merge_into(str(survivor.id), reason=reason)
+        for record_id in other.records:
+            self.match_index.move(record_id, str(survivor.id))
+        return [{"survivor": str(survivor.id), "absorbed": str(other.id), "rule": "match",
+                 "score": case.score, "evidence": reason["evidence"], "at": case.at}]
+
+    # ---- explain ----------------------------------------------------------------------
+    def explain(self, profile_id: str) -> dict[str, Any] | None:
+        """Why each identifier and record belongs to the profile: the chain of edges from
+        the profile's first identifier, each with its rule, score and evidence."""
+        unit = _Unit(self)
+        try:
+            profile = unit.root(profile_id)
+        except (AggregateNotFoundError, ValueError):
+            return None
+        edges = list(profile.edges.values())
+        members = []
+        for name in profile.nodes:
+            path = path_between(profile.origin, name, edges) if profile.origin else []
+            members.append({"node": name, "kind": node_kind(name),
+                            "because": [self._edge_view(e) for e in path]})
+        return {"profile_id": str(profile.id), "asked_for": profile_id,
+                "origin": profile.origin, "members": members,
+                "merged": sorted(profile.absorbed), "history": self._history(profile)}
+
+    @staticmethod
+    def _edge_view(edge: dict[str, Any]) -> dict[str, Any]:
+        return {"from": edge["a"], "to": edge["b"], "rule": edge["rule"],
+                "score": edge.get("score"), "evidence": edge.get("evidence"), "at": edge["at"]}
+
+    def _history(self, profile: IdentityProfile) -> list[dict[str, Any]]:
+        kinds = {"Absorbed": "merged", "EdgeRetracted": "edge retracted", "Split": "split",
+                 "NodeRemoved": "removed", "Received": "received"}
+        history = []
+        for stored in self.events.get(profile.id):
+            kind = type(stored).__name__
+            if kind not in kinds:
+                continue
+            entry = {"what": kinds[kind], "at": stored.timestamp.isoformat(),
+                     "reason": getattr(stored, "reason", None)}
+            if kind == "Absorbed":
+                entry["profile_id"] = stored.profile_id
+            if kind == "Split":
+                entry["parts"] = [p["profile_id"] for p in stored.parts]
+            history.append(entry)
+        return history
 
     # ---- queries ----------------------------------------------------------------------
     def profile_count(self) -> int:

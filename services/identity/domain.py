@@ -111,6 +111,7 @@ class IdentityProfile(Aggregate):
         self.records: dict[str, dict[str, Any]] = {}
         self.origin: str | None = None
         self.merged_into: str | None = None
+        self.merge_reason: dict[str, Any] | None = None
         self.absorbed: dict[str, str | None] = {}  # absorbed profile id -> its origin node
         self.split_from = split_from
 
@@ -170,6 +171,7 @@ class IdentityProfile(Aggregate):
     @event("MergedInto")
     def merge_into(self, survivor_id: str, reason: dict[str, Any] | None = None) -> None:
         self.merged_into = survivor_id
+        self.merge_reason = reason
 
     def contents(self) -> dict[str, Any]:
         return {"identifiers": {k: list(v) for k, v in self.identifiers.items()},
@@ -228,6 +230,7 @@ class IdentityProfile(Aggregate):
         self.origin = contents["origin"]
         self.absorbed = contents["absorbed"]
         self.merged_into = None
+        self.merge_reason = None
 
 
 class ReviewCase(Aggregate):
@@ -235,8 +238,9 @@ class ReviewCase(Aggregate):
 
     @event("Opened")
     def __init__(self, record_node: str, profile_id: str, candidate_id: str, score: float,
-                 comparison: dict[str, Any], at: str):
+                 comparison: dict[str, Any], at: str, candidate_node: str = ""):
         self.record_node = record_node
+        self.candidate_node = candidate_node
         self.profile_id = profile_id
         self.candidate_id = candidate_id
         self.score = score

@@ -1,0 +1,325 @@
+"""The identity graph: guards against over-merging, probabilistic matches, splits, explain."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.identity.application import IdentityApplication, IdentityError
+from services.identity.domain import GraphChange
+from services.identity.matching import MatchModel, clean_attributes, estimate_model
+from services.identity.policy import IdentifierType, IdentityPolicy, PolicyError
+from shared.config import Settings
+
+KEY = "gateway/ingest.received/0"
+
+
+def make_app(tmp_path, **policy) -> IdentityApplication:
+    return IdentityApplication(Settings(data_dir=tmp_path), policy=IdentityPolicy(**policy))
+
+
+@pytest.fixture
+def app(tmp_path):
+    made = make_app(tmp_path)
+    yield made
+    made.close()
+
+
+def item(position: int, at: str = "2026-01-01T00:00:00.000Z", **event) -> dict:
+    return {"position": position, "source": "web",
+            "event": {"type": "identify", "timestamp": at, "messageId": f"m-{position}",
+                      **event}}
+
+
+def splits(app: IdentityApplication) -> list[dict]:
+    found = []
+    for notification in app.process_recorder.select_notifications(start=1, limit=10_000):
+        domain_event = app.mapper.to_domain_event(notification)
+        if isinstance(domain_event, GraphChange.ProfileSplit):
+            found.extend(domain_event.items)
+    return found
+
+
+# ---- policy ----------------------------------------------------------------------------------
+def test_a_policy_file_sets_types_limits_and_thresholds():
+    policy = IdentityPolicy.from_mapping({
+        "types": [{"name": "user_id", "limit": 1}, {"name": "email", "limit": 2},
+                  {"name": "anonymous_id"}],
+        "generic_after": 5, "phone_region": "gb", "merge_at": 0.95, "review_at": 0.5})
+    assert policy.type_names == ("user_id", "email", "anonymous_id")
+    assert policy.limit("email") == 2 and policy.limit("anonymous_id") is None
+    assert (policy.generic_after, policy.phone_region, policy.merge_at) == (5, "GB", 0.95)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"types": []}, "types: must be a non-empty list"),
+    ({"types": [{"name": "email", "limit": 0}]}, "types[0].limit: must be a whole number"),
+    ({"generic_after": "3"}, "generic_after: must be a whole number"),
+    ({"merge_at": 1.5}, "merge_at: must be a probability"),
+    ({"merge_at": 0.6, "review_at": 0.9}, "review_at: must not be above merge_at"),
+    ({"blocked_patterns": ["("]}, "blocked_patterns[0]: not a regular expression"),
+    ({"phone_region": "France"}, "phone_region: must be a two-letter"),
+    ({"colour": "blue"}, "colour: unknown field"),
+])
+def test_a_bad_policy_is_refused_naming_the_field_and_the_rule(raw, message):
+    with pytest.raises(PolicyError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        IdentityPolicy.from_mapping(raw)
+
+
+# ---- guards ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["000-000", "aaaaaaa", "N/A", "noemail@noemail.com"])
+def test_blocked_values_and_patterns_link_nobody(app, value):
+    app.resolve_batch(KEY, [item(1, userId="u-1", context={"externalIds": [
+        {"type": "crm_id", "id": value}]}), item(2, userId="u-2", context={"externalIds": [
+            {"type": "crm_id", "id": value}]})])
+    assert app.profile_id_for("crm_id", value) is None
+    assert app.profile_id_for("user_id", "u-1") != app.profile_id_for("user_id", "u-2")
+
+
+def test_identifiers_are_ordered_by_the_configured_priority(tmp_path):
+    policy_app = make_app(tmp_path, types=(IdentifierType("email"), IdentifierType("user_id")))
+    from services.identity.domain import identifiers_of
+    found = identifiers_of({"userId": "u-1", "traits": {"email": "a@b.io"}}, policy_app.policy)
+    assert [i.type for i in found] == ["email", "user_id"]
+    policy_app.close()
+
+
+def test_a_profile_takes_no_more_emails_than_its_limit(tmp_path):
+    app = make_app(tmp_path, types=(IdentifierType("user_id", 1), IdentifierType("email", 2)))
+    for position, email in enumerate(["a@x.io", "b@x.io", "c@x.io"], start=1):
+        app.resolve_batch(KEY, [item(position, userId="u-1", traits={"email": email})])
+    profile = app.profile_id_for("user_id", "u-1")
+    assert app.identifiers_of_profile(profile)["email"] == ["a@x.io", "b@x.io"]
+    assert app.profile_id_for("email", "c@x.io") is None
+    app.close()
+
+
+def test_two_profiles_whose_union_would_break_a_limit_do_not_merge(tmp_path):
+    app = make_app(tmp_path, types=(IdentifierType("email", 1), IdentifierType("anonymous_id")))
+    app.resolve_batch(KEY, [item(1, anonymousId="a-1", traits={"email": "a@x.io"}),
+                            item(2, anonymousId="a-2", traits={"email": "b@x.io"}),
+                            item(3, anonymousId="a-1", traits={"email": "b@x.io"})])
+    assert app.profile_id_for("email", "a@x.io") != app.profile_id_for("email", "b@x.io")
+    app.close()
+
+
+def test_a_profile_holds_no_more_identifiers_than_the_cap(tmp_path):
+    app = make_app(tmp_path, max_identifiers=3)
+    app.resolve_batch(KEY, [item(p, userId="u-1", anonymousId=f"a-{p}") for p in range(1, 6)])
+    profile = app.profile_id_for("user_id", "u-1")
+    assert sum(len(v) for v in app.identifiers_of_profile(profile).values()) == 3
+    app.close()
+
+
+def test_a_value_seen_with_too_many_profiles_it_cannot_join_stops_linking_and_is_reported(
+        tmp_path):
+    app = make_app(tmp_path, generic_after=2)
+    shared_phone = "+33612345678"
+    for position in range(1, 5):
+        app.resolve_batch(KEY, [item(position, userId=f"u-{position}",
+                                     traits={"phone": shared_phone})])
+    reported = app.generic_identifiers()
+    assert [(g["type"], g["value"]) for g in reported] == [("phone", shared_phone)]
+    # From now on the phone merges nobody: a new person with it gets a profile of their own.
+    app.resolve_batch(KEY, [item(9, anonymousId="a-new", traits={"phone": shared_phone})])
+    assert app.profile_id_for("anonymous_id", "a-new") != app.profile_id_for("user_id", "u-1")
+    app.close()
+
+
+# ---- merges and splits -----------------------------------------------------------------------
+def test_a_merge_names_the_rule_and_the_event_that_caused_it(app):
+    app.resolve_batch(KEY, [item(1, "2026-01-01T00:00:00Z", anonymousId="a-1"),
+                            item(2, "2026-01-02T00:00:00Z", traits={"email": "e@x.io"}),
+                            item(3, "2026-01-03T00:00:00Z", anonymousId="a-1",
+                                 traits={"email": "e@x.io"})])
+    survivor = app.profile_id_for("anonymous_id", "a-1")
+    explained = app.explain(survivor)
+    merged = [h for h in explained["history"] if h["what"] == "merged"]
+    assert merged[0]["reason"]["rule"] == "seen_together"
+    assert merged[0]["reason"]["evidence"] == "m-3"
+
+
+def test_retracting_the_edge_that_joined_two_people_splits_them_and_keeps_history(app):
+    app.resolve_batch(KEY, [item(1, "2026-01-01T00:00:00Z", anonymousId="a-1",
+                                 traits={"email": "ada@x.io"}),
+                            item(2, "2026-01-02T00:00:00Z", anonymousId="a-2",
+                                 traits={"email": "bob@x.io"}),
+                            item(3, "2026-01-03T00:00:00Z", anonymousId="a-1",
+                                 traits={"email": "bob@x.io"})])
+    ada = app.profile_id_for("email", "ada@x.io")
+    bob_before = app.profile_id_for("email", "bob@x.io")
+    assert ada == bob_before
+
+    app.retract_edge(ada, "anonymous_id:a-1", "email:bob@x.io", by="admin")
+
+    bob = app.profile_id_for("email", "bob@x.io")
+    assert bob != ada
+    assert app.profile_id_for("anonymous_id", "a-2") == bob
+    assert app.identifiers_of_profile(ada) == {"anonymous_id": ["a-1"], "email": ["ada@x.io"]}
+    [split] = splits(app)
+    assert split["profile_id"] == ada and split["reason"]["rule"] == "edge_retracted"
+    assert split["parts"][0]["restored"] is True  # bob's profile got its own id back
+    assert [h["what"] for h in app.explain(ada)["history"]] == [
+        "merged", "edge retracted", "split"]
+
+
+def test_retracting_an_edge_that_other_edges_back_up_splits_nothing(app):
+    app.resolve_batch(KEY, [item(1, userId="u-1", anonymousId="a-1", traits={"email": "e@x.io"}),
+                            item(2, anonymousId="a-1", traits={"email": "e@x.io"})])
+    profile = app.profile_id_for("user_id", "u-1")
+    outcome = app.retract_edge(profile, "user_id:u-1", "email:e@x.io", by="admin")
+    # The second event saw a-1 and the email together: that edge still holds them.
+    assert outcome["split_into"] == []
+    assert app.profile_id_for("email", "e@x.io") == profile
+
+
+def test_rejecting_a_past_merge_gives_the_absorbed_profile_back(app):
+    app.resolve_batch(KEY, [item(1, "2026-01-01T00:00:00Z", anonymousId="a-1"),
+                            item(2, "2026-01-02T00:00:00Z", anonymousId="a-2"),
+                            item(3, "2026-01-03T00:00:00Z", anonymousId="a-1",
+                                 traits={"email": "e@x.io"}),
+                            item(4, "2026-01-04T00:00:00Z", anonymousId="a-2",
+                                 traits={"email": "e@x.io"})])
+    survivor = app.profile_id_for("anonymous_id", "a-1")
+    absorbed = app.explain(survivor)["merged"][0]
+
+    app.reject_merge(absorbed, by="admin")
+
+    assert app.profile_id_for("anonymous_id", "a-2") == absorbed
+    assert app.profile_id_for("anonymous_id", "a-1") == survivor
+
+
+def test_erasing_the_only_identifier_two_people_shared_splits_them(app):
+    app.resolve_batch(KEY, [item(1, anonymousId="a-1", traits={"email": "shared@x.io"}),
+                            item(2, anonymousId="a-2", traits={"email": "shared@x.io"})])
+    assert app.profile_id_for("anonymous_id", "a-1") == app.profile_id_for("anonymous_id",
+                                                                           "a-2")
+    app.erase_identifier("email", "shared@x.io", by="dpo")
+
+    assert app.profile_id_for("email", "shared@x.io") is None
+    assert app.profile_id_for("anonymous_id", "a-1") != app.profile_id_for("anonymous_id",
+                                                                           "a-2")
+    assert splits(app)[0]["reason"]["rule"] == "erased"
+
+
+def test_erasing_an_unknown_identifier_is_refused_naming_it(app):
+    with pytest.raises(IdentityError, match="identifier: no profile holds email"):
+        app.erase_identifier("email", "nobody@x.io", by="dpo")
+
+
+# ---- explain ---------------------------------------------------------------------------------
+def test_explain_gives_the_chain_of_edges_from_the_first_identifier(app):
+    app.resolve_batch(KEY, [item(1, anonymousId="a-1", traits={"email": "e@x.io"}),
+                            item(2, userId="u-1", traits={"email": "e@x.io"})])
+    explained = app.explain(app.profile_id_for("user_id", "u-1"))
+    by_node = {m["node"]: m["because"] for m in explained["members"]}
+    assert explained["origin"] == "email:e@x.io"
+    assert [(e["rule"], e["evidence"]) for e in by_node["user_id:u-1"]] == [
+        ("seen_together", "m-2")]
+    assert by_node["email:e@x.io"] == []
+
+
+def test_explain_of_an_unknown_profile_is_none(app):
+    assert app.explain("0b6f7d0e-9c55-4f57-a1c6-1f2d3e4f5a6b") is None
+
+
+# ---- probabilistic matching ------------------------------------------------------------------
+PEOPLE = [
+    {"given_name": "Ada", "surname": "Lovelace", "birth_date": "1815-12-10",
+     "postcode": "W1 2AB", "street_number": "12", "address": "St James Square"},
+    {"given_name": "Alan", "surname": "Turing", "birth_date": "1912-06-23",
+     "postcode": "SK9 1AA", "street_number": "43", "address": "Adlington Road"},
+    {"given_name": "Grace", "surname": "Hopper", "birth_date": "1906-12-09",
+     "postcode": "10001", "street_number": "7", "address": "Fifth Avenue"},
+]
+
+
+def confident_model() -> MatchModel:
+    model = MatchModel.default()
+    return MatchModel(m=model.m, u=model.u, prior=1e-3)
+
+
+def test_a_record_close_to_a_known_one_joins_its_profile_with_the_score_on_the_edge(app):
+    app.use_match_model(confident_model())
+    first = app.resolve_records([{"source": "crm", "id": "1", "attributes": PEOPLE[0]}])[0]
+    typo = PEOPLE[0] | {"surname": "Lovelase", "given_name": "ADA"}
+    again = app.resolve_records([{"source": "shop", "id": "9", "attributes": typo}])[0]
+    assert again == first
+    edge = next(e for m in app.explain(first)["members"] for e in m["because"])
+    assert edge["rule"] == "match" and edge["score"] >= app.policy.merge_at
+
+
+def test_a_record_of_someone_else_gets_a_profile_of_its_own(app):
+    app.use_match_model(confident_model())
+    ids = app.resolve_records([{"source": "crm", "id": str(i), "attributes": p}
+                               for i, p in enumerate(PEOPLE)])
+    assert len(set(ids)) == 3
+
+
+def test_a_source_of_distinct_people_never_puts_two_of_its_records_in_one_profile(tmp_path):
+    app = make_app(tmp_path, one_record_per_profile=frozenset({"census"}))
+    app.use_match_model(confident_model())
+    twins = [{"source": "census", "id": str(i), "attributes": PEOPLE[0]} for i in (1, 2)]
+    first, second = app.resolve_records(twins)
+    assert first != second
+    app.close()
+
+
+def test_a_doubtful_match_goes_to_the_review_queue_and_approval_merges(tmp_path):
+    app = make_app(tmp_path, merge_at=0.999999, review_at=0.5)
+    app.use_match_model(confident_model())
+    first = app.resolve_records([{"source": "crm", "id": "1", "attributes": PEOPLE[1]}])[0]
+    doubtful = PEOPLE[1] | {"birth_date": "1912-06-24", "street_number": "44",
+                            "postcode": "SK9 1AB"}
+    second = app.resolve_records([{"source": "shop", "id": "2", "attributes": doubtful}])[0]
+    assert second != first
+    [case] = app.review_cases()
+    assert (case["profile_id"], case["candidate_id"]) == (second, first)
+    assert case["comparison"]["surname"]["level"] == "exact"
+
+    decided = app.decide_case(case["case_id"], approve=True, by="reviewer")
+
+    assert decided["status"] == "approved"
+    assert decided["merges"][0]["rule"] == "match"
+    assert app.explain(second)["profile_id"] == first
+    assert app.review_cases() == []
+    with pytest.raises(IdentityError, match="is already approved"):
+        app.decide_case(case["case_id"], approve=False, by="reviewer")
+    app.close()
+
+
+def test_a_rejected_review_case_leaves_both_profiles_apart(tmp_path):
+    app = make_app(tmp_path, merge_at=0.999999, review_at=0.5)
+    app.use_match_model(confident_model())
+    first = app.resolve_records([{"source": "crm", "id": "1", "attributes": PEOPLE[1]}])[0]
+    doubtful = PEOPLE[1] | {"birth_date": "1912-06-24", "street_number": "44",
+                            "postcode": "SK9 1AB"}
+    second = app.resolve_records([{"source": "shop", "id": "2", "attributes": doubtful}])[0]
+    [case] = app.review_cases()
+    app.decide_case(case["case_id"], approve=False, by="reviewer")
+    assert app.explain(second)["profile_id"] == second != first
+    assert app.review_cases("rejected")[0]["decided_by"] == "reviewer"
+    app.close()
+
+
+def test_the_match_model_survives_a_restart(tmp_path):
+    app = make_app(tmp_path)
+    app.use_match_model(confident_model())
+    app.close()
+    again = make_app(tmp_path)
+    assert again.match_model.prior == pytest.approx(1e-3)
+    again.close()
+
+
+def test_em_without_labels_learns_that_agreeing_names_are_evidence_of_a_match():
+    policy = IdentityPolicy()
+    people = [clean_attributes({"given_name": g, "surname": s, "birth_date": f"19{y:02d}-0{m}-1{d}",
+                                "postcode": f"{p:04d}"}, policy)
+              for g, s, y, m, d, p in (
+                  (g, s, (i * 7) % 90, 1 + i % 9, i % 9, 1000 + i % 50)
+                  for i, (g, s) in enumerate(
+                      (g, s) for g in ("ann", "bea", "cid", "dan", "eve", "fay", "gus", "hal")
+                      for s in ("ash", "birch", "cedar", "dogwood", "elm", "fir", "gum")))]
+    duplicates = [dict(p) for p in people[:20]]
+    model = estimate_model(people + duplicates, seed=1, u_pairs=20_000)
+    exact, different = model.weights["surname"][-1], model.weights["surname"][0]
+    assert exact > 0 > different
