@@ -616,6 +616,10 @@ class IdentityApplication(ServiceApplication):
                 count += 1
         return count
 
+    def current_profile_id(self, profile_id: str) -> str:
+        """The profile that holds this one now (itself, or the survivor of its merges)."""
+        return str(_Unit(self).root(profile_id).id)
+
     def profile_id_for(self, identifier_type: str, value: str) -> str | None:
         unit = _Unit(self)
         link = unit.link(Identifier(identifier_type, value))

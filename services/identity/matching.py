@@ -252,6 +252,7 @@ class MatchIndex:
         self.model = model
         self.buckets: dict[str, list[str]] = defaultdict(list)
         self.records: dict[str, tuple[str, dict[str, str]]] = {}  # id -> (profile, attrs)
+        self.compared = 0  # candidate comparisons made, for the benchmark
 
     @staticmethod
     def clean(raw: dict[str, Any], policy: IdentityPolicy) -> dict[str, str]:
@@ -278,7 +279,9 @@ class MatchIndex:
     def scored_candidates(self, attributes: dict[str, str]
                           ) -> Iterator[tuple[str, str, float, dict[str, Any]]]:
         """(record id, profile id, match weight, comparison) of each blocked candidate."""
-        for record_id in self.candidates(attributes):
+        candidates = self.candidates(attributes)
+        self.compared += len(candidates)
+        for record_id in candidates:
             profile_id, theirs = self.records[record_id]
             levels = compare(attributes, theirs)
             weight = self.model.weight(levels)
