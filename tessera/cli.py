@@ -3,6 +3,7 @@
     tessera up                 all six services in one process, embedded (no RabbitMQ, no PG)
     tessera run identity …     one or more services on RabbitMQ + PostgreSQL (environment)
     tessera demo               the embedded platform, a realistic data set, checked figures
+    tessera identity explain P why each identifier belongs to profile P (admin API)
 """
 
 from __future__ import annotations
@@ -95,6 +96,12 @@ def cmd_demo(args) -> int:
                     data_dir=Path(args.data_dir) if args.data_dir else None)
 
 
+def cmd_identity_explain(args) -> int:
+    from tessera.identity_cli import explain
+
+    return explain(args.profile, url=args.url, token=Settings.from_env().admin_token)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("kombu.connection").setLevel(logging.ERROR)
@@ -113,6 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--data-dir")
     demo.set_defaults(func=cmd_demo)
+    identity = commands.add_parser("identity", help="look into identity resolution")
+    identity_commands = identity.add_subparsers(dest="identity_command", required=True)
+    explain = identity_commands.add_parser(
+        "explain", help="why each identifier belongs to a profile: edges, rules, scores")
+    explain.add_argument("profile", help="a profile id (an absorbed one is followed)")
+    explain.add_argument("--url", default=None,
+                         help="the API (default: http://TESSERA_HTTP_HOST:TESSERA_HTTP_PORT)")
+    explain.set_defaults(func=cmd_identity_explain)
     args = parser.parse_args(argv)
     return args.func(args)
 
