@@ -115,8 +115,11 @@ class IdentityApplication(ServiceApplication):
             event = item["event"]
             identifiers = identifiers_of(event, self.policy)
             record = self._record_of_event(item)
+            # Consent follows the links of identity.resolved, and a probabilistic match must
+            # never carry one person's consent to another (DESIGN §4): on this path a
+            # match, however strong, goes to the review queue.
             outcome = self._resolve(unit, identifiers, record, event.get("timestamp", ""),
-                                    evidence=event.get("messageId"))
+                                    evidence=event.get("messageId"), merge_on_match=False)
             resolved.append({
                 "profile_id": outcome["profile_id"],
                 "source": item["source"],
@@ -179,11 +182,12 @@ class IdentityApplication(ServiceApplication):
 
     # ---- resolving one event or record --------------------------------------------------
     def _resolve(self, unit: _Unit, identifiers: list[Identifier],
-                 record: dict[str, Any] | None, seen_at: str, *, evidence: str | None
-                 ) -> dict[str, Any]:
+                 record: dict[str, Any] | None, seen_at: str, *, evidence: str | None,
+                 merge_on_match: bool = True) -> dict[str, Any]:
         usable, roots, unlinked = self._known(unit, identifiers)
         if not roots and record is not None:
-            return self._resolve_by_match(unit, unlinked, record, seen_at, evidence)
+            return self._resolve_by_match(unit, unlinked, record, seen_at, evidence,
+                                          merge_on_match)
         if not roots:
             profile = unit.new_profile(seen_at)
             self._link_new(unit, profile, unlinked, record, seen_at, evidence)
@@ -338,10 +342,10 @@ class IdentityApplication(ServiceApplication):
 
     # ---- probabilistic matching ---------------------------------------------------------
     def _resolve_by_match(self, unit: _Unit, unlinked: list[Identifier],
-                          record: dict[str, Any], seen_at: str, evidence: str | None
-                          ) -> dict[str, Any]:
+                          record: dict[str, Any], seen_at: str, evidence: str | None,
+                          merge_on_match: bool) -> dict[str, Any]:
         best = self._best_candidate(unit, record)
-        if best is not None and best["probability"] >= self.policy.merge_at:
+        if merge_on_match and best is not None and best["probability"] >= self.policy.merge_at:
             profile = best["profile"]
             self._link_new(unit, profile, unlinked, record, seen_at, evidence,
                            match=best)

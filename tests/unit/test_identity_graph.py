@@ -323,3 +323,16 @@ def test_em_without_labels_learns_that_agreeing_names_are_evidence_of_a_match():
     model = estimate_model(people + duplicates, seed=1, u_pairs=20_000)
     exact, different = model.weights["surname"][-1], model.weights["surname"][0]
     assert exact > 0 > different
+
+
+def test_a_tracked_event_matching_someone_probabilistically_goes_to_review_not_to_a_merge(app):
+    app.use_match_model(confident_model())
+    known = app.resolve_records([{"source": "crm", "id": "1", "attributes": PEOPLE[0]}])[0]
+    traits = {"firstName": "Ada", "lastName": "Lovelace", "birthday": "1815-12-10",
+              "address": {"postalCode": "W1 2AB", "street": "St James Square"}}
+    app.resolve_batch(KEY, [item(1, anonymousId="a-visitor", traits=traits)])
+    visitor = app.profile_id_for("anonymous_id", "a-visitor")
+    assert visitor != known
+    [case] = app.review_cases()
+    assert (case["profile_id"], case["candidate_id"]) == (visitor, known)
+    assert case["score"] >= app.policy.merge_at
