@@ -33,7 +33,11 @@ from services.identity.graph import (
     node_value,
     path_between,
 )
-from services.identity.matching import MatchIndex, MatchModel, attributes_of_event
+from services.identity.matching import (
+    MatchIndex,
+    MatchModel,
+    attributes_of_event,
+)
 from services.identity.policy import IdentityPolicy
 from shared.store import ServiceApplication
 
@@ -344,37 +348,69 @@ class IdentityApplication(ServiceApplication):
     def _resolve_by_match(self, unit: _Unit, unlinked: list[Identifier],
                           record: dict[str, Any], seen_at: str, evidence: str | None,
                           merge_on_match: bool) -> dict[str, Any]:
-        best = self._best_candidate(unit, record)
-        if merge_on_match and best is not None and best["probability"] >= self.policy.merge_at:
+        candidates = self._candidates(unit, record)
+        sure = [c for c in candidates if c["probability"] >= self.policy.merge_at]
+        if merge_on_match and sure:
+            best = sure[0]
             profile = best["profile"]
-            self._link_new(unit, profile, unlinked, record, seen_at, evidence,
-                           match=best)
-            return {"profile_id": str(profile.id), "merges": [],
-                    "match": {k: best[k] for k in ("with", "probability")}}
+            self._link_new(unit, profile, unlinked, record, seen_at, evidence, match=best)
+            merges = self._bridge(unit, profile, record, sure[1:], seen_at, evidence)
+            return {"profile_id": str(unit.root(str(profile.id)).id), "merges": merges}
         profile = unit.new_profile(seen_at)
         self._link_new(unit, profile, unlinked, record, seen_at, evidence)
-        if best is not None and best["probability"] >= self.policy.review_at:
+        if candidates and candidates[0]["probability"] >= self.policy.review_at:
+            best = candidates[0]
             unit.others.append(ReviewCase(
                 node(RECORD, record["id"]), str(profile.id), str(best["profile"].id),
                 best["probability"], best["comparison"].materialise(), seen_at,
                 candidate_node=best["with"]))
         return {"profile_id": str(profile.id), "merges": []}
 
-    def _best_candidate(self, unit: _Unit, record: dict[str, Any]) -> dict[str, Any] | None:
-        best = None
-        exclusive = record["source"] in self.policy.one_record_per_profile
+    def _candidates(self, unit: _Unit, record: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each candidate profile once, by its best-matching record, strongest first; a
+        profile the record may not join (its source already there) is left out."""
+        best: dict[str, dict[str, Any]] = {}
         for record_id, profile_id, weight, comparison in self.match_index.scored_candidates(
                 record["attributes"]):
-            if best is not None and weight <= best["weight"]:
-                continue
             profile = unit.root(profile_id)
+            key = str(profile.id)
+            if key in best and weight <= best[key]["weight"]:
+                continue
+            best[key] = {"weight": weight, "profile": profile, "with": node(RECORD, record_id),
+                         "comparison": comparison}
+        exclusive = record["source"] in self.policy.one_record_per_profile
+        found = []
+        for candidate in sorted(best.values(), key=lambda c: -c["weight"]):
+            profile = candidate["profile"]
             if exclusive and record["source"] in profile.sources():
                 continue
-            best = {"weight": weight, "profile": profile, "with": node(RECORD, record_id),
-                    "comparison": comparison}
-        if best is not None:
-            best["probability"] = self.match_model.probability(best["weight"])
-        return best
+            candidate["probability"] = self.match_model.probability(candidate["weight"])
+            found.append(candidate)
+        return found
+
+    def _bridge(self, unit: _Unit, profile: IdentityProfile, record: dict[str, Any],
+                others: list[dict[str, Any]], seen_at: str, evidence: str | None
+                ) -> list[dict[str, Any]]:
+        """A record that surely matches several profiles joins them: they were one person
+        whose records had not met before. Each merge keeps the guards."""
+        merges = []
+        record_node = node(RECORD, record["id"])
+        for candidate in others:
+            survivor, other = unit.root(str(profile.id)), unit.root(str(candidate["profile"].id))
+            if survivor.id == other.id or not self._may_merge([survivor], other):
+                continue
+            survivor, other = sorted((survivor, other), key=_age)
+            edge = new_edge(record_node, candidate["with"], "match", seen_at,
+                            score=candidate["probability"], evidence=evidence)
+            reason = {"rule": "match", "score": candidate["probability"],
+                      "edge": edge_key(edge["a"], edge["b"]), "evidence": evidence}
+            survivor.absorb(str(other.id), reason=reason, **other.contents())
+            survivor.add_edge(edge)
+            other.merge_into(str(survivor.id), reason=reason)
+            merges.append({"survivor": str(survivor.id), "absorbed": str(other.id),
+                           "rule": "match", "score": candidate["probability"],
+                           "evidence": evidence, "at": seen_at})
+        return merges
 
     def _rebuild_match_index(self) -> None:
         """The in-memory blocking index, rebuilt from the stored records at start."""

@@ -110,19 +110,27 @@ def _typo_level(a: str, b: str) -> int:
 def _date_level(a: str, b: str) -> int:
     if a == b:
         return 3
-    if damerau_levenshtein_distance(a, b) <= 1:
+    swapped = a[:4] == b[:4] and a[5:7] == b[8:10] and a[8:10] == b[5:7]
+    if swapped or damerau_levenshtein_distance(a, b) <= 1:
         return 2
     return 1 if a[:4] == b[:4] else 0
 
 
-def _exact_level(a: str, b: str) -> int:
-    return 1 if a == b else 0
-
-
-def _street_level(a: str, b: str) -> int:
-    if a == b:
-        return 2
-    return 1 if jaro_winkler_similarity(a, b) >= 0.90 else 0
+def _address(a: dict[str, str], b: dict[str, str]) -> int | None:
+    """Street and number as one comparison: they are one fact (counting them apart made a
+    shared home count twice, and households merge)."""
+    street_a, street_b = a.get("address"), b.get("address")
+    number_a, number_b = a.get("street_number"), b.get("street_number")
+    if street_a is None or street_b is None:
+        if number_a is None or number_b is None:
+            return None
+        return 1 if number_a == number_b else 0
+    same_street = street_a == street_b or jaro_winkler_similarity(street_a, street_b) >= 0.90
+    if not same_street:
+        return 0
+    if number_a is None or number_b is None or number_a != number_b:
+        return 1
+    return 3 if street_a == street_b else 2
 
 
 @dataclass(frozen=True)
@@ -156,8 +164,7 @@ COMPARISONS = (
     Comparison("birth_date", ("different", "same year", "one typo", "exact"),
                _on("birth_date", _date_level)),
     Comparison("ssn", ("different", "two typos", "one typo", "exact"), _on("ssn", _typo_level)),
-    Comparison("street_number", ("different", "exact"), _on("street_number", _exact_level)),
-    Comparison("address", ("different", "close", "exact"), _on("address", _street_level)),
+    Comparison("address", ("different", "same street or number", "close", "exact"), _address),
     Comparison("postcode", ("different", "two typos", "one typo", "exact"),
                _on("postcode", _typo_level)),
 )
@@ -300,24 +307,33 @@ class _Lazy(dict):
 
 
 # ---- estimation without labels --------------------------------------------------------
+# EM sessions, one per blocking attribute. Attributes that identify a person (birth date,
+# SSN) rather than a household (surname, address) make pairs whose 'match' class is people:
+# blocked on a surname, EM learns households instead and forgives different given names.
+EM_SESSIONS = ("birth_date", "ssn", "postcode")
+
+
 def estimate_model(records: list[dict[str, str]], *, seed: int = 0,
                    u_pairs: int = 300_000, em_pairs: int = 300_000,
-                   iterations: int = 25) -> MatchModel:
+                   iterations: int = 25, sessions: tuple[str, ...] = EM_SESSIONS
+                   ) -> MatchModel:
     """m, u and the prior from unlabelled records (cleaned attributes), Splink's way."""
     rng = random.Random(seed)
     u = _estimate_u(records, rng, u_pairs)
-    sessions = []
-    for blocked in ("birth_date", "postcode"):
+    trained = []
+    # Each session leaves its blocking attribute's own m to the others, so that data
+    # missing one of them (no postcode, no SSN) still trains every comparison.
+    for blocked in sessions:
         pairs = _blocked_pairs(records, blocked, rng, em_pairs)
         if pairs:
-            sessions.append((blocked, _em(records, pairs, u, blocked, iterations)))
+            trained.append((blocked, _em(records, pairs, u, blocked, iterations)))
     m: dict[str, list[float]] = {}
     for comparison in COMPARISONS:
-        estimates = [s_m[comparison.name] for blocked, (s_m, _) in sessions
+        estimates = [s_m[comparison.name] for blocked, (s_m, _) in trained
                      if blocked != comparison.name]
         m[comparison.name] = ([sum(v) / len(estimates) for v in zip(*estimates, strict=True)]
                               if estimates else MatchModel.default().m[comparison.name])
-    prior = _prior(records, sessions, m)
+    prior = _prior(records, trained, m)
     return MatchModel(m=m, u=u, prior=prior, trained_on=len(records))
 
 

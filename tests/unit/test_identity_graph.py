@@ -336,3 +336,22 @@ def test_a_tracked_event_matching_someone_probabilistically_goes_to_review_not_t
     [case] = app.review_cases()
     assert (case["profile_id"], case["candidate_id"]) == (visitor, known)
     assert case["score"] >= app.policy.merge_at
+
+
+def test_a_record_that_surely_matches_two_profiles_joins_them_naming_the_match(tmp_path):
+    app = make_app(tmp_path, merge_at=0.9999, review_at=0.99)
+    app.use_match_model(confident_model())
+    name = {"given_name": "Grace", "surname": "Hopper"}
+    by_birth = app.resolve_records([{"source": "census", "id": "1",
+                                     "attributes": name | {"birth_date": "1906-12-09"}}])[0]
+    by_ssn = app.resolve_records([{"source": "taxes", "id": "2",
+                                   "attributes": name | {"ssn": "123-45-6789"}}])[0]
+    assert by_birth != by_ssn  # a name alone is not enough
+
+    both = app.resolve_records([{"source": "ssa", "id": "3", "attributes": name | {
+        "birth_date": "1906-12-09", "ssn": "123-45-6789"}}])[0]
+
+    assert {app.current_profile_id(p) for p in (by_birth, by_ssn, both)} == {by_birth}
+    merged = [h for h in app.explain(by_birth)["history"] if h["what"] == "merged"]
+    assert merged[0]["reason"]["rule"] == "match"
+    assert merged[0]["reason"]["score"] >= 0.9999
