@@ -80,9 +80,12 @@ class _Unit:
             profile = self.profile(profile.merged_into)
         return profile
 
-    def new_profile(self, first_seen: str, split_from: str | None = None) -> IdentityProfile:
-        profile = IdentityProfile(first_seen=first_seen, split_from=split_from)
+    def new_profile(self, first_seen: str, split_from: str | None = None,
+                    record: dict[str, Any] | None = None) -> IdentityProfile:
+        profile = IdentityProfile(first_seen=first_seen, split_from=split_from, record=record)
         self.profiles[str(profile.id)] = profile
+        if record is not None:
+            self.app.match_index.add(record["id"], str(profile.id), record["attributes"])
         return profile
 
     def new_link(self, identifier: Identifier, profile: IdentityProfile,
@@ -356,7 +359,8 @@ class IdentityApplication(ServiceApplication):
             self._link_new(unit, profile, unlinked, record, seen_at, evidence, match=best)
             merges = self._bridge(unit, profile, record, sure[1:], seen_at, evidence)
             return {"profile_id": str(unit.root(str(profile.id)).id), "merges": merges}
-        profile = unit.new_profile(seen_at)
+        # A record without identifiers starts its profile in one event.
+        profile = unit.new_profile(seen_at, record=None if unlinked else record)
         self._link_new(unit, profile, unlinked, record, seen_at, evidence)
         if candidates and candidates[0]["probability"] >= self.policy.review_at:
             best = candidates[0]
@@ -368,10 +372,14 @@ class IdentityApplication(ServiceApplication):
 
     def _candidates(self, unit: _Unit, record: dict[str, Any]) -> list[dict[str, Any]]:
         """Each candidate profile once, by its best-matching record, strongest first; a
-        profile the record may not join (its source already there) is left out."""
+        profile the record may not join (its source already there) is left out. Only
+        candidates that could reach the review queue are looked at further."""
+        floor = self.match_model.weight_of(self.policy.review_at)
         best: dict[str, dict[str, Any]] = {}
         for record_id, profile_id, weight, comparison in self.match_index.scored_candidates(
                 record["attributes"]):
+            if weight < floor:
+                continue
             profile = unit.root(profile_id)
             key = str(profile.id)
             if key in best and weight <= best[key]["weight"]:
@@ -381,8 +389,7 @@ class IdentityApplication(ServiceApplication):
         exclusive = record["source"] in self.policy.one_record_per_profile
         found = []
         for candidate in sorted(best.values(), key=lambda c: -c["weight"]):
-            profile = candidate["profile"]
-            if exclusive and record["source"] in profile.sources():
+            if exclusive and record["source"] in candidate["profile"].sources():
                 continue
             candidate["probability"] = self.match_model.probability(candidate["weight"])
             found.append(candidate)
@@ -414,8 +421,14 @@ class IdentityApplication(ServiceApplication):
 
     def _rebuild_match_index(self) -> None:
         """The in-memory blocking index, rebuilt from the stored records at start."""
-        for stored in self.scan(IdentityProfile.RecordAttached, IdentityProfile.Received):
-            if isinstance(stored, IdentityProfile.RecordAttached):
+        for stored in self.scan(IdentityProfile.Created, IdentityProfile.RecordAttached,
+                                IdentityProfile.Received):
+            if isinstance(stored, IdentityProfile.Created):
+                record = getattr(stored, "record", None)
+                if record is not None:
+                    self.match_index.add(record["id"], str(stored.originator_id),
+                                         record["attributes"])
+            elif isinstance(stored, IdentityProfile.RecordAttached):
                 self.match_index.add(stored.record_id, str(stored.originator_id),
                                      stored.attributes)
             else:

@@ -104,12 +104,19 @@ class IdentityProfile(Aggregate):
     """One person: the identifiers and records of one connected component, and its edges."""
 
     @event("Created")
-    def __init__(self, first_seen: str, split_from: str | None = None):
+    def __init__(self, first_seen: str, split_from: str | None = None,
+                 record: dict[str, Any] | None = None):
+        """`record`: the record that starts the profile, when it comes with no identifier
+        (one event instead of two: most records of an import start a profile)."""
         self.first_seen = first_seen
         self.identifiers: dict[str, list[str]] = {}
         self.edges: dict[str, dict[str, Any]] = {}
         self.records: dict[str, dict[str, Any]] = {}
         self.origin: str | None = None
+        if record is not None:
+            self.records[record["id"]] = {"source": record["source"],
+                                          "attributes": record["attributes"]}
+            self.origin = node(RECORD, record["id"])
         self.merged_into: str | None = None
         self.merge_reason: dict[str, Any] | None = None
         self.absorbed: dict[str, str | None] = {}  # absorbed profile id -> its origin node

@@ -205,6 +205,10 @@ class MatchModel:
     def probability(weight: float) -> float:
         return 1.0 / (1.0 + 2.0 ** -weight)
 
+    @staticmethod
+    def weight_of(probability: float) -> float:
+        return math.log2(probability / (1.0 - probability))
+
     def explain(self, levels: tuple[int | None, ...]) -> dict[str, Any]:
         """Each comparison's level and the weight it added, for the review queue and explain."""
         return {c.name: None if level is None else {"level": c.levels[level],

@@ -149,6 +149,9 @@ _DATE_FORMATS_DAY_FIRST = ("%Y-%m-%d", "%Y%m%d", "%Y/%m/%d", "%d/%m/%Y", "%d.%m.
 _DATE_FORMATS_MONTH_FIRST = ("%Y-%m-%d", "%Y%m%d", "%Y/%m/%d", "%m/%d/%Y", "%m-%d-%Y")
 
 
+_ISO_OR_COMPACT = re.compile(r"^(\d{4})(-?)(\d{2})\2(\d{2})$")
+
+
 def normalise_date(raw: Any, *, day_first: bool = True) -> str | None:
     """ISO 8601 (`1984-07-02`), or None when the text is not a real calendar date.
 
@@ -163,6 +166,13 @@ def normalise_date(raw: Any, *, day_first: bool = True) -> str | None:
     text = raw.strip()
     if "T" in text:
         text = text.split("T", 1)[0]
+    unambiguous = _ISO_OR_COMPACT.match(text)  # 1984-07-02 or 19840702, without strptime
+    if unambiguous:
+        year, _, month, day = unambiguous.groups()
+        try:
+            return dt.date(int(year), int(month), int(day)).isoformat()
+        except ValueError:
+            return None
     for pattern in _DATE_FORMATS_DAY_FIRST if day_first else _DATE_FORMATS_MONTH_FIRST:
         try:
             return dt.datetime.strptime(text, pattern).date().isoformat()

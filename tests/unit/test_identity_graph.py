@@ -355,3 +355,14 @@ def test_a_record_that_surely_matches_two_profiles_joins_them_naming_the_match(t
     merged = [h for h in app.explain(by_birth)["history"] if h["what"] == "merged"]
     assert merged[0]["reason"]["rule"] == "match"
     assert merged[0]["reason"]["score"] >= 0.9999
+
+
+def test_records_resolved_before_a_restart_are_still_found_by_matching(tmp_path):
+    app = make_app(tmp_path)
+    app.use_match_model(confident_model())
+    first = app.resolve_records([{"source": "crm", "id": "1", "attributes": PEOPLE[2]}])[0]
+    app.close()
+    again = make_app(tmp_path)
+    typo = PEOPLE[2] | {"given_name": "Grase"}
+    assert again.resolve_records([{"source": "shop", "id": "2", "attributes": typo}])[0] == first
+    again.close()
