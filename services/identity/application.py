@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.utils import get_topic
 
 from services.identity.domain import (
     GraphChange,
@@ -108,7 +109,8 @@ class IdentityApplication(ServiceApplication):
         stored = self.find(MatchModelState.create_id())
         self.match_model = MatchModel.from_dict(stored.model) if stored else MatchModel.default()
         self.match_index = MatchIndex(self.match_model)
-        self._rebuild_match_index()
+        self._index_position = 0  # the notification the match index has read up to
+        self._catch_up_match_index()
 
     # ---- the pipeline: events of a consumed batch -----------------------------------------
     def resolve_batch(self, tracking_key: str, items: list[dict[str, Any]]) -> int:
@@ -116,6 +118,7 @@ class IdentityApplication(ServiceApplication):
         fresh = self.fresh_items(tracking_key, items)
         if not fresh:
             return 0
+        self._catch_up_match_index()
         unit = _Unit(self)
         resolved = []
         for item in fresh:
@@ -154,6 +157,7 @@ class IdentityApplication(ServiceApplication):
         A record: {"source", "id", "attributes": {...}, "identifiers": [[type, value]],
         "seen_at"}. Returns the profile id of each.
         """
+        self._catch_up_match_index()
         unit = _Unit(self)
         profile_ids, resolved = [], []
         for record in records:
@@ -419,22 +423,52 @@ class IdentityApplication(ServiceApplication):
                            "evidence": evidence, "at": seen_at})
         return merges
 
-    def _rebuild_match_index(self) -> None:
-        """The in-memory blocking index, rebuilt from the stored records at start."""
-        for stored in self.scan(IdentityProfile.Created, IdentityProfile.RecordAttached,
-                                IdentityProfile.Received):
-            if isinstance(stored, IdentityProfile.Created):
-                record = getattr(stored, "record", None)
-                if record is not None:
-                    self.match_index.add(record["id"], str(stored.originator_id),
-                                         record["attributes"])
-            elif isinstance(stored, IdentityProfile.RecordAttached):
-                self.match_index.add(stored.record_id, str(stored.originator_id),
-                                     stored.attributes)
-            else:
-                for record_id, kept in stored.contents["records"].items():
-                    self.match_index.add(record_id, str(stored.originator_id),
-                                         kept["attributes"])
+    # ---- the match index: a read model of every record, kept in memory ------------------
+    def _catch_up_match_index(self) -> None:
+        """Read the records other writers (replicas on other partitions) saved since we
+        last looked; at start this builds the whole index. Our own saves move the
+        position forward without a read (`_notify`)."""
+        newest = self.process_recorder.max_notification_id() or 0
+        if newest <= self._index_position:
+            return
+        topics = [get_topic(cls) for cls in (IdentityProfile.Created,
+                                             IdentityProfile.RecordAttached,
+                                             IdentityProfile.Received)]
+        while True:
+            notifications = self.process_recorder.select_notifications(
+                start=self._index_position, limit=1000, topics=topics, stop=newest,
+                inclusive_of_start=False)
+            for notification in notifications:
+                self._index(self.mapper.to_domain_event(notification))
+            if len(notifications) < 1000:
+                break
+            self._index_position = notifications[-1].id
+        self._index_position = newest
+
+    def _index(self, stored: Any) -> None:
+        profile_id = str(stored.originator_id)
+        if isinstance(stored, IdentityProfile.Created):
+            record = getattr(stored, "record", None)
+            if record is not None:
+                self.match_index.add(record["id"], profile_id, record["attributes"])
+        elif isinstance(stored, IdentityProfile.RecordAttached):
+            self.match_index.add(stored.record_id, profile_id, stored.attributes)
+        else:
+            for record_id, kept in stored.contents["records"].items():
+                self.match_index.add(record_id, profile_id, kept["attributes"])
+
+    def _notify(self, recordings) -> None:
+        super()._notify(recordings)
+        ids = [r.notification.id for r in recordings]
+        if ids and min(ids) == self._index_position + 1:
+            self._index_position = max(ids)  # nobody else wrote in between: nothing to read
+
+    def forget_cached_state(self) -> None:
+        """A failed save leaves the index holding records of profiles never saved."""
+        super().forget_cached_state()
+        self.match_index = MatchIndex(self.match_model)
+        self._index_position = 0
+        self._catch_up_match_index()
 
     def use_match_model(self, model: MatchModel) -> None:
         """Adopt new weights (estimated by EM or configured); stored so a restart keeps them."""

@@ -366,3 +366,14 @@ def test_records_resolved_before_a_restart_are_still_found_by_matching(tmp_path)
     typo = PEOPLE[2] | {"given_name": "Grase"}
     assert again.resolve_records([{"source": "shop", "id": "2", "attributes": typo}])[0] == first
     again.close()
+
+
+def test_a_replica_sees_the_records_another_replica_saved(tmp_path):
+    one, other = make_app(tmp_path), make_app(tmp_path)
+    one.use_match_model(confident_model())
+    other.use_match_model(confident_model())
+    first = one.resolve_records([{"source": "crm", "id": "1", "attributes": PEOPLE[1]}])[0]
+    typo = PEOPLE[1] | {"surname": "Turring"}
+    assert other.resolve_records([{"source": "shop", "id": "2", "attributes": typo}])[0] == first
+    one.close()
+    other.close()
