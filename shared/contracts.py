@@ -80,6 +80,9 @@ class ProfileChangedItem(_Item):
     traits = fields.Dict(required=True)
     event = fields.Dict(allow_none=True, load_default=None)
     merged_from = fields.List(fields.String(), load_default=list)
+    # Set when identity split a profile: every profile involved is announced, each naming
+    # the profile that was split, so memberships can be evaluated again.
+    split_from = fields.String(allow_none=True, load_default=None)
     cause = fields.Nested(Cause, required=True)
     received_at = fields.String(allow_none=True, load_default=None)
 

@@ -20,7 +20,7 @@ class ContactsService:
 
     @partitioned_handler(IDENTITY_PROFILE_SPLIT, "contacts")
     def on_profile_split(self, envelope):
-        return self.app.apply_splits(envelope.tracking_key, envelope.items)
+        return self.app.apply_splits(envelope.tracking_key, envelope.partition, envelope.items)
 
     @rpc
     def get_profile(self, profile_id: str):
