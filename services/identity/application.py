@@ -433,7 +433,8 @@ class IdentityApplication(ServiceApplication):
             return
         topics = [get_topic(cls) for cls in (IdentityProfile.Created,
                                              IdentityProfile.RecordAttached,
-                                             IdentityProfile.Received)]
+                                             IdentityProfile.Received,
+                                             IdentityProfile.NodeRemoved)]
         while True:
             notifications = self.process_recorder.select_notifications(
                 start=self._index_position, limit=1000, topics=topics, stop=newest,
@@ -453,6 +454,10 @@ class IdentityApplication(ServiceApplication):
                 self.match_index.add(record["id"], profile_id, record["attributes"])
         elif isinstance(stored, IdentityProfile.RecordAttached):
             self.match_index.add(stored.record_id, profile_id, stored.attributes)
+        elif isinstance(stored, IdentityProfile.NodeRemoved):
+            if node_kind(stored.name) == RECORD and node_value(stored.name) in \
+                    self.match_index.records:
+                self.match_index.remove(node_value(stored.name))
         else:
             for record_id, kept in stored.contents["records"].items():
                 self.match_index.add(record_id, profile_id, kept["attributes"])
@@ -519,6 +524,19 @@ class IdentityApplication(ServiceApplication):
         reason = {"rule": "erased", "node": node(identifier_type, value), "by": by}
         profile.remove_node(node(identifier_type, value), reason)
         link.unlink("erased")
+        return self._save_split(unit, profile, reason)
+
+    def erase_record(self, record_id: str, by: str) -> dict[str, Any]:
+        """Erasure of a record (a CRM row, an import line): it leaves the graph and the
+        match index, and the profile splits if the record was what held it together."""
+        unit = _Unit(self)
+        found = self.match_index.records.get(record_id)
+        if found is None:
+            raise IdentityError(f"record_id: no record {record_id!r}")
+        profile = unit.root(found[0])
+        reason = {"rule": "erased", "node": node(RECORD, record_id), "by": by}
+        profile.remove_node(node(RECORD, record_id), reason)
+        self.match_index.remove(record_id)
         return self._save_split(unit, profile, reason)
 
     def _existing_root(self, unit: _Unit, profile_id: str) -> IdentityProfile:

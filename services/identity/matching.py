@@ -275,6 +275,11 @@ class MatchIndex:
                 self.buckets[key].append(record_id)
         self.records[record_id] = (profile_id, attributes)
 
+    def remove(self, record_id: str) -> None:
+        _, attributes = self.records.pop(record_id)
+        for key in blocking_keys(attributes):
+            self.buckets[key].remove(record_id)
+
     def move(self, record_id: str, profile_id: str) -> None:
         if record_id in self.records:
             self.records[record_id] = (profile_id, self.records[record_id][1])

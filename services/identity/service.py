@@ -63,6 +63,10 @@ class IdentityService:
         return _answer(self.app.erase_identifier, identifier_type, value, by)
 
     @rpc
+    def erase_record(self, record_id: str, by: str):
+        return _answer(self.app.erase_record, record_id, by)
+
+    @rpc
     def generic_identifiers(self):
         return self.app.generic_identifiers()
 

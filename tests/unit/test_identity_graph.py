@@ -377,3 +377,30 @@ def test_a_replica_sees_the_records_another_replica_saved(tmp_path):
     assert other.resolve_records([{"source": "shop", "id": "2", "attributes": typo}])[0] == first
     one.close()
     other.close()
+
+
+def test_erasing_the_record_that_held_two_records_together_splits_them(tmp_path):
+    app = make_app(tmp_path, merge_at=0.9999, review_at=0.99)
+    app.use_match_model(confident_model())
+    name = {"given_name": "Grace", "surname": "Hopper"}
+    by_birth, by_ssn, _bridging = app.resolve_records([
+        {"source": "census", "id": "1", "attributes": name | {"birth_date": "1906-12-09"}},
+        {"source": "taxes", "id": "2", "attributes": name | {"ssn": "123-45-6789"}},
+        {"source": "ssa", "id": "3", "attributes": name | {"birth_date": "1906-12-09",
+                                                           "ssn": "123-45-6789"}}])
+    assert app.current_profile_id(by_ssn) == by_birth
+
+    app.erase_record("ssa/3", by="dpo")
+
+    assert app.current_profile_id(by_ssn) != app.current_profile_id(by_birth)
+    assert "record:ssa/3" not in {m["node"] for m in app.explain(by_birth)["members"]}
+    app.close()
+    # After a restart the erased record is not matched against any more.
+    again = make_app(tmp_path)
+    assert "ssa/3" not in again.match_index.records
+    again.close()
+
+
+def test_erasing_an_unknown_record_is_refused_naming_it(app):
+    with pytest.raises(IdentityError, match="record_id: no record 'crm/404'"):
+        app.erase_record("crm/404", by="dpo")
