@@ -271,7 +271,8 @@ class IdentityApplication(ServiceApplication):
         limit = self.policy.limit(identifier.type)
         if limit is not None and profile.count(identifier.type) >= limit:
             return False
-        return len(profile.nodes) < self.policy.max_identifiers or identifier.type == RECORD
+        held = sum(len(values) for values in profile.identifiers.values())
+        return held < self.policy.max_identifiers
 
     def _anchor(self, profile: IdentityProfile, usable: list[Identifier]) -> str | None:
         for identifier in usable:
