@@ -389,6 +389,9 @@ def main() -> None:
     f1 = {"tessera": {}, "splink": {}}
     rates = []
     for name in args.datasets.split(","):
+        if name == "pseudopeople":
+            print("pseudopeople: the sample data bundled with the package (seed 0, default "
+                  "noise), not the full-scale download")
         dataset = LOADERS[name]()
         ours = run_tessera(dataset, args.store, args.chunk, args.profile)
         peer = run_splink(dataset)
