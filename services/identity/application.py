@@ -48,6 +48,18 @@ def _age(profile: IdentityProfile) -> tuple[str, str, str]:
     return (profile.first_seen or "~", profile.created_on.isoformat(), str(profile.id))
 
 
+def _absorb(survivor: IdentityProfile, other: IdentityProfile, edge: dict[str, Any]
+            ) -> dict[str, Any]:
+    """Merge `other` into `survivor` through `edge`; the merge as identity.resolved tells it."""
+    reason = {"rule": edge["rule"], "score": edge["score"],
+              "edge": edge_key(edge["a"], edge["b"]), "evidence": edge["evidence"]}
+    survivor.absorb(str(other.id), reason=reason, **other.contents())
+    survivor.add_edge(edge)
+    other.merge_into(str(survivor.id), reason=reason)
+    return {"survivor": str(survivor.id), "absorbed": str(other.id), "rule": edge["rule"],
+            "score": edge["score"], "evidence": edge["evidence"], "at": edge["at"]}
+
+
 class IdentityError(ValueError):
     """A request identity cannot carry out; the message says which field and why."""
 
@@ -302,17 +314,9 @@ class IdentityApplication(ServiceApplication):
         for other in group:
             if other.id == survivor.id:
                 continue
-            other_node = self._anchor(other, usable)
-            edge = new_edge(survivor_node, other_node, "seen_together", seen_at,
-                            evidence=evidence)
-            reason = {"rule": "seen_together", "edge": edge_key(edge["a"], edge["b"]),
-                      "evidence": evidence}
-            survivor.absorb(str(other.id), reason=reason, **other.contents())
-            survivor.add_edge(edge)
-            other.merge_into(str(survivor.id), reason=reason)
-            merges.append({"survivor": str(survivor.id), "absorbed": str(other.id),
-                           "rule": "seen_together", "score": None, "evidence": evidence,
-                           "at": seen_at})
+            edge = new_edge(survivor_node, self._anchor(other, usable), "seen_together",
+                            seen_at, evidence=evidence)
+            merges.append(_absorb(survivor, other, edge))
         return merges
 
     def _link_new(self, unit: _Unit, profile: IdentityProfile, unlinked: list[Identifier],
@@ -414,14 +418,7 @@ class IdentityApplication(ServiceApplication):
             survivor, other = sorted((survivor, other), key=_age)
             edge = new_edge(record_node, candidate["with"], "match", seen_at,
                             score=candidate["probability"], evidence=evidence)
-            reason = {"rule": "match", "score": candidate["probability"],
-                      "edge": edge_key(edge["a"], edge["b"]), "evidence": evidence}
-            survivor.absorb(str(other.id), reason=reason, **other.contents())
-            survivor.add_edge(edge)
-            other.merge_into(str(survivor.id), reason=reason)
-            merges.append({"survivor": str(survivor.id), "absorbed": str(other.id),
-                           "rule": "match", "score": candidate["probability"],
-                           "evidence": evidence, "at": seen_at})
+            merges.append(_absorb(survivor, other, edge))
         return merges
 
     # ---- the match index: a read model of every record, kept in memory ------------------
@@ -569,7 +566,7 @@ class IdentityApplication(ServiceApplication):
             target = (unit.profile(restored) if restored
                       else unit.new_profile(profile.first_seen, split_from=str(profile.id)))
             moves.append((target, members, restored is not None))
-        contents = [self._part_contents(profile, members, str(target.id))
+        contents = [profile.part_contents(members, str(target.id))
                     for target, members, _ in moves]
         profile.split(parts=[{"profile_id": str(t.id), "nodes": m} for t, m, _ in moves],
                       reason=reason)
@@ -582,25 +579,6 @@ class IdentityApplication(ServiceApplication):
         return [{"profile_id": str(t.id), "restored": r,
                  "identifiers": [m for m in members if node_kind(m) != RECORD]}
                 for t, members, r in moves]
-
-    @staticmethod
-    def _part_contents(profile: IdentityProfile, members: list[str], target_id: str
-                       ) -> dict[str, Any]:
-        inside = set(members)
-        identifiers: dict[str, list[str]] = {}
-        for name in members:
-            if node_kind(name) != RECORD:
-                identifiers.setdefault(node_kind(name), []).append(node_value(name))
-        absorbed = {pid: origin for pid, origin in profile.absorbed.items()
-                    if origin in inside and pid != target_id}
-        own_origin = profile.absorbed.get(target_id)
-        return {"identifiers": identifiers,
-                "edges": {k: e for k, e in profile.edges.items()
-                          if e["a"] in inside and e["b"] in inside},
-                "records": {node_value(n): profile.records[node_value(n)] for n in members
-                            if node_kind(n) == RECORD},
-                "origin": own_origin if own_origin in inside else members[0],
-                "absorbed": absorbed}
 
     def _relink(self, unit: _Unit, profile: IdentityProfile, members: list[str]) -> None:
         for name in members:
@@ -657,15 +635,7 @@ class IdentityApplication(ServiceApplication):
         survivor, other = sorted((mine, theirs), key=_age)
         edge = new_edge(case.record_node, case.candidate_node or theirs.origin, "match",
                         case.at, score=case.score, evidence=f"review by {by}")
-        reason = {"rule": "match", "score": case.score, "edge": edge_key(edge["a"], edge["b"]),
-                  "evidence": f"review by {by}"}
-        survivor.absorb(str(other.id), reason=reason, **other.contents())
-        survivor.add_edge(edge)
-        other.merge_into(str(survivor.id), reason=reason)
-        for record_id in other.records:
-            self.match_index.move(record_id, str(survivor.id))
-        return [{"survivor": str(survivor.id), "absorbed": str(other.id), "rule": "match",
-                 "score": case.score, "evidence": reason["evidence"], "at": case.at}]
+        return [_absorb(survivor, other, edge)]
 
     # ---- explain ----------------------------------------------------------------------
     def explain(self, profile_id: str) -> dict[str, Any] | None:

@@ -210,6 +210,24 @@ class IdentityProfile(Aggregate):
         found.sort(key=lambda members: self.origin not in members)
         return found
 
+    def part_contents(self, members: list[str], target_id: str) -> dict[str, Any]:
+        """What a part of this graph takes with it to the profile `target_id`: its nodes,
+        the edges between them, and the merges whose origins are among them."""
+        inside = set(members)
+        identifiers: dict[str, list[str]] = {}
+        for name in members:
+            if node_kind(name) != RECORD:
+                identifiers.setdefault(node_kind(name), []).append(node_value(name))
+        own_origin = self.absorbed.get(target_id)
+        return {"identifiers": identifiers,
+                "edges": {k: e for k, e in self.edges.items()
+                          if e["a"] in inside and e["b"] in inside},
+                "records": {node_value(n): self.records[node_value(n)] for n in members
+                            if node_kind(n) == RECORD},
+                "origin": own_origin if own_origin in inside else members[0],
+                "absorbed": {pid: origin for pid, origin in self.absorbed.items()
+                             if origin in inside and pid != target_id}}
+
     @event("Split")
     def split(self, parts: list[dict[str, Any]], reason: dict[str, Any]) -> None:
         """Nodes of each part leave for the profile named beside them; history stays here."""
