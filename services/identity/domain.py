@@ -193,6 +193,12 @@ class IdentityProfile(Aggregate):
     @event("NodeRemoved")
     def remove_node(self, name: str, reason: dict[str, Any]) -> None:
         """An identifier or record leaves the graph (erasure, or a value found generic)."""
+        self._forget(name)
+        self.edges = {k: e for k, e in self.edges.items() if name not in (e["a"], e["b"])}
+        if self.origin == name:
+            self.origin = self.nodes[0] if self.nodes else None
+
+    def _forget(self, name: str) -> None:
         kind, value = node_kind(name), node_value(name)
         if kind == RECORD:
             self.records.pop(value, None)
@@ -200,9 +206,6 @@ class IdentityProfile(Aggregate):
             self.identifiers[kind].remove(value)
             if not self.identifiers[kind]:
                 del self.identifiers[kind]
-        self.edges = {k: e for k, e in self.edges.items() if name not in (e["a"], e["b"])}
-        if self.origin == name:
-            self.origin = self.nodes[0] if self.nodes else None
 
     def parts(self) -> list[list[str]]:
         """The components the graph falls into; the one holding the origin comes first."""
@@ -233,13 +236,7 @@ class IdentityProfile(Aggregate):
         """Nodes of each part leave for the profile named beside them; history stays here."""
         leaving = {name for part in parts for name in part["nodes"]}
         for name in leaving:
-            kind, value = node_kind(name), node_value(name)
-            if kind == RECORD:
-                self.records.pop(value, None)
-            elif value in self.identifiers.get(kind, ()):
-                self.identifiers[kind].remove(value)
-                if not self.identifiers[kind]:
-                    del self.identifiers[kind]
+            self._forget(name)
         self.edges = {k: e for k, e in self.edges.items()
                       if e["a"] not in leaving and e["b"] not in leaving}
         for part in parts:
