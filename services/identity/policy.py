@@ -90,7 +90,7 @@ class IdentityPolicy:
     @classmethod
     def from_env(cls) -> IdentityPolicy:
         path = os.environ.get("TESSERA_IDENTITY_POLICY_FILE")
-        policy = cls.from_mapping(json.loads(Path(path).read_text())) if path else cls()
+        policy = cls.from_mapping(_read_json(path)) if path else cls()
         region = os.environ.get("TESSERA_PHONE_REGION")
         return policy.with_changes(phone_region=region.upper()) if region else policy
 
@@ -127,6 +127,17 @@ class IdentityPolicy:
         if policy.review_at > policy.merge_at:
             raise PolicyError("review_at: must not be above merge_at")
         return policy
+
+
+def _read_json(path: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as unreadable:
+        raise PolicyError(f"TESSERA_IDENTITY_POLICY_FILE: cannot read {path} "
+                          f"({unreadable.strerror})") from unreadable
+    except ValueError as malformed:
+        raise PolicyError(f"TESSERA_IDENTITY_POLICY_FILE: {path} is not valid JSON "
+                          f"({malformed})") from malformed
 
 
 _FIELDS = {"types", "max_identifiers", "generic_after", "blocked_values", "blocked_patterns",

@@ -65,6 +65,24 @@ def test_a_bad_policy_is_refused_naming_the_field_and_the_rule(raw, message):
         IdentityPolicy.from_mapping(raw)
 
 
+def test_the_policy_comes_from_the_file_the_environment_names(tmp_path, monkeypatch):
+    path = tmp_path / "policy.json"
+    path.write_text('{"generic_after": 7, "one_record_per_profile": ["crm"]}')
+    monkeypatch.setenv("TESSERA_IDENTITY_POLICY_FILE", str(path))
+    monkeypatch.setenv("TESSERA_PHONE_REGION", "gb")
+    policy = IdentityPolicy.from_env()
+    assert (policy.generic_after, policy.one_record_per_profile, policy.phone_region) == (
+        7, frozenset({"crm"}), "GB")
+
+
+def test_a_policy_file_that_is_not_json_is_refused_naming_the_variable(tmp_path, monkeypatch):
+    path = tmp_path / "policy.json"
+    path.write_text("generic_after: 7")
+    monkeypatch.setenv("TESSERA_IDENTITY_POLICY_FILE", str(path))
+    with pytest.raises(PolicyError, match="TESSERA_IDENTITY_POLICY_FILE: .* is not valid JSON"):
+        IdentityPolicy.from_env()
+
+
 # ---- guards ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("value", ["000-000", "aaaaaaa", "N/A", "noemail@noemail.com"])
 def test_blocked_values_and_patterns_link_nobody(app, value):
