@@ -79,7 +79,7 @@ def test_a_policy_file_that_is_not_json_is_refused_naming_the_variable(tmp_path,
     path = tmp_path / "policy.json"
     path.write_text("generic_after: 7")
     monkeypatch.setenv("TESSERA_IDENTITY_POLICY_FILE", str(path))
-    with pytest.raises(PolicyError, match="TESSERA_IDENTITY_POLICY_FILE: .* is not valid JSON"):
+    with pytest.raises(PolicyError, match=r"TESSERA_IDENTITY_POLICY_FILE: .* is not valid JSON"):
         IdentityPolicy.from_env()
 
 
