@@ -354,7 +354,23 @@ class IdentityApplication(ServiceApplication):
                 continue
             link.seen_with_profile(str(profile.id))
             if len(link.seen_with) >= self.policy.generic_after:
-                link.mark_generic(profiles=len(link.seen_with) + 1)
+                self._retire_generic(unit, identifier, link)
+
+    def _retire_generic(self, unit: _Unit, identifier: Identifier, link: IdentifierLink
+                        ) -> None:
+        """A generic value stops linking, from now on and backwards: it leaves its
+        profile's graph, and the profile splits if the value was what held it together
+        (a shared phone that had merged a family, a call centre's number)."""
+        holder = unit.root(link.profile_id)
+        link.mark_generic(profiles=len(link.seen_with) + 1, profile_id=str(holder.id))
+        reason = {"rule": "generic", "node": identifier.node,
+                  "profiles": len(link.seen_with) + 1}
+        holder.remove_node(identifier.node, reason)
+        link.unlink("generic")
+        parts = self._split_if_apart(unit, holder, reason)
+        if parts:
+            unit.others.append(GraphChange(items=[{
+                "profile_id": str(holder.id), "parts": parts, "reason": reason}]))
 
     # ---- probabilistic matching ---------------------------------------------------------
     def _resolve_by_match(self, unit: _Unit, unlinked: list[Identifier],
@@ -716,6 +732,6 @@ class IdentityApplication(ServiceApplication):
         for stored in self.scan(IdentifierLink.MarkedGeneric):
             link = self.repository.get(stored.originator_id)
             found.append({"type": link.identifier_type, "value": link.value,
-                          "profile_id": link.profile_id,
+                          "profile_id": stored.profile_id,
                           "profiles": stored.profiles, "seen_with": list(link.seen_with)})
         return found

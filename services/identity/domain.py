@@ -92,7 +92,8 @@ class IdentifierLink(Aggregate):
         self.seen_with.append(profile_id)
 
     @event("MarkedGeneric")
-    def mark_generic(self, profiles: int) -> None:
+    def mark_generic(self, profiles: int, profile_id: str | None = None) -> None:
+        """`profile_id`: the profile it belonged to when it was found generic."""
         self.generic = True
 
     @event("Unlinked")

@@ -137,10 +137,31 @@ def test_a_value_seen_with_too_many_profiles_it_cannot_join_stops_linking_and_is
                                      traits={"phone": shared_phone})])
     reported = app.generic_identifiers()
     assert [(g["type"], g["value"]) for g in reported] == [("phone", shared_phone)]
+    assert reported[0]["profile_id"] == app.profile_id_for("user_id", "u-1")
     # From now on the phone merges nobody: a new person with it gets a profile of their own.
     app.resolve_batch(KEY, [item(9, anonymousId="a-new", traits={"phone": shared_phone})])
     assert app.profile_id_for("anonymous_id", "a-new") != app.profile_id_for("user_id", "u-1")
     app.close()
+
+
+def test_a_value_found_generic_undoes_the_merges_it_had_made(tmp_path):
+    app = make_app(tmp_path, generic_after=2)
+    call_centre = "+33612345678"
+    app.resolve_batch(KEY, [item(1, "2026-01-01T00:00:00Z", anonymousId="a-1",
+                                 traits={"phone": call_centre}),
+                            item(2, "2026-01-02T00:00:00Z", anonymousId="a-2",
+                                 traits={"phone": call_centre})])
+    assert app.profile_id_for("anonymous_id", "a-1") == app.profile_id_for("anonymous_id",
+                                                                           "a-2")
+    # Two people with user ids of their own turn up with it: it is nobody's in particular.
+    app.resolve_batch(KEY, [item(3, userId="u-1", traits={"phone": call_centre}),
+                            item(4, userId="u-2", traits={"phone": call_centre}),
+                            item(5, userId="u-3", traits={"phone": call_centre})])
+
+    assert app.profile_id_for("phone", call_centre) is None
+    assert app.profile_id_for("anonymous_id", "a-1") != app.profile_id_for("anonymous_id",
+                                                                           "a-2")
+    assert splits(app)[0]["reason"]["rule"] == "generic"
 
 
 # ---- merges and splits -----------------------------------------------------------------------
