@@ -38,9 +38,14 @@ from services.identity.matching import (
     MatchIndex,
     MatchModel,
     attributes_of_event,
+    combined_levels,
 )
 from services.identity.policy import IdentityPolicy
 from shared.store import ServiceApplication
+
+# A record this many bits short of the review threshold against its best single record may
+# still reach it against all of a profile's records.
+PROFILE_EVIDENCE_MARGIN = 16.0
 
 
 def _age(profile: IdentityProfile) -> tuple[str, str, str]:
@@ -396,14 +401,15 @@ class IdentityApplication(ServiceApplication):
         return {"profile_id": str(profile.id), "merges": []}
 
     def _candidates(self, unit: _Unit, record: dict[str, Any]) -> list[dict[str, Any]]:
-        """Each candidate profile once, by its best-matching record, strongest first; a
-        profile the record may not join (its source already there) is left out. Only
-        candidates that could reach the review queue are looked at further."""
+        """Each candidate profile once, strongest first, scored against everything the
+        profile knows: per comparison, the best level any of its records reaches (a
+        person's birth date from one source, their SSN from another). A profile the
+        record may not join (its source already there) is left out."""
         floor = self.match_model.weight_of(self.policy.review_at)
         best: dict[str, dict[str, Any]] = {}
         for record_id, profile_id, weight, comparison in self.match_index.scored_candidates(
                 record["attributes"]):
-            if weight < floor:
+            if weight < floor - PROFILE_EVIDENCE_MARGIN:
                 continue
             profile = unit.root(profile_id)
             key = str(profile.id)
@@ -413,12 +419,24 @@ class IdentityApplication(ServiceApplication):
                          "comparison": comparison}
         exclusive = record["source"] in self.policy.one_record_per_profile
         found = []
-        for candidate in sorted(best.values(), key=lambda c: -c["weight"]):
+        for candidate in best.values():
             if exclusive and record["source"] in candidate["profile"].sources():
                 continue
-            candidate["probability"] = self.match_model.probability(candidate["weight"])
-            found.append(candidate)
-        return found
+            if len(candidate["profile"].records) > 1:
+                self._score_against_profile(record, candidate)
+            if candidate["weight"] >= floor:
+                candidate["probability"] = self.match_model.probability(candidate["weight"])
+                found.append(candidate)
+        return sorted(found, key=lambda c: -c["weight"])
+
+    def _score_against_profile(self, record: dict[str, Any], candidate: dict[str, Any]
+                               ) -> None:
+        levels = combined_levels(record["attributes"],
+                                 [r["attributes"] for r in candidate["profile"].records.values()])
+        weight = self.match_model.weight(levels)
+        if weight > candidate["weight"]:
+            candidate["weight"] = weight
+            candidate["comparison"] = self.match_model.lazy_explanation(levels)
 
     def _bridge(self, unit: _Unit, profile: IdentityProfile, record: dict[str, Any],
                 others: list[dict[str, Any]], seen_at: str, evidence: str | None

@@ -174,6 +174,16 @@ def compare(a: dict[str, str], b: dict[str, str]) -> tuple[int | None, ...]:
     return tuple(c.level_of(a, b) for c in COMPARISONS)
 
 
+def combined_levels(a: dict[str, str], others: list[dict[str, str]]) -> tuple[int | None, ...]:
+    """Per comparison, the best level `a` reaches against any of `others`."""
+    best: list[int | None] = [None] * len(COMPARISONS)
+    for other in others:
+        for index, level in enumerate(compare(a, other)):
+            if level is not None and (best[index] is None or level > best[index]):
+                best[index] = level
+    return tuple(best)
+
+
 # ---- the model ------------------------------------------------------------------------
 @dataclass
 class MatchModel:
@@ -208,6 +218,9 @@ class MatchModel:
     @staticmethod
     def weight_of(probability: float) -> float:
         return math.log2(probability / (1.0 - probability))
+
+    def lazy_explanation(self, levels: tuple[int | None, ...]) -> _Lazy:
+        return _Lazy(self, levels)
 
     def explain(self, levels: tuple[int | None, ...]) -> dict[str, Any]:
         """Each comparison's level and the weight it added, for the review queue and explain."""

@@ -443,3 +443,22 @@ def test_erasing_the_record_that_held_two_records_together_splits_them(tmp_path)
 def test_erasing_an_unknown_record_is_refused_naming_it(app):
     with pytest.raises(IdentityError, match="record_id: no record 'crm/404'"):
         app.erase_record("crm/404", by="dpo")
+
+
+def test_a_record_is_scored_against_everything_a_profile_knows_not_one_record_at_a_time(
+        tmp_path):
+    app = make_app(tmp_path, merge_at=0.9999, review_at=0.99)
+    app.use_match_model(confident_model())
+    name = {"given_name": "Grace", "surname": "Hopper"}
+    known = app.resolve_records([
+        {"source": "census", "id": "1", "identifiers": [["crm_id", "c-1"]],
+         "attributes": name | {"birth_date": "1906-12-09"}},
+        {"source": "taxes", "id": "2", "identifiers": [["crm_id", "c-1"]],
+         "attributes": name | {"ssn": "123-45-6789"}}])
+    assert known[0] == known[1]
+    # Against either record alone, a misspelt given name leaves too little; against both
+    # (birth date from one, SSN from the other) it is sure.
+    newcomer = {"given_name": "Gracie", "surname": "Hopper", "birth_date": "1906-12-09",
+                "ssn": "123-45-6789"}
+    assert app.resolve_records([{"source": "ssa", "id": "3",
+                                 "attributes": newcomer}])[0] == known[0]
