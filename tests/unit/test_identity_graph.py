@@ -462,3 +462,17 @@ def test_a_record_is_scored_against_everything_a_profile_knows_not_one_record_at
                 "ssn": "123-45-6789"}
     assert app.resolve_records([{"source": "ssa", "id": "3",
                                  "attributes": newcomer}])[0] == known[0]
+
+
+def test_the_fast_comparison_gives_what_each_comparison_says_on_its_own():
+    from services.identity.matching import COMPARISONS, compare
+    policy = IdentityPolicy()
+    variants = [clean_attributes(p, policy) for p in PEOPLE] + [
+        clean_attributes(PEOPLE[0] | {"given_name": "Lovelace", "surname": "Ada"}, policy),
+        clean_attributes({"surname": "Turing", "street_number": "43"}, policy),
+        clean_attributes({"given_name": "Alan", "birth_date": "1913-06-23"}, policy),
+        clean_attributes(PEOPLE[1] | {"birth_date": "1913-06-23", "postcode": "SK9 1AB",
+                                      "ssn": "123-45-6789"}, policy)]
+    for a in variants:
+        for b in variants:
+            assert compare(a, b) == tuple(c.level_of(a, b) for c in COMPARISONS)
