@@ -38,7 +38,9 @@ MAX_BUCKET = 200
 def clean_attributes(raw: dict[str, Any], policy: IdentityPolicy) -> dict[str, str]:
     """The attributes matching compares, normalised; missing or invalid ones left out."""
     cleaned = {
-        "given_name": canonical_given_name(raw.get("given_name")),
+        "given_name": normalise_name(raw.get("given_name")),
+        # Bill and William are one name: compared as close, and blocked together.
+        "given_formal": canonical_given_name(raw.get("given_name")),
         "surname": normalise_name(raw.get("surname")),
         "birth_date": normalise_date(raw.get("birth_date"), day_first=policy.dates_day_first),
         "ssn": _digits(raw.get("ssn")),
@@ -89,14 +91,20 @@ def attributes_of_event(event: dict[str, Any], policy: IdentityPolicy) -> dict[s
 
 
 # ---- comparisons ----------------------------------------------------------------------
-def _name_level(a: str, b: str, other_a: str | None, other_b: str | None) -> int:
+def _name_level(a: str, b: str, other_a: str | None, other_b: str | None,
+                formal_a: str | None = None, formal_b: str | None = None) -> int:
+    """`other_*`: the other name of each record, to recognise given name and surname
+    swapped (with a typo or two); `formal_*`: given names with nicknames resolved."""
     if a == b:
         return 4
     similarity = jaro_winkler_similarity(a, b)
-    if similarity >= 0.92:
+    if similarity >= 0.92 or (formal_a is not None and formal_a == formal_b):
         return 3
-    if other_a is not None and other_b is not None and a == other_b and b == other_a:
-        return 2  # given name and surname swapped
+    if other_a is not None and other_b is not None and (
+            (a == other_b and b == other_a)
+            or (jaro_winkler_similarity(a, other_b) >= 0.92
+                and jaro_winkler_similarity(b, other_a) >= 0.92)):
+        return 2
     return 1 if similarity >= 0.80 else 0
 
 
@@ -147,18 +155,19 @@ def _on(attribute: str, level: Callable[[str, str], int]):
     return compare
 
 
-def _names(attribute: str, other: str):
+def _names(attribute: str, other: str, formal: str | None = None):
     def compare(a: dict[str, str], b: dict[str, str]) -> int | None:
         left, right = a.get(attribute), b.get(attribute)
         if left is None or right is None:
             return None
-        return _name_level(left, right, a.get(other), b.get(other))
+        formals = (a.get(formal), b.get(formal)) if formal else (None, None)
+        return _name_level(left, right, a.get(other), b.get(other), *formals)
     return compare
 
 
 COMPARISONS = (
     Comparison("given_name", ("different", "similar", "swapped", "close", "exact"),
-               _names("given_name", "surname")),
+               _names("given_name", "surname", "given_formal")),
     Comparison("surname", ("different", "similar", "swapped", "close", "exact"),
                _names("surname", "given_name")),
     Comparison("birth_date", ("different", "same year", "one typo", "exact"),
@@ -180,7 +189,8 @@ def compare(a: dict[str, str], b: dict[str, str]) -> tuple[int | None, ...]:
     postcode_a, postcode_b = a.get("postcode"), b.get("postcode")
     return (
         None if given_a is None or given_b is None
-        else _name_level(given_a, given_b, surname_a, surname_b),
+        else _name_level(given_a, given_b, surname_a, surname_b, a.get("given_formal"),
+                         b.get("given_formal")),
         None if surname_a is None or surname_b is None
         else _name_level(surname_a, surname_b, given_a, given_b),
         None if birth_a is None or birth_b is None else _date_level(birth_a, birth_b),
@@ -275,6 +285,9 @@ def blocking_keys(a: dict[str, str]) -> Iterator[str]:
         yield "dob:" + birth
     if given and surname:
         yield "names:" + "|".join(sorted((given, surname)))
+        formal = a.get("given_formal")
+        if formal and formal != given:
+            yield "names:" + "|".join(sorted((formal, surname)))
     if postcode and given:
         yield f"pc-given:{postcode}|{given[:2]}"
     if postcode and surname:

@@ -476,3 +476,19 @@ def test_the_fast_comparison_gives_what_each_comparison_says_on_its_own():
     for a in variants:
         for b in variants:
             assert compare(a, b) == tuple(c.level_of(a, b) for c in COMPARISONS)
+
+
+@pytest.mark.parametrize("theirs, level", [
+    ({"given_name": "Robbie", "surname": "Lowe"}, "exact"),
+    ({"given_name": "Lowe", "surname": "Robbie"}, "swapped"),
+    ({"given_name": "Lowee", "surname": "Robie"}, "swapped"),
+    ({"given_name": "Robert", "surname": "Lowe"}, "close"),  # a nickname of the same name
+    ({"given_name": "Ronnie", "surname": "Lowe"}, "similar"),
+    ({"given_name": "Zachary", "surname": "Lowe"}, "different"),
+])
+def test_given_names_are_compared_with_swaps_typos_and_nicknames_in_mind(theirs, level):
+    from services.identity.matching import COMPARISONS, compare
+    policy = IdentityPolicy()
+    mine = clean_attributes({"given_name": "Robbie", "surname": "Lowe"}, policy)
+    found = compare(mine, clean_attributes(theirs, policy))[0]
+    assert COMPARISONS[0].levels[found] == level
