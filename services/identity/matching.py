@@ -27,8 +27,6 @@ from services.identity.normalise import (
 )
 from services.identity.policy import IdentityPolicy
 
-ATTRIBUTES = ("given_name", "surname", "birth_date", "ssn", "street_number", "address",
-              "postcode", "city")
 # A bucket holding more records than this says nothing about who is who (a postcode of a
 # whole town): it is skipped, as a generic identifier is.
 MAX_BUCKET = 200
