@@ -219,6 +219,15 @@ class GatewayService:
         return self._admin(request, lambda: _json(200, {
             "generic": self._call(self.identity.generic_identifiers)}))
 
+    @http("GET", "/v1/identity/model")
+    def identity_model(self, request):
+        return self._admin(request, lambda: _json(200, self._call(self.identity.match_weights)))
+
+    @http("POST", "/v1/identity/model/estimate")
+    def estimate_identity_model(self, request):
+        return self._admin(request, lambda: self._identity_answer(
+            self.identity.estimate_match_weights))
+
     def _identity_answer(self, remote, *args, key: str | None = None):
         outcome = self._call(remote, *args)
         if "error" in outcome:

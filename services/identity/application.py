@@ -35,10 +35,12 @@ from services.identity.graph import (
     path_between,
 )
 from services.identity.matching import (
+    COMPARISONS,
     MatchIndex,
     MatchModel,
     attributes_of_event,
     combined_levels,
+    estimate_model,
 )
 from services.identity.policy import IdentityPolicy
 from shared.store import ServiceApplication
@@ -46,6 +48,9 @@ from shared.store import ServiceApplication
 # A record this many bits short of the review threshold against its best single record may
 # still reach it against all of a profile's records.
 PROFILE_EVIDENCE_MARGIN = 16.0
+# EM needs pairs of records of one person among its blocked pairs: too few records, and
+# the weights it finds say more about chance than about people.
+MIN_RECORDS_TO_ESTIMATE = 200
 
 
 def _age(profile: IdentityProfile) -> tuple[str, str, str]:
@@ -523,6 +528,24 @@ class IdentityApplication(ServiceApplication):
         self.match_index = MatchIndex(self.match_model)
         self._index_position = 0
         self._catch_up_match_index()
+
+    def estimate_match_weights(self, seed: int = 0) -> dict[str, Any]:
+        """Estimate the weights again from every record identity holds (no labels needed)
+        and adopt them; what a deployment runs once it has records, then now and then."""
+        records = [attributes for _, attributes in self.match_index.records.values()]
+        if len(records) < MIN_RECORDS_TO_ESTIMATE:
+            raise IdentityError(f"records: estimating weights needs at least "
+                                f"{MIN_RECORDS_TO_ESTIMATE} records, identity holds "
+                                f"{len(records)}")
+        self.use_match_model(estimate_model(records, seed=seed))
+        return self.match_weights()
+
+    def match_weights(self) -> dict[str, Any]:
+        model = self.match_model
+        return {"prior": model.prior, "trained_on": model.trained_on,
+                "weights": {name: dict(zip(levels, (round(w, 2) for w in model.weights[name]),
+                                           strict=True))
+                            for name, levels in ((c.name, c.levels) for c in COMPARISONS)}}
 
     def use_match_model(self, model: MatchModel) -> None:
         """Adopt new weights (estimated by EM or configured); stored so a restart keeps them."""

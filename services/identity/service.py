@@ -67,6 +67,14 @@ class IdentityService:
         return _answer(self.app.erase_record, record_id, by)
 
     @rpc
+    def match_weights(self):
+        return self.app.match_weights()
+
+    @rpc
+    def estimate_match_weights(self):
+        return _answer(self.app.estimate_match_weights)
+
+    @rpc
     def generic_identifiers(self):
         return self.app.generic_identifiers()
 

@@ -78,3 +78,7 @@ def test_identity_requests_that_make_no_sense_are_refused_naming_the_field(platf
                                   json={"decision": "perhaps"})
     assert bad_decision.status_code == 400
     assert platform.admin("GET", "/v1/identity/generic").json() == {"generic": []}
+    model = platform.admin("GET", "/v1/identity/model").json()
+    assert set(model["weights"]) >= {"given_name", "surname", "birth_date"}
+    too_few = platform.admin("POST", "/v1/identity/model/estimate")
+    assert too_few.status_code == 400 and too_few.json()["message"].startswith("records:")

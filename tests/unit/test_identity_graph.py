@@ -492,3 +492,32 @@ def test_given_names_are_compared_with_swaps_typos_and_nicknames_in_mind(theirs,
     mine = clean_attributes({"given_name": "Robbie", "surname": "Lowe"}, policy)
     found = compare(mine, clean_attributes(theirs, policy))[0]
     assert COMPARISONS[0].levels[found] == level
+
+
+def test_weights_are_estimated_from_the_records_identity_holds_and_kept(tmp_path):
+    app = make_app(tmp_path)
+    given = ("ann", "bea", "cid", "dan", "eve", "fay", "gus", "hal", "ivy", "jon", "kai")
+    surnames = ("ash", "birch", "cedar", "dogwood", "elm", "fir", "gum", "hazel", "ilex",
+                "juniper", "kauri", "larch", "maple", "nutmeg", "oak", "pine", "quince",
+                "rowan", "spruce", "teak")
+    people = [{"given_name": g, "surname": s, "postcode": f"{1000 + i % 40}",
+               "birth_date": f"19{(i * 7) % 90:02d}-0{1 + i % 9}-1{i % 9}"}
+              for i, (g, s) in enumerate((g, s) for g in given for s in surnames)]
+    records = [{"source": "crm", "id": str(i), "attributes": p} for i, p in enumerate(people)]
+    records += [{"source": "shop", "id": str(i), "attributes": p}
+                for i, p in enumerate(people[:60])]
+    app.resolve_records(records)
+
+    estimated = app.estimate_match_weights()
+
+    assert estimated["trained_on"] == 280
+    assert estimated["weights"]["surname"]["exact"] > 0 > estimated["weights"]["surname"][
+        "different"]
+    app.close()
+    assert make_app(tmp_path).match_weights() == estimated
+
+
+def test_estimating_weights_from_too_few_records_is_refused_saying_how_many(app):
+    app.resolve_records([{"source": "crm", "id": "1", "attributes": PEOPLE[0]}])
+    with pytest.raises(IdentityError, match="records: estimating weights needs at least 200"):
+        app.estimate_match_weights()
