@@ -42,6 +42,7 @@ from services.identity.matching import (
     combined_levels,
     estimate_model,
 )
+from services.identity.normalise import normalise_email, normalise_phone
 from services.identity.policy import IdentityPolicy
 from shared.store import ServiceApplication
 
@@ -225,10 +226,18 @@ class IdentityApplication(ServiceApplication):
             if kind not in known:
                 raise IdentityError(f"identifiers: unknown identifier type {kind!r} "
                                     f"(known: {sorted(known)})")
-            text = str(value).strip()
+            text = self._normalised(kind, value)
             if text and not self.policy.is_blocked(text):
                 found.add(Identifier(kind, text))
         return sorted(found, key=lambda i: (self.policy.priority(i.type), i.value))
+
+    def _normalised(self, kind: str, value: Any) -> str | None:
+        """Emails and phones as events give them; an invalid one is no identifier."""
+        if kind == "email":
+            return normalise_email(value)
+        if kind == "phone":
+            return normalise_phone(value, self.policy.phone_region)
+        return None if value is None else str(value).strip()
 
     # ---- resolving one event or record --------------------------------------------------
     def _resolve(self, unit: _Unit, identifiers: list[Identifier],

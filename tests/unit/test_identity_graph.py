@@ -521,3 +521,17 @@ def test_estimating_weights_from_too_few_records_is_refused_saying_how_many(app)
     app.resolve_records([{"source": "crm", "id": "1", "attributes": PEOPLE[0]}])
     with pytest.raises(IdentityError, match="records: estimating weights needs at least 200"):
         app.estimate_match_weights()
+
+
+def test_a_record_s_identifiers_are_normalised_as_an_event_s_are(app):
+    first = app.resolve_records([{"source": "crm", "id": "1", "identifiers": [
+        ["email", " A.Da+crm@GMail.com"], ["phone", "06 12 34 56 78"]]}])[0]
+    assert app.profile_id_for("email", "ada@gmail.com") == first
+    assert app.profile_id_for("phone", "+33612345678") == first
+    app.resolve_records([{"source": "crm", "id": "2", "identifiers": [["phone", "12"]]}])
+    assert app.profile_id_for("phone", "12") is None
+
+
+def test_a_record_with_an_unknown_identifier_type_is_refused_naming_it(app):
+    with pytest.raises(IdentityError, match="identifiers: unknown identifier type 'fax'"):
+        app.resolve_records([{"source": "crm", "id": "1", "identifiers": [["fax", "123"]]}])
