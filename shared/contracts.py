@@ -11,6 +11,7 @@ from marshmallow import INCLUDE, Schema, fields, validate
 
 INGEST_RECEIVED = "ingest.received"
 IDENTITY_RESOLVED = "identity.resolved"
+IDENTITY_PROFILE_SPLIT = "identity.profile_split"
 PROFILE_CHANGED = "contacts.profile_changed"
 MEMBERSHIP_CHANGED = "segments.membership_changed"
 DELIVERY_PLANNED = "activation.delivery_planned"
@@ -19,6 +20,7 @@ DELIVERY_PLANNED = "activation.delivery_planned"
 CONSUMERS: dict[str, tuple[str, ...]] = {
     INGEST_RECEIVED: ("identity",),
     IDENTITY_RESOLVED: ("contacts", "consent"),
+    IDENTITY_PROFILE_SPLIT: ("contacts",),
     PROFILE_CHANGED: ("segments",),
     MEMBERSHIP_CHANGED: ("activation",),
     DELIVERY_PLANNED: ("activation",),
@@ -53,6 +55,24 @@ class IdentityResolvedItem(_Item):
     event = fields.Dict(required=True)
     identifiers = fields.List(fields.List(fields.String()), required=True)
     merged_from = fields.List(fields.String(), load_default=list)
+    # Each merge this event caused: survivor, absorbed, the rule ("seen_together" or
+    # "match") and, for a match, its probability.
+    merges = fields.List(fields.Dict(), load_default=list)
+
+
+class SplitPart(Schema):
+    profile_id = fields.String(required=True)
+    restored = fields.Boolean(required=True)  # True: a profile merged earlier gets its id back
+    identifiers = fields.List(fields.String(), required=True)  # "type:value" nodes
+
+
+class ProfileSplitItem(_Item):
+    """A profile fell apart (an edge retracted, a merge rejected, an identifier erased):
+    `profile_id` keeps the part holding its first identifier, each part left for its own."""
+
+    profile_id = fields.String(required=True)
+    parts = fields.List(fields.Nested(SplitPart), required=True)
+    reason = fields.Dict(required=True)
 
 
 class ProfileChangedItem(_Item):
@@ -60,6 +80,9 @@ class ProfileChangedItem(_Item):
     traits = fields.Dict(required=True)
     event = fields.Dict(allow_none=True, load_default=None)
     merged_from = fields.List(fields.String(), load_default=list)
+    # Set when identity split a profile: every profile involved is announced, each naming
+    # the profile that was split, so memberships can be evaluated again.
+    split_from = fields.String(allow_none=True, load_default=None)
     cause = fields.Nested(Cause, required=True)
     received_at = fields.String(allow_none=True, load_default=None)
 
@@ -90,6 +113,7 @@ class DeliveryPlannedItem(_Item):
 SCHEMAS: dict[tuple[str, int], type[Schema]] = {
     (INGEST_RECEIVED, 1): IngestReceivedItem,
     (IDENTITY_RESOLVED, 1): IdentityResolvedItem,
+    (IDENTITY_PROFILE_SPLIT, 1): ProfileSplitItem,
     (PROFILE_CHANGED, 1): ProfileChangedItem,
     (MEMBERSHIP_CHANGED, 1): MembershipChangedItem,
     (DELIVERY_PLANNED, 1): DeliveryPlannedItem,
@@ -117,6 +141,15 @@ EXAMPLES: dict[tuple[str, int], dict] = {
         "event": _TRACK,
         "identifiers": [["user_id", "u-42"], ["anonymous_id", _TRACK["anonymousId"]]],
         "merged_from": [],
+        "merges": [],
+    },
+    (IDENTITY_PROFILE_SPLIT, 1): {
+        "position": 120_001,
+        "profile_id": "0b6f7d0e-9c55-4f57-a1c6-1f2d3e4f5a6b",
+        "parts": [{"profile_id": "5d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "restored": True,
+                   "identifiers": ["email:grace@example.com", "anonymous_id:a-77"]}],
+        "reason": {"rule": "merge_rejected", "by": "admin",
+                   "edge": "anonymous_id:a-77|user_id:u-42"},
     },
     (PROFILE_CHANGED, 1): {
         "position": 90_000,

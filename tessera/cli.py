@@ -5,6 +5,7 @@
     tessera demo               the embedded platform, a realistic data set, checked figures
     tessera segments …         segments: list, define (with backfill progress), preview, members
     tessera traits …           computed traits: list, define, delete
+    tessera identity explain P why each identifier belongs to profile P (admin API)
 """
 
 from __future__ import annotations
@@ -97,6 +98,12 @@ def cmd_demo(args) -> int:
                     data_dir=Path(args.data_dir) if args.data_dir else None)
 
 
+def cmd_identity_explain(args) -> int:
+    from tessera.identity_cli import explain
+
+    return explain(args.profile, url=args.url, token=Settings.from_env().admin_token)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("kombu.connection").setLevel(logging.ERROR)
@@ -118,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from tessera import segments_cli
     segments_cli.add_commands(commands)
+    identity = commands.add_parser("identity", help="look into identity resolution")
+    identity_commands = identity.add_subparsers(dest="identity_command", required=True)
+    explain = identity_commands.add_parser(
+        "explain", help="why each identifier belongs to a profile: edges, rules, scores")
+    explain.add_argument("profile", help="a profile id (an absorbed one is followed)")
+    explain.add_argument("--url", default=None,
+                         help="the API (default: http://TESSERA_HTTP_HOST:TESSERA_HTTP_PORT)")
+    explain.set_defaults(func=cmd_identity_explain)
     args = parser.parse_args(argv)
     return args.func(args)
 

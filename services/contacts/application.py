@@ -99,6 +99,33 @@ class ContactsApplication(ServiceApplication):
         survivor.absorb(absorbed_id, dict(absorbed.traits), absorbed.events_total)
         absorbed.merge_into(survivor.profile_id)
 
+    def apply_splits(self, tracking_key: str, partition: str, items: list[dict[str, Any]]
+                     ) -> int:
+        """Follow identity's splits: a part that was a profile merged in earlier gets its
+        own profile (and timeline) back; a new part starts as a profile of its own. Each
+        profile involved is announced as changed, so that segments look at it again."""
+        fresh = self.fresh_items(tracking_key, items)
+        if not fresh:
+            return 0
+        unit = _Unit(self)
+        changes = []
+        for item in fresh:
+            split = unit.get_or_create(item["profile_id"])
+            for part in item["parts"]:
+                separated = unit.get_or_create(part["profile_id"])
+                split.release(part["profile_id"])
+                if separated.merged_into is not None:
+                    separated.restore(item["profile_id"])
+            for profile_id in (item["profile_id"], *(p["profile_id"] for p in item["parts"])):
+                changes.append({
+                    "profile_id": profile_id, "traits": dict(unit.profiles[profile_id].traits),
+                    "event": None, "merged_from": [], "split_from": item["profile_id"],
+                    # Position 0: a split changes no consent link, nothing to wait for.
+                    "cause": {"partition": partition, "position": 0}, "received_at": None})
+        self.save_processed(*unit.profiles.values(), ChangeBatch(items=changes),
+                            tracking_key=tracking_key, position=fresh[-1]["position"])
+        return len(fresh)
+
     # ---- queries ----------------------------------------------------------------------
     def timeline(self, profile_id: str, limit: int = 100) -> list[dict[str, Any]] | None:
         """The profile's events, newest first, including those of profiles merged into it."""

@@ -75,6 +75,17 @@ class Profile(Aggregate):
     def merge_into(self, survivor_id: str) -> None:
         self.merged_into = survivor_id
 
+    @event("PartReleased")
+    def release(self, profile_id: str) -> None:
+        """Identity split a part off: a profile merged in earlier is no longer ours.
+        Traits it filled in stay (we cannot tell them apart afterwards); its timeline goes."""
+        if profile_id in self.absorbed:
+            self.absorbed.remove(profile_id)
+
+    @event("Restored")
+    def restore(self, split_from: str) -> None:
+        self.merged_into = None
+
     def view(self) -> dict[str, Any]:
         return {
             "profile_id": self.profile_id,

@@ -6,7 +6,7 @@ from nameko.rpc import rpc
 
 from services.contacts.application import ContactsApplication
 from services.contacts.translation import translator
-from shared.contracts import IDENTITY_RESOLVED
+from shared.contracts import IDENTITY_PROFILE_SPLIT, IDENTITY_RESOLVED
 from shared.messaging.nameko_ext import ServiceApp, partitioned_handler, service_status
 
 
@@ -17,6 +17,10 @@ class ContactsService:
     @partitioned_handler(IDENTITY_RESOLVED, "contacts")
     def on_identity_resolved(self, envelope):
         return self.app.apply_batch(envelope.tracking_key, envelope.partition, envelope.items)
+
+    @partitioned_handler(IDENTITY_PROFILE_SPLIT, "contacts")
+    def on_profile_split(self, envelope):
+        return self.app.apply_splits(envelope.tracking_key, envelope.partition, envelope.items)
 
     @rpc
     def get_profile(self, profile_id: str):

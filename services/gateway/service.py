@@ -29,6 +29,7 @@ from services.gateway.domain import (
 )
 from services.gateway.schemas import ConsentRequestSchema
 from services.gateway.translation import translator
+from services.identity.normalise import normalise_email
 from shared.contracts import CONSUMERS, PARTITIONED_BY_DESTINATION
 from shared.messaging.broker import queue_depths, queues_for
 from shared.messaging.nameko_ext import ServiceApp, numbered_partitions, service_status
@@ -130,7 +131,8 @@ class GatewayService:
                             ("anonymousId", "anonymous_id"), ("phone", "phone")):
             value = args.get(param)
             if value:
-                value = value.strip().lower() if kind == "email" else value
+                if kind == "email":  # gmail's dots and +tags reach one mailbox
+                    value = normalise_email(value) or value.strip().lower()
                 profile_id = self._call(self.identity.profile_id_for, kind, value)
                 if profile_id is None:
                     return _error(404, "not_found", f"no profile with {param} {value!r}")
@@ -172,6 +174,77 @@ class GatewayService:
     def profile_segments(self, request, profile_id):
         return self._admin(request, lambda: _json(200, self._call(self.segments.memberships,
                                                                   profile_id)))
+
+    # ---- identity: explain, review queue, taking merges back ---------------------------
+    @http("GET", "/v1/profiles/<string:profile_id>/identity")
+    def profile_identity(self, request, profile_id):
+        def answer():
+            explained = self._call(self.identity.explain, profile_id)
+            if explained is None:
+                return _error(404, "not_found", f"no profile {profile_id}")
+            return _json(200, explained)
+        return self._admin(request, answer)
+
+    @http("POST", "/v1/profiles/<string:profile_id>/identity/retract")
+    def retract_identity_edge(self, request, profile_id):
+        def answer(body):
+            edge = [body.get("from"), body.get("to")]
+            if not all(isinstance(end, str) and ":" in end for end in edge):
+                return _error(400, "invalid_edge",
+                              "from, to: required, identifiers written type:value")
+            return self._identity_answer(self.identity.retract_edge, profile_id, *edge,
+                                         "admin")
+        return self._admin(request, self._with_json_body, request, answer)
+
+    @http("POST", "/v1/profiles/<string:profile_id>/identity/reject-merge")
+    def reject_identity_merge(self, request, profile_id):
+        return self._admin(request, lambda: self._identity_answer(
+            self.identity.reject_merge, profile_id, "admin"))
+
+    @http("GET", "/v1/identity/review")
+    def identity_review(self, request):
+        return self._admin(request, lambda: self._identity_answer(
+            self.identity.review_cases, request.args.get("status", "open"), key="cases"))
+
+    @http("POST", "/v1/identity/review/<string:case_id>")
+    def decide_identity_case(self, request, case_id):
+        def answer(body):
+            decision = body.get("decision")
+            if decision not in ("approve", "reject"):
+                return _error(400, "invalid_decision", "decision: must be approve or reject")
+            return self._identity_answer(self.identity.decide_case, case_id,
+                                         decision == "approve", "admin")
+        return self._admin(request, self._with_json_body, request, answer)
+
+    @http("GET", "/v1/identity/generic")
+    def generic_identifiers(self, request):
+        return self._admin(request, lambda: _json(200, {
+            "generic": self._call(self.identity.generic_identifiers)}))
+
+    @http("GET", "/v1/identity/model")
+    def identity_model(self, request):
+        return self._admin(request, lambda: _json(200, self._call(self.identity.match_weights)))
+
+    @http("POST", "/v1/identity/model/estimate")
+    def estimate_identity_model(self, request):
+        return self._admin(request, lambda: self._identity_answer(
+            self.identity.estimate_match_weights))
+
+    def _identity_answer(self, remote, *args, key: str | None = None):
+        outcome = self._call(remote, *args)
+        if "error" in outcome:
+            return _json(400, outcome["error"])
+        return _json(200, {key: outcome["result"]} if key else outcome["result"])
+
+    @staticmethod
+    def _with_json_body(request, answer):
+        try:
+            body = json.loads(request.get_data(cache=False) or b"{}")
+        except ValueError:
+            return _error(400, "invalid_json", "body is not valid JSON")
+        if not isinstance(body, dict):
+            return _error(400, "invalid_body", "body must be a JSON object")
+        return answer(body)
 
     @http("GET", "/v1/decisions/<string:decision_id>")
     def decision(self, request, decision_id):

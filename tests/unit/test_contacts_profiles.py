@@ -191,3 +191,42 @@ def test_the_timeline_lists_a_profiles_events_newest_first_including_merged_ones
     assert [entry["event"] for entry in timeline] == ["Order Completed", "Signed Up", "Home"]
     assert app.timeline(absorbed) == timeline  # an absorbed id shows its survivor
     assert app.timeline(str(uuid.uuid4())) is None
+
+
+# ---- splits ----------------------------------------------------------------------------------
+SPLIT_KEY = "identity/identity.profile_split/0"
+
+
+def split(position: int, profile_id: str, part: str, restored: bool = True) -> dict:
+    return {"position": position, "profile_id": profile_id, "reason": {"rule": "merge_rejected"},
+            "parts": [{"profile_id": part, "restored": restored, "identifiers": []}]}
+
+
+def test_a_split_gives_a_merged_profile_its_own_timeline_back(app):
+    app.apply_batch(KEY, "0", [track(1, ADA, "Viewed"), track(2, BOB, "Bought")])
+    app.apply_batch(KEY, "0", [resolved(3, ADA, merged_from=(BOB,), type="identify")])
+    assert app.profile(BOB)["profile_id"] == ADA
+
+    assert app.apply_splits(SPLIT_KEY, "0", [split(1, ADA, BOB)]) == 1
+
+    assert app.profile(BOB)["profile_id"] == BOB
+    assert app.profile(ADA)["absorbed"] == []
+    assert [e["event"] for e in app.timeline(ADA)] == ["Viewed"]
+    assert [e["event"] for e in app.timeline(BOB)] == ["Bought"]
+    announced = changes(app)[-2:]
+    assert [(c["profile_id"], c["split_from"]) for c in announced] == [(ADA, ADA), (BOB, ADA)]
+
+
+def test_a_split_off_part_never_seen_before_starts_as_an_empty_profile(app):
+    app.apply_batch(KEY, "0", [track(1, ADA, "Viewed")])
+    newcomer = str(uuid.uuid4())
+    app.apply_splits(SPLIT_KEY, "0", [split(1, ADA, newcomer, restored=False)])
+    assert app.profile(newcomer)["events_total"] == 0
+    assert [e["event"] for e in app.timeline(ADA)] == ["Viewed"]
+
+
+def test_a_redelivered_split_changes_nothing(app):
+    app.apply_batch(KEY, "0", [track(1, ADA), resolved(2, ADA, merged_from=(BOB,),
+                                                       type="identify")])
+    app.apply_splits(SPLIT_KEY, "0", [split(1, ADA, BOB)])
+    assert app.apply_splits(SPLIT_KEY, "0", [split(1, ADA, BOB)]) == 0
