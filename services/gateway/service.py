@@ -31,7 +31,12 @@ from services.gateway.schemas import ConsentRequestSchema
 from services.gateway.translation import translator
 from shared.contracts import CONSUMERS, PARTITIONED_BY_DESTINATION
 from shared.messaging.broker import queue_depths, queues_for
-from shared.messaging.nameko_ext import ServiceApp, numbered_partitions, service_status
+from shared.messaging.nameko_ext import (
+    RequestLatency,
+    ServiceApp,
+    numbered_partitions,
+    service_status,
+)
 
 SHORT_PATHS = {"i": "identify", "t": "track", "p": "page", "s": "screen", "g": "group",
                "a": "alias"}
@@ -58,6 +63,7 @@ class Unavailable(Exception):
 class GatewayService:
     name = "gateway"
     app = ServiceApp(GatewayApplication, translator)
+    latency = RequestLatency()
     identity = RpcProxy("identity")
     contacts = RpcProxy("contacts")
     segments = RpcProxy("segments")

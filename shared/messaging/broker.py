@@ -52,6 +52,14 @@ def connect(broker_url: str) -> Connection:
     return Connection(broker_url, transport_options={"confirm_publish": True}, heartbeat=30)
 
 
+def broker_answers(broker_url: str, timeout: float = 2.0) -> None:
+    """Opens and closes one connection; raises if the broker refuses or is unreachable."""
+    if broker_url.startswith("memory://"):
+        return
+    with Connection(broker_url, connect_timeout=timeout) as connection:
+        connection.connect()
+
+
 def queue_name(consumer: str, stream: str, partition: str) -> str:
     return f"{consumer}.{stream}.{partition}"
 

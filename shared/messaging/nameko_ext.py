@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from marshmallow import ValidationError  # noqa: E402
 from nameko.extensions import DependencyProvider, Entrypoint, register_entrypoint  # noqa: E402
 from nameko.messaging import QueueConsumer  # noqa: E402
 
+from shared import logs, ops  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.envelope import Envelope, load_envelope  # noqa: E402
 from shared.messaging.broker import Publisher, partition_queue  # noqa: E402
@@ -75,6 +77,16 @@ class ServiceApp(DependencyProvider):
                 batch_max=settings.batch_max,
             )
             self.app.relay = self.relay
+        app = self.app
+        ops.register_service(ops.ServiceProbe(
+            name=self.container.service_name,
+            store_answers=lambda: app.process_recorder.max_notification_id(),
+            outbox_backlog=self.relay.backlog if self.relay is not None else None,
+        ))
+
+    def worker_setup(self, worker_ctx):
+        """Every log line of this worker carries the correlation id of what it handles."""
+        logs.CORRELATION_ID.set(_correlation_id(worker_ctx))
 
     def start(self):
         self._stopping = False
@@ -94,6 +106,10 @@ class ServiceApp(DependencyProvider):
         self._stopping = True
         if self.relay is not None:
             self.relay.stop()
+            # Consumers have stopped and workers finished: publish what they saved, so
+            # that a replica going away leaves no backlog behind for its successor.
+            with contextlib.suppress(Exception):
+                self.relay.relay_once()
         with contextlib.suppress(Exception):
             self.app.flush_tracking()
         with contextlib.suppress(Exception):
@@ -104,6 +120,45 @@ class ServiceApp(DependencyProvider):
 
     def get_dependency(self, worker_ctx):
         return self.app
+
+
+def _correlation_id(worker_ctx) -> str:
+    for arg in worker_ctx.args:
+        if isinstance(arg, Envelope):
+            return arg.correlation_id or arg.event_id
+    request = worker_ctx.args[0] if worker_ctx.args else None
+    headers = getattr(request, "headers", None)
+    given = headers.get("X-Correlation-Id") if headers is not None else None
+    return given or worker_ctx.origin_call_id or worker_ctx.call_id
+
+
+class RequestLatency(DependencyProvider):
+    """Times each `@http` worker of the service into the request latency histogram."""
+
+    def setup(self):
+        # Kept here, not in worker_ctx.data: that travels on with every RPC the worker makes.
+        self.started: dict[int, float] = {}
+
+    def worker_setup(self, worker_ctx):
+        self.started[id(worker_ctx)] = time.perf_counter()
+
+    def worker_result(self, worker_ctx, result=None, exc_info=None):
+        started = self.started.pop(id(worker_ctx), None)
+        if started is None:
+            return
+        entrypoint = worker_ctx.entrypoint
+        status = getattr(result, "status_code", 500 if exc_info else 200)
+        ops.REQUEST_LATENCY.labels(
+            method=getattr(entrypoint, "method", "?"),
+            route=getattr(entrypoint, "url", entrypoint.method_name),
+            status=str(status),
+        ).observe(time.perf_counter() - started)
+
+    def worker_teardown(self, worker_ctx):
+        self.started.pop(id(worker_ctx), None)
+
+    def get_dependency(self, worker_ctx):
+        return None
 
 
 def service_status(service: str, app) -> dict:
@@ -185,6 +240,7 @@ class PartitionedConsumer(Entrypoint):
             lane = _Lane(self, partition_queue(self.consumer, self.stream, partition))
             self.lanes.append(lane)
             self.queue_consumer.register_provider(lane)
+        ops.register_consumed_queues(self.consumer, [lane.queue for lane in self.lanes])
 
     def stop(self):
         for lane in self.lanes:
@@ -225,6 +281,7 @@ class PartitionedConsumer(Entrypoint):
     def _handled(self, lane: _Lane, envelope, messages, worker_ctx, result=None, exc_info=None):
         retrying = RETRYING.setdefault(self.consumer, set())
         if exc_info is None:
+            _count_handled(self.consumer, envelope, result)
             for message in messages:
                 self.queue_consumer.ack_message(message)
                 IN_FLIGHT[self.consumer] -= 1
@@ -232,11 +289,20 @@ class PartitionedConsumer(Entrypoint):
             self._handle_next(lane)
             return result, exc_info
         retrying.add(lane.queue.name)
+        ops.BATCHES_FAILED.labels(self.consumer, envelope.type).inc()
         # Transient failure (database, RPC). Retry this very batch before any later one:
         # requeueing would let the batches already prefetched behind it overtake it.
         log.warning("retrying batch %s on %s: %s", envelope.event_id, lane.queue.name, exc_info[1])
         eventlet.spawn_after(REQUEUE_DELAY_SECONDS, self._spawn, lane, envelope, messages)
         return result, exc_info
+
+
+def _count_handled(service: str, envelope: Envelope, result) -> None:
+    ops.EVENTS_PROCESSED.labels(service, envelope.type).inc(len(envelope.items))
+    if isinstance(result, dict):
+        for outcome, count in result.items():
+            if isinstance(count, int) and count:
+                ops.BATCH_OUTCOMES.labels(service, envelope.type, outcome).inc(count)
 
 
 def _json(body):
