@@ -68,3 +68,13 @@ def configure_logging(log_format: str, level: str, process_name: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("kombu.connection").setLevel(logging.ERROR)
+
+
+def announce(message: str) -> None:
+    """A line that is always shown (start-up, shutdown), in the configured format."""
+    record = logging.LogRecord("tessera", logging.INFO, __file__, 0, message, None, None)
+    handlers = logging.getLogger().handlers
+    if not handlers:
+        print(message, flush=True)
+    for handler in handlers:
+        handler.emit(record)

@@ -28,6 +28,7 @@ if any(command in sys.argv[1:2] for command in ("up", "run")):
     eventlet.monkey_patch()
 
 from shared.config import Settings  # noqa: E402
+from shared.logs import announce  # noqa: E402
 
 
 def _tune_garbage_collector() -> None:
@@ -78,9 +79,9 @@ def cmd_up(args) -> int:
     runner = start_services(settings)
     ops = start_ops_server(settings)
     _warn_if_closed(settings)
-    print(f"tessera up: embedded, data in {settings.data_dir}, "
-          f"API on http://{settings.http_host}:{settings.http_port}, "
-          f"{_ops_line(settings, ops)}", flush=True)
+    announce(f"tessera up: embedded, data in {settings.data_dir}, "
+             f"API on http://{settings.http_host}:{settings.http_port}, "
+             f"{_ops_line(settings, ops)}")
     _serve_forever(runner, ops)
     return 0
 
@@ -91,8 +92,9 @@ def cmd_run(args) -> int:
     settings = Settings.from_env()
     runner = start_services(settings, args.services)
     ops = start_ops_server(settings)
-    print(f"tessera run: {', '.join(args.services)} on {settings.broker_url.split('@')[-1]} "
-          f"with {settings.database}, {_ops_line(settings, ops)}", flush=True)
+    announce(f"tessera run: {', '.join(args.services)} on "
+             f"{settings.broker_url.split('@')[-1]} with {settings.database}, "
+             f"{_ops_line(settings, ops)}")
     _serve_forever(runner, ops)
     return 0
 
@@ -106,11 +108,11 @@ def cmd_migrate(args) -> int:
 
     settings = Settings.from_env()
     if settings.database != "postgres":
-        print("tessera migrate: TESSERA_DATABASE is not 'postgres'; SQLite files are "
-              "created by the services themselves", flush=True)
+        announce("tessera migrate: TESSERA_DATABASE is not 'postgres'; SQLite files are "
+                 "created by the services themselves")
     migrated = migrate(settings, args.services or None)
-    print(f"tessera migrate: schemas and tables ready for {', '.join(migrated)} "
-          f"in {settings.database}", flush=True)
+    announce(f"tessera migrate: schemas and tables ready for {', '.join(migrated)} "
+             f"in {settings.database}")
     return 0
 
 
