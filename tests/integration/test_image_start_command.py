@@ -40,7 +40,8 @@ def image_start_command(service: str) -> tuple[list[str], dict[str, str]]:
 
 @pytest.fixture
 def throwaway_broker_and_database():
-    vhost, database = f"tessera-image-{secrets.token_hex(4)}", f"tessera_image_{secrets.token_hex(4)}"
+    suffix = secrets.token_hex(4)
+    vhost, database = f"tessera-image-{suffix}", f"tessera_image_{suffix}"
     create_vhost(vhost)
     yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}", database
     drop_database(database)
