@@ -56,10 +56,11 @@ identity contacts segments consent activation
 {{- if lt $partitions 1 -}}
 {{- fail (printf "partitions: must be at least 1 (got %d)" $partitions) -}}
 {{- end -}}
-{{- if gt (int .Values.autoscaling.maxReplicas) $partitions -}}
+{{- $autoscaled := ne .Values.autoscaling.mode "none" -}}
+{{- if and $autoscaled (gt (int .Values.autoscaling.maxReplicas) $partitions) -}}
 {{- fail (printf "autoscaling.maxReplicas: must not exceed partitions (%d > %d): each partition has one active consumer" (int .Values.autoscaling.maxReplicas) $partitions) -}}
 {{- end -}}
-{{- if gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas) -}}
+{{- if and $autoscaled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail (printf "autoscaling.minReplicas: must not exceed autoscaling.maxReplicas (%d > %d)" (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- end -}}
 {{- if not (has .Values.autoscaling.mode (list "none" "keda" "hpa")) -}}
@@ -67,7 +68,7 @@ identity contacts segments consent activation
 {{- end -}}
 {{- range $name := splitList " " (include "tessera.consumers" .) -}}
 {{- $service := index $.Values.services $name -}}
-{{- if and $service.enabled (gt (int $service.replicas) $partitions) -}}
+{{- if and $service.enabled (not $autoscaled) (gt (int $service.replicas) $partitions) -}}
 {{- fail (printf "services.%s.replicas: must not exceed partitions (%d > %d): each partition has one active consumer" $name (int $service.replicas) $partitions) -}}
 {{- end -}}
 {{- end -}}
