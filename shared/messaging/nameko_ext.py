@@ -27,6 +27,7 @@ from nameko.messaging import QueueConsumer  # noqa: E402
 from shared import logs, ops  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.envelope import Envelope, load_envelope  # noqa: E402
+from shared.leadership import relay_leadership  # noqa: E402
 from shared.messaging.broker import Publisher, partition_queue  # noqa: E402
 from shared.outbox import OutboxRelay, Translation  # noqa: E402
 
@@ -75,6 +76,7 @@ class ServiceApp(DependencyProvider):
                 Publisher(settings.broker_url),
                 linger_seconds=settings.linger_ms / 1000,
                 batch_max=settings.batch_max,
+                leadership=relay_leadership(settings, self.container.service_name),
             )
             self.app.relay = self.relay
         app = self.app
@@ -109,7 +111,7 @@ class ServiceApp(DependencyProvider):
             # Consumers have stopped and workers finished: publish what they saved, so
             # that a replica going away leaves no backlog behind for its successor.
             with contextlib.suppress(Exception):
-                self.relay.relay_once()
+                self.relay.finish()
         with contextlib.suppress(Exception):
             self.app.flush_tracking()
         with contextlib.suppress(Exception):
