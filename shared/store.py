@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -118,10 +119,23 @@ class ServiceApplication(Application):
             ensure_postgres_database(settings)
             ensure_postgres_schema(settings, self.service_name)
         merged = store_env(self.service_name, settings) | (env or {})
-        super().__init__(env=merged)
+        self._construct(merged)
         self._tracked: dict[str, int] = {}
         self._tracking_to_flush: dict[str, int] = {}
         self._listeners: list[Callable[[], None]] = []
+
+    def _construct(self, env: dict[str, str], attempts: int = 5) -> None:
+        """Replicas (and the migration Job) starting together race to create the same
+        tables: PostgreSQL's CREATE TABLE IF NOT EXISTS can then fail on its catalog's
+        unique index. The loser tries again and finds the tables there."""
+        for attempt in range(1, attempts + 1):
+            try:
+                super().__init__(env=env)
+                return
+            except IntegrityError:
+                if attempt == attempts:
+                    raise
+                time.sleep(0.2 * attempt)
 
     def construct_recorder(self):
         # A process recorder keeps tracking records in the same transaction as events.

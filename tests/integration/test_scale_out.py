@@ -1,0 +1,195 @@
+"""Two replicas of contacts on the real broker share its partitions and keep each person's
+order: 100,000 events, a merge across partitions halfway, one replica SIGKILLed mid-run.
+
+At the end every person's events are stored exactly once each, in the order they were
+sent, and what contacts published downstream holds every change exactly once (after the
+position-based de-duplication every consumer does) in each person's order.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections import defaultdict
+
+import httpx
+import pytest
+from kombu import Connection
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.contacts.application import ContactsApplication
+from services.contacts.domain import Profile
+from shared.config import Settings
+from shared.contracts import IDENTITY_RESOLVED, PROFILE_CHANGED
+from shared.envelope import Envelope
+from shared.messaging.broker import Publisher, partition_queue, queue_depths
+from shared.partitions import partition_of
+from tessera.testing.platform import Platform
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 8
+PEOPLE = 2_000
+EVENTS_EACH = 50  # 100,000 events in all
+MERGES = 10
+ENVELOPE_ITEMS = 500
+
+
+def people_and_merges() -> tuple[list[str], dict[str, str]]:
+    """Profile ids, and MERGES absorbed -> survivor pairs whose partitions differ."""
+    people = [str(uuid.uuid4()) for _ in range(PEOPLE)]
+    absorbed_by: dict[str, str] = {}
+    spare = iter(people[MERGES * 2:])
+    for survivor in people[:MERGES]:
+        absorbed = next(p for p in spare
+                        if partition_of(p, PARTITIONS) != partition_of(survivor, PARTITIONS))
+        absorbed_by[absorbed] = survivor
+    return people, absorbed_by
+
+
+def resolved_item(person: str, seq: int, merged_from: list[str]) -> dict:
+    return {"profile_id": person, "source": "web", "identifiers": [],
+            "merged_from": merged_from,
+            "event": {"type": "track", "event": "Step", "messageId": f"{person}/{seq}",
+                      "timestamp": f"2026-11-29T10:{seq // 60:02d}:{seq % 60:02d}.000Z",
+                      "properties": {"person": person, "seq": seq}}}
+
+
+def send_everything(broker_url: str, people: list[str], absorbed_by: dict[str, str]) -> None:
+    """Round by round, as identity would: each person's events in order on their partition;
+    halfway, each survivor's event carries the merge of its absorbed profile, whose own
+    events keep arriving on the absorbed profile's partition (in flight elsewhere)."""
+    survivors = {survivor: absorbed for absorbed, survivor in absorbed_by.items()}
+    positions: dict[str, int] = defaultdict(int)
+    publisher = Publisher(broker_url)
+    try:
+        for seq in range(1, EVENTS_EACH + 1):
+            by_partition: dict[str, list[dict]] = defaultdict(list)
+            for person in people:
+                merged = [survivors[person]] if seq == EVENTS_EACH // 2 and person in survivors \
+                    else []
+                by_partition[partition_of(person, PARTITIONS)].append(
+                    resolved_item(person, seq, merged))
+            envelopes = []
+            for partition, items in by_partition.items():
+                for start in range(0, len(items), ENVELOPE_ITEMS):
+                    chunk = items[start:start + ENVELOPE_ITEMS]
+                    for item in chunk:
+                        positions[partition] += 1
+                        item["position"] = positions[partition]
+                    envelopes.append(Envelope(type=IDENTITY_RESOLVED, producer="identity",
+                                              partition=partition, items=chunk))
+            publisher.publish(envelopes)
+    finally:
+        publisher.close()
+
+
+def processed_by_each_replica(platform: Platform) -> list[float]:
+    figures = []
+    for port, process in zip(platform.ops_ports, platform.processes, strict=True):
+        if process.poll() is not None:
+            figures.append(0.0)
+            continue
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        figures.append(sum(s.value for f in text_string_to_metric_families(text)
+                           for s in f.samples if s.name == "tessera_events_processed_total"))
+    return figures
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.5)
+
+
+def contacts_queues() -> list:
+    return [partition_queue("contacts", IDENTITY_RESOLVED, str(p)) for p in range(PARTITIONS)]
+
+
+def stored_sequences(platform: Platform, people: list[str], absorbed: set[str]):
+    """Each person's seq numbers in the order contacts stored them, through merges: an
+    absorbed profile's stream holds what came before the merge, its survivor's the rest."""
+    app = ContactsApplication(Settings(database="postgres", postgres_dbname=platform.database,
+                                       partitions=PARTITIONS))
+    try:
+        sequences: dict[str, list[int]] = defaultdict(list)
+        for person in sorted(people, key=lambda p: p not in absorbed):
+            for stored in app.events.get(uuid.UUID(person)):
+                if isinstance(stored, Profile.EventsRecorded):
+                    for entry in stored.entries:
+                        sequences[entry["properties"]["person"]].append(
+                            entry["properties"]["seq"])
+        merged_into = {person: app.repository.get(uuid.UUID(person)).merged_into
+                       for person in people}
+    finally:
+        app.close()
+    return sequences, merged_into
+
+
+def published_changes(broker_url: str) -> dict[str, dict[int, list[int]]]:
+    """What contacts published, per person: for each downstream partition queue, the seq
+    numbers in arrival order, duplicates (same position: a relay re-publishing) dropped."""
+    seen_positions: set[int] = set()
+    changes: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+    with Connection(broker_url) as connection:
+        channel = connection.channel()
+        for partition in range(PARTITIONS):
+            queue = partition_queue("segments", PROFILE_CHANGED, str(partition))
+            while (message := channel.basic_get(queue.name, no_ack=True)) is not None:
+                import orjson
+
+                for item in orjson.loads(message.body)["payload"]["items"]:
+                    if item["position"] in seen_positions:
+                        continue
+                    seen_positions.add(item["position"])
+                    properties = item["event"]["properties"]
+                    changes[properties["person"]][partition].append(properties["seq"])
+    return changes
+
+
+def test_two_replicas_keep_each_persons_order_through_a_merge_and_a_killed_replica():
+    people, absorbed_by = people_and_merges()
+    platform = Platform(mode="real", services=("contacts", "contacts"),
+                        partitions=PARTITIONS).start()
+    try:
+        send_everything(platform.broker_url, people, absorbed_by)
+        total = PEOPLE * EVENTS_EACH
+        wait_until(lambda: sum(processed_by_each_replica(platform)) >= total * 0.3, 240,
+                   "contacts did not get through 30% of the events")
+
+        busiest = max(range(2), key=lambda i: processed_by_each_replica(platform)[i])
+        os.killpg(platform.processes[busiest].pid, signal.SIGKILL)
+        platform.processes[busiest].wait()
+
+        def drained() -> bool:
+            if any(queue_depths(platform.broker_url, contacts_queues()).values()):
+                return False
+            with platform.rpc() as rpc:  # only the surviving replica answers now
+                status = rpc.contacts.status()
+            return (status["in_flight"] == 0 and not status["retrying"]
+                    and status["outbox_backlog"] == 0)
+
+        wait_until(drained, 300, "contacts did not drain after the kill")
+        time.sleep(2)  # the last batch's worker acks after its save: let it finish
+        wait_until(drained, 60, "contacts did not stay drained")
+        sequences, merged_into = stored_sequences(platform, people, set(absorbed_by))
+        published = published_changes(platform.broker_url)
+    finally:
+        platform.stop()
+        platform.cleanup()
+
+    in_order = list(range(1, EVENTS_EACH + 1))
+    out_of_order = {person: seqs for person, seqs in sequences.items() if seqs != in_order}
+    example = next(iter(out_of_order.items()), None)
+    assert not out_of_order, (f"{len(out_of_order)} people out of order, e.g. {example}, "
+                              f"merged: {example and example[0] in absorbed_by}")
+    assert set(sequences) == set(people)
+    assert {p: s for p, s in merged_into.items() if s is not None} == absorbed_by
+    for person in people:
+        per_queue = published[person]
+        assert sorted(seq for seqs in per_queue.values() for seq in seqs) == in_order, person
+        assert all(seqs == sorted(seqs) for seqs in per_queue.values()), person
