@@ -177,8 +177,11 @@ class ServiceApplication(Application):
 
     # ---- idempotent consumption -------------------------------------------------------
     def tracked_position(self, key: str) -> int:
-        if key not in self._tracked:
-            self._tracked[key] = self.process_recorder.max_tracking_id(key) or 0
+        """Read from the store for every batch: another replica may have held this
+        partition since we last did (and gone on past our remembered position). What we
+        remember may be ahead: batches that changed nothing, not flushed yet."""
+        stored = self.process_recorder.max_tracking_id(key) or 0
+        self._tracked[key] = max(stored, self._tracked.get(key, 0))
         return self._tracked[key]
 
     def fresh_items(self, key: str, items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 import eventlet  # noqa: E402
 import orjson  # noqa: E402
+from kombu import Consumer as KombuConsumer  # noqa: E402
 from marshmallow import ValidationError  # noqa: E402
 from nameko.extensions import DependencyProvider, Entrypoint, register_entrypoint  # noqa: E402
 from nameko.messaging import QueueConsumer  # noqa: E402
@@ -28,7 +29,7 @@ from shared import logs, ops  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.envelope import Envelope, load_envelope  # noqa: E402
 from shared.leadership import relay_leadership  # noqa: E402
-from shared.messaging.broker import Publisher, partition_queue  # noqa: E402
+from shared.messaging.broker import Publisher, consumer_count, partition_queue  # noqa: E402
 from shared.outbox import OutboxRelay, Translation  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,10 @@ REQUEUE_DELAY_SECONDS = 0.5
 TRACKING_FLUSH_SECONDS = 0.5
 LANE_PREFETCH = 20
 MERGE_MAX_ITEMS = 5000
+SHARE_CHECK_SECONDS = 5.0
+ACTIVE_WINDOW_SECONDS = 15.0
+RESUBSCRIBE_DELAY_SECONDS = 3.0
+HANDED_OVER = object()  # the channel of a lane that was handed over to another replica
 
 # Batches being worked on per service in this process: part of "is the pipeline drained?".
 IN_FLIGHT: dict[str, int] = {}
@@ -187,6 +192,17 @@ class _Lane:
         self.queue = queue
         self.waiting: deque = deque()  # (envelope, message), in arrival order
         self.busy = False
+        self.last_delivery = float("-inf")  # monotonic time of the last message received
+        self.hand_over = False  # asked to let another replica take this partition
+        self.resubscribe_at: float | None = None  # handed over: when to queue up again
+        self.channel = None  # its own channel on RabbitMQ (None: the shared one, embedded)
+
+    @property
+    def active(self) -> bool:
+        """This replica is the partition's active consumer (as far as we can tell: SAC
+        says nothing, but only the active consumer receives messages)."""
+        return (self.resubscribe_at is None
+                and time.monotonic() - self.last_delivery < ACTIVE_WINDOW_SECONDS)
 
     def handle_message(self, body, message):
         self.entrypoint.handle_lane_message(self, body, message)
@@ -205,6 +221,15 @@ class _Lane:
         return merge(envelopes), messages
 
 
+def lanes_to_hand_over(lanes: list[_Lane], replicas: int) -> list[_Lane]:
+    """The active lanes beyond this replica's share of the partitions, if any."""
+    if replicas <= 1:
+        return []
+    share = -(-len(lanes) // replicas)  # ceil: every partition has a home
+    active = [lane for lane in lanes if lane.active and not lane.hand_over]
+    return active[share:] if len(active) > share else []
+
+
 def merge(envelopes: list[Envelope]) -> Envelope:
     if len(envelopes) == 1:
         return envelopes[0]
@@ -215,15 +240,72 @@ def merge(envelopes: list[Envelope]) -> Envelope:
 
 
 class PartitionQueueConsumer(QueueConsumer):
-    """Partition lanes get a connection of their own and a small prefetch.
+    """Partition lanes get a connection of their own, and on RabbitMQ a channel each.
 
     Sharing nameko's consumer (one channel, prefetch = max_workers) lets batches that wait
     for their lane's turn use up the prefetch, and RPC requests then wait behind them.
+
+    A channel per lane is what lets replicas share partitions. With single active consumer
+    the first replica to subscribe gets every partition; a replica holding more than its
+    share hands some over by closing their channels: RabbitMQ then requeues what that
+    channel held, in order, and makes the next replica in line the active consumer, the
+    same hand-over as when a replica dies. It queues up again behind, as a standby.
     """
 
     @property
+    def per_lane_channels(self) -> bool:
+        return not self.amqp_uri.startswith("memory://")
+
+    @property
     def prefetch_count(self):
+        if self.per_lane_channels:
+            return LANE_PREFETCH
         return LANE_PREFETCH * max(1, len(self._providers))
+
+    def get_consumers(self, consumer_cls, channel):
+        if not self.per_lane_channels:
+            return super().get_consumers(consumer_cls, channel)
+        self._amqp_connection = channel.connection
+        for lane in self._providers:
+            lane.resubscribe_at = None
+            lane.hand_over = False
+            self._consumers[lane] = self._lane_consumer(lane)
+        return self._consumers.values()
+
+    def _lane_consumer(self, lane):
+        lane.channel = self._amqp_connection.channel()
+        consumer = KombuConsumer(lane.channel, queues=[lane.queue], accept=self.accept,
+                                 callbacks=[partial(self.handle_message, lane)])
+        consumer.qos(prefetch_count=LANE_PREFETCH)
+        return consumer
+
+    def on_iteration(self):
+        if self.per_lane_channels:
+            for lane in list(self._consumers):
+                if lane.hand_over and not lane.busy:
+                    self._hand_over(lane)
+                elif lane.resubscribe_at is not None and time.monotonic() >= lane.resubscribe_at:
+                    self._resubscribe(lane)
+        super().on_iteration()
+
+    def _hand_over(self, lane) -> None:
+        consumer = self._consumers[lane]
+        lane.channel = HANDED_OVER  # deliveries of the old channel still on their way: drop
+        try:
+            consumer.channel.close()  # the broker requeues what it held, in order
+        except Exception:
+            log.exception("closing the channel of %s failed", lane.queue.name)
+        consumer._active_tags.clear()  # nothing left to cancel on a closed channel
+        lane.entrypoint.drop_waiting(lane)
+        lane.hand_over = False
+        lane.resubscribe_at = time.monotonic() + RESUBSCRIBE_DELAY_SECONDS
+        log.info("handed partition queue %s over to another replica", lane.queue.name)
+
+    def _resubscribe(self, lane) -> None:
+        consumer = self._lane_consumer(lane)
+        consumer.consume()
+        self._consumers[lane] = consumer
+        lane.resubscribe_at = None
 
 
 class PartitionedConsumer(Entrypoint):
@@ -238,17 +320,41 @@ class PartitionedConsumer(Entrypoint):
 
     def setup(self):
         settings = settings_of(self.container)
+        self.broker_url = settings.broker_url
         for partition in self.partitions(settings):
             lane = _Lane(self, partition_queue(self.consumer, self.stream, partition))
             self.lanes.append(lane)
             self.queue_consumer.register_provider(lane)
         ops.register_consumed_queues(self.consumer, [lane.queue for lane in self.lanes])
 
+    def start(self):
+        if not self.broker_url.startswith("memory://"):
+            self.container.spawn_managed_thread(self._share_partitions,
+                                                identifier=f"share-{self.consumer}")
+
     def stop(self):
         for lane in self.lanes:
             self.queue_consumer.unregister_provider(lane)
 
+    def _share_partitions(self):
+        """Now and then: hand over the partitions this replica holds beyond its share."""
+        while True:
+            eventlet.sleep(SHARE_CHECK_SECONDS)
+            try:
+                replicas = consumer_count(self.broker_url, self.lanes[0].queue)
+            except Exception:
+                continue
+            for lane in lanes_to_hand_over(self.lanes, replicas):
+                lane.hand_over = True
+
+    def drop_waiting(self, lane: _Lane) -> None:
+        """Messages of a closed channel come back to the next consumer: forget them here."""
+        IN_FLIGHT[self.consumer] -= len(lane.waiting)
+        lane.waiting.clear()
+
     def handle_lane_message(self, lane: _Lane, body, message):
+        if lane.channel is not None and message.channel is not lane.channel:
+            return  # delivered on a channel since closed: the broker gave it to another
         try:
             envelope = load_envelope(body if isinstance(body, dict) else _json(body))
         except (ValidationError, ValueError) as error:
@@ -257,11 +363,15 @@ class PartitionedConsumer(Entrypoint):
             self.queue_consumer.ack_message(message)
             return
         IN_FLIGHT[self.consumer] = IN_FLIGHT.get(self.consumer, 0) + 1
+        lane.last_delivery = time.monotonic()
         lane.waiting.append((envelope, message))
         if not lane.busy:
             self._handle_next(lane)
 
     def _handle_next(self, lane: _Lane) -> None:
+        if lane.hand_over:  # finish nothing more: the channel closes once idle
+            lane.busy = False
+            return
         group = lane.next_group()
         lane.busy = group is not None
         if group is not None:
