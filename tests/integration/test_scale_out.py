@@ -16,6 +16,7 @@ import uuid
 from collections import defaultdict
 
 import httpx
+import orjson
 import pytest
 from kombu import Connection
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,10 +25,9 @@ from services.contacts.application import ContactsApplication
 from services.contacts.domain import Profile
 from shared.config import Settings
 from shared.contracts import IDENTITY_RESOLVED, PROFILE_CHANGED
-from shared.envelope import Envelope
-from shared.messaging.broker import Publisher, partition_queue, queue_depths
-from shared.partitions import partition_of
+from shared.messaging.broker import partition_queue, queue_depths
 from tessera.testing.platform import Platform
+from tessera.testing.scale_workload import people_and_merges, send_everything
 
 pytestmark = pytest.mark.integration
 
@@ -35,56 +35,6 @@ PARTITIONS = 8
 PEOPLE = 2_000
 EVENTS_EACH = 50  # 100,000 events in all
 MERGES = 10
-ENVELOPE_ITEMS = 500
-
-
-def people_and_merges() -> tuple[list[str], dict[str, str]]:
-    """Profile ids, and MERGES absorbed -> survivor pairs whose partitions differ."""
-    people = [str(uuid.uuid4()) for _ in range(PEOPLE)]
-    absorbed_by: dict[str, str] = {}
-    spare = iter(people[MERGES * 2:])
-    for survivor in people[:MERGES]:
-        absorbed = next(p for p in spare
-                        if partition_of(p, PARTITIONS) != partition_of(survivor, PARTITIONS))
-        absorbed_by[absorbed] = survivor
-    return people, absorbed_by
-
-
-def resolved_item(person: str, seq: int, merged_from: list[str]) -> dict:
-    return {"profile_id": person, "source": "web", "identifiers": [],
-            "merged_from": merged_from,
-            "event": {"type": "track", "event": "Step", "messageId": f"{person}/{seq}",
-                      "timestamp": f"2026-11-29T10:{seq // 60:02d}:{seq % 60:02d}.000Z",
-                      "properties": {"person": person, "seq": seq}}}
-
-
-def send_everything(broker_url: str, people: list[str], absorbed_by: dict[str, str]) -> None:
-    """Round by round, as identity would: each person's events in order on their partition;
-    halfway, each survivor's event carries the merge of its absorbed profile, whose own
-    events keep arriving on the absorbed profile's partition (in flight elsewhere)."""
-    survivors = {survivor: absorbed for absorbed, survivor in absorbed_by.items()}
-    positions: dict[str, int] = defaultdict(int)
-    publisher = Publisher(broker_url)
-    try:
-        for seq in range(1, EVENTS_EACH + 1):
-            by_partition: dict[str, list[dict]] = defaultdict(list)
-            for person in people:
-                merged = [survivors[person]] if seq == EVENTS_EACH // 2 and person in survivors \
-                    else []
-                by_partition[partition_of(person, PARTITIONS)].append(
-                    resolved_item(person, seq, merged))
-            envelopes = []
-            for partition, items in by_partition.items():
-                for start in range(0, len(items), ENVELOPE_ITEMS):
-                    chunk = items[start:start + ENVELOPE_ITEMS]
-                    for item in chunk:
-                        positions[partition] += 1
-                        item["position"] = positions[partition]
-                    envelopes.append(Envelope(type=IDENTITY_RESOLVED, producer="identity",
-                                              partition=partition, items=chunk))
-            publisher.publish(envelopes)
-    finally:
-        publisher.close()
 
 
 def processed_by_each_replica(platform: Platform) -> list[float]:
@@ -141,8 +91,6 @@ def published_changes(broker_url: str) -> dict[str, dict[int, list[int]]]:
         for partition in range(PARTITIONS):
             queue = partition_queue("segments", PROFILE_CHANGED, str(partition))
             while (message := channel.basic_get(queue.name, no_ack=True)) is not None:
-                import orjson
-
                 for item in orjson.loads(message.body)["payload"]["items"]:
                     if item["position"] in seen_positions:
                         continue
@@ -155,11 +103,11 @@ def published_changes(broker_url: str) -> dict[str, dict[int, list[int]]]:
 @pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
 def test_two_replicas_keep_each_persons_order_through_a_merge_and_a_replica_going_away(
         stop_signal):
-    people, absorbed_by = people_and_merges()
+    people, absorbed_by = people_and_merges(PEOPLE, MERGES, PARTITIONS)
     platform = Platform(mode="real", services=("contacts", "contacts"),
                         partitions=PARTITIONS).start()
     try:
-        send_everything(platform.broker_url, people, absorbed_by)
+        send_everything(platform.broker_url, people, absorbed_by, EVENTS_EACH, PARTITIONS)
         total = PEOPLE * EVENTS_EACH
         # The first replica to subscribe holds every partition at first, then hands over
         # what is beyond its share; kill the busier one once both have worked.
