@@ -22,13 +22,13 @@ import warnings
 # The RPC proxy imports nameko, which imports eventlet, which announces its deprecation.
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
+import httpx  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from shared.contracts import IDENTITY_RESOLVED
-from shared.messaging.broker import partition_queue, queue_depths
-from tessera.testing.platform import Platform
-from tessera.testing.scale_workload import people_and_merges, send_everything
+from shared.contracts import IDENTITY_RESOLVED  # noqa: E402
+from shared.messaging.broker import partition_queue, queue_depths  # noqa: E402
+from tessera.testing.platform import Platform  # noqa: E402
+from tessera.testing.scale_workload import people_and_merges, send_everything  # noqa: E402
 
 
 def drained(platform: Platform, partitions: int) -> bool:
