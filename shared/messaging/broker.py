@@ -168,12 +168,11 @@ def queue_depths(broker_url: str, queues: Iterable[Queue]) -> dict[str, int]:
     return depths
 
 
-def consumer_count(broker_url: str, queue: Queue) -> int:
+def consumer_count(connection: Connection, queue: Queue) -> int:
     """Consumers subscribed to a queue: with single active consumer, one per replica."""
-    with connect(broker_url) as connection:
-        channel = connection.channel()
-        try:
-            _, _, consumers = channel.queue_declare(queue=queue.name, passive=True)
-        finally:
-            channel.close()
+    channel = connection.channel()
+    try:
+        _, _, consumers = channel.queue_declare(queue=queue.name, passive=True)
+    finally:
+        channel.close()
     return consumers

@@ -29,7 +29,12 @@ from shared import logs, ops  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.envelope import Envelope, load_envelope  # noqa: E402
 from shared.leadership import relay_leadership  # noqa: E402
-from shared.messaging.broker import Publisher, consumer_count, partition_queue  # noqa: E402
+from shared.messaging.broker import (  # noqa: E402
+    Publisher,
+    connect,
+    consumer_count,
+    partition_queue,
+)
 from shared.outbox import OutboxRelay, Translation  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -338,11 +343,16 @@ class PartitionedConsumer(Entrypoint):
 
     def _share_partitions(self):
         """Now and then: hand over the partitions this replica holds beyond its share."""
+        connection = None
         while True:
             eventlet.sleep(SHARE_CHECK_SECONDS)
             try:
-                replicas = consumer_count(self.broker_url, self.lanes[0].queue)
+                connection = connection or connect(self.broker_url)
+                replicas = consumer_count(connection, self.lanes[0].queue)
             except Exception:
+                with contextlib.suppress(Exception):
+                    connection.release()
+                connection = None
                 continue
             for lane in lanes_to_hand_over(self.lanes, replicas):
                 lane.hand_over = True
