@@ -28,6 +28,14 @@ EVERYTHING = {"autoscaling": {"mode": "keda"}, "rabbitmq": {"create": True},
                                                              "tls": [{"secretName": "tls",
                                                                       "hosts": ["a.example"]}]}}
 ROOT = Path(__file__).resolve().parents[2]
+BROKER_URL = "amqp://tessera:secret@rabbitmq.cdp.svc:5672/tessera"
+
+
+def install(values: dict | None = None) -> list[dict]:
+    """Render as an install with an existing broker (the one value without a default)."""
+    values = copy.deepcopy(values or {})
+    values.setdefault("secrets", {}).setdefault("brokerUrl", BROKER_URL)
+    return render_chart(values)
 
 
 def of_kind(manifests: list[dict], kind: str) -> dict[str, dict]:
@@ -41,7 +49,7 @@ def pod_specs(manifests: list[dict]) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def default_install() -> list[dict]:
-    return render_chart()
+    return install()
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +78,7 @@ def test_every_optional_part_renders_and_validates_custom_resources_included(ful
 
 
 def test_the_hpa_alternative_uses_autoscaling_v2_and_validates():
-    manifests = render_chart({"autoscaling": {"mode": "hpa", "maxReplicas": 3}})
+    manifests = install({"autoscaling": {"mode": "hpa", "maxReplicas": 3}})
     validate_all(manifests)
 
     hpas = of_kind(manifests, "HorizontalPodAutoscaler")
@@ -88,15 +96,23 @@ def test_autoscaled_consumers_never_run_more_replicas_than_partitions(full_insta
 
 
 @pytest.mark.parametrize(("values", "refusal"), [
-    ({"partitions": 4, "autoscaling": {"mode": "keda", "maxReplicas": 6}},
+    ({"partitions": 4, "autoscaling": {"mode": "hpa", "maxReplicas": 6}},
      "autoscaling.maxReplicas: must not exceed partitions (6 > 4)"),
     ({"partitions": 2, "services": {"contacts": {"replicas": 3}}},
      "services.contacts.replicas: must not exceed partitions (3 > 2)"),
     ({"autoscaling": {"mode": "vpa"}}, "autoscaling.mode: must be one of none, keda, hpa"),
+    ({"autoscaling": {"mode": "keda"}}, "rabbitmq.managementUrl: required with autoscaling"),
+    ({"autoscaling": {"mode": "keda"}, "rabbitmq": {"managementUrl": "http://mq:15672/"}},
+     "autoscaling.keda.credentialsSecret: required with autoscaling.mode keda"),
 ])
 def test_values_that_break_a_rule_are_refused_naming_the_value_and_rule(values, refusal):
     with pytest.raises(Exception, match=re.escape(refusal)):
-        render_chart(values)
+        install(values)
+
+
+def test_an_install_without_a_broker_is_refused_rather_than_run_in_process():
+    with pytest.raises(Exception, match=re.escape("secrets.brokerUrl: required")):
+        render_chart({})
 
 
 def test_a_chart_that_renders_nothing_fails(tmp_path):
@@ -106,7 +122,7 @@ def test_a_chart_that_renders_nothing_fails(tmp_path):
         template.write_text("{{- if false }}\nkind: Nothing\n{{- end }}\n")
 
     with pytest.raises(NothingRendered):
-        render_chart(chart=empty)
+        render_chart({"secrets": {"brokerUrl": BROKER_URL}}, chart=empty)
 
 
 def test_the_validator_refuses_a_removed_api_an_unknown_kind_and_an_unknown_field(
@@ -169,7 +185,7 @@ def test_the_chart_sets_only_variables_the_services_read(full_install):
 
 
 def test_secrets_come_from_an_existing_secret_when_one_is_named():
-    manifests = render_chart({"secrets": {"existingSecret": "tessera-prod"}})
+    manifests = render_chart({"secrets": {"existingSecret": "tessera-prod"}})  # no brokerUrl
 
     assert not of_kind(manifests, "Secret")
     for spec in pod_specs(manifests).values():
@@ -199,7 +215,8 @@ def test_every_value_is_documented_by_the_comment_above_it():
 def test_helm_lint_in_strict_mode_finds_no_warning_or_error():
     import helm_python
 
-    report = helm_python.lint(str(CHART), strict=True, kube_version="v1.36.0")
+    report = helm_python.lint(str(CHART), {"secrets": {"brokerUrl": BROKER_URL}}, strict=True,
+                              kube_version="v1.36.0")
 
     assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] >= 2] == []

@@ -50,8 +50,20 @@ app.kubernetes.io/component: {{ .name }}
 identity contacts segments consent activation
 {{- end -}}
 
-{{/* Refuses values that would run more consumers than partitions. */}}
-{{- define "tessera.checkReplicas" -}}
+{{/* Refuses values that cannot work: more consumers than partitions, no broker, KEDA
+     without a management API to ask. */}}
+{{- define "tessera.checkValues" -}}
+{{- if not (or .Values.secrets.existingSecret .Values.secrets.brokerUrl .Values.rabbitmq.create) -}}
+{{- fail "secrets.brokerUrl: required (an AMQP URL) unless secrets.existingSecret or rabbitmq.create is set; without it every service would start with an in-process broker" -}}
+{{- end -}}
+{{- if and (eq .Values.autoscaling.mode "keda") (not .Values.rabbitmq.create) -}}
+{{- if not .Values.rabbitmq.managementUrl -}}
+{{- fail "rabbitmq.managementUrl: required with autoscaling.mode keda and an existing broker (http://host:15672/)" -}}
+{{- end -}}
+{{- if not .Values.autoscaling.keda.credentialsSecret -}}
+{{- fail "autoscaling.keda.credentialsSecret: required with autoscaling.mode keda and an existing broker (a Secret with username and password)" -}}
+{{- end -}}
+{{- end -}}
 {{- $partitions := int .Values.partitions -}}
 {{- if lt $partitions 1 -}}
 {{- fail (printf "partitions: must be at least 1 (got %d)" $partitions) -}}
