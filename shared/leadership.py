@@ -15,6 +15,7 @@ import time
 from typing import Protocol
 
 from shared.config import Settings
+from shared.store import postgres_conninfo
 
 RECHECK_SECONDS = 1.0
 
@@ -79,14 +80,9 @@ class AdvisoryLockLeadership:
 
 
 def _connect(settings: Settings):
-    import psycopg
+    import psycopg  # real mode only: embedded mode starts without libpq
 
-    conninfo = (f"host={settings.postgres_host} port={settings.postgres_port} "
-                f"user={settings.postgres_user} dbname={settings.postgres_dbname} "
-                f"connect_timeout=5")
-    if settings.postgres_password:
-        conninfo += f" password={settings.postgres_password}"
-    return psycopg.connect(conninfo, autocommit=True)
+    return psycopg.connect(postgres_conninfo(settings) + " connect_timeout=5", autocommit=True)
 
 
 def relay_leadership(settings: Settings, service: str) -> Leadership:
