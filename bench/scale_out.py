@@ -8,6 +8,8 @@ published). Ends with:
 
     scale_out: contacts 1 replica N events/s, 2 replicas M events/s, speed-up Rx, ...
 
+(`--replicas 3` compares one replica with three.)
+
 On a 2-core machine that also runs RabbitMQ, PostgreSQL and this script, a second replica
 mostly shows that sharing costs nothing; the speed-up needs cores to spread onto.
 """
@@ -77,13 +79,14 @@ def main() -> int:
     parser.add_argument("--events-each", type=int, default=50)
     parser.add_argument("--merges", type=int, default=10)
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--replicas", type=int, default=2, help="compared with one")
     args = parser.parse_args()
     one, _ = run(1, args)
-    two, shares = run(2, args)
+    many, shares = run(args.replicas, args)
     total = sum(shares) or 1
     split = "/".join(f"{100 * s / total:.0f}%" for s in shares)
-    print(f"scale_out: contacts 1 replica {one:,.0f} events/s, 2 replicas {two:,.0f} events/s, "
-          f"speed-up {two / one:.2f}x, work split {split} "
+    print(f"scale_out: contacts 1 replica {one:,.0f} events/s, {args.replicas} replicas "
+          f"{many:,.0f} events/s, speed-up {many / one:.2f}x, work split {split} "
           f"({args.people * args.events_each:,} events, {args.partitions} partitions)")
     return 0
 
