@@ -50,6 +50,10 @@ class Settings:
     rpc_timeout: float = 10.0
     delivery_attempts: int = 5
     default_jurisdiction: str = "GDPR"
+    ops_host: str = "127.0.0.1"
+    ops_port: int = 0  # 0: any free port (printed at start); Kubernetes sets a fixed one
+    log_format: str = "text"  # "text" or "json"
+    log_level: str = "WARNING"
 
     @property
     def embedded(self) -> bool:
@@ -81,4 +85,8 @@ class Settings:
             rpc_timeout=float(_env("TESSERA_RPC_TIMEOUT", "10")),
             delivery_attempts=int(_env("TESSERA_DELIVERY_ATTEMPTS", "5")),
             default_jurisdiction=_env("TESSERA_DEFAULT_JURISDICTION", "GDPR"),
+            ops_host=_env("TESSERA_OPS_HOST", "127.0.0.1"),
+            ops_port=int(_env("TESSERA_OPS_PORT", "0")),
+            log_format=_env("TESSERA_LOG_FORMAT", "text"),
+            log_level=_env("TESSERA_LOG_LEVEL", "WARNING"),
         )

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from eventsourcing.persistence import Tracking
 
 from shared.envelope import Envelope, position_of
+from shared.leadership import Leadership, SoleProcess
 from shared.partitions import partition_of
 from shared.store import ServiceApplication
 
@@ -59,14 +60,18 @@ class OutboxRelay:
         *,
         linger_seconds: float = 0.02,
         batch_max: int = 500,
+        leadership: Leadership | None = None,
     ):
         self.app = app
+        self.leadership = leadership or SoleProcess()
         self.translate = translate
         self.publisher = publisher
         self.linger_seconds = linger_seconds
         self.batch_max = batch_max
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._idle = threading.Event()  # set while run() is not relaying
+        self._idle.set()
         self._position: int | None = None
         self._recorded: int | None = None
         self._recorded_at = float("-inf")
@@ -130,8 +135,21 @@ class OutboxRelay:
 
     def run(self, sleep: Callable[[float], None] = time.sleep) -> None:
         """Relay until stopped; a failure is logged and retried with backoff, never fatal."""
+        self._idle.clear()
+        try:
+            self._run(sleep)
+        finally:
+            self._idle.set()
+
+    def _run(self, sleep: Callable[[float], None]) -> None:
         failures = 0
         while not self._stopping.is_set():
+            if not self.leadership.held():
+                # Another replica relays; should it go away, pick up where it recorded.
+                self._position = None
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
+                continue
             try:
                 relayed = self.relay_once()
                 failures = 0
@@ -158,3 +176,16 @@ class OutboxRelay:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+
+    def finish(self, turns: int = 20) -> None:
+        """On shutdown, after the consumers stopped: if this replica relays, publish what
+        is left and record the position, then let another replica lead."""
+        self._idle.wait(timeout=10)  # the relaying thread finishes its turn first
+        try:
+            if self.leadership.held():
+                for _ in range(turns):
+                    if self.relay_once() < READ_LIMIT:
+                        break
+                self._record_position(force=True)
+        finally:
+            self.leadership.release()

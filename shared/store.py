@@ -72,6 +72,16 @@ def store_env(service: str, settings: Settings) -> dict[str, str]:
     }
 
 
+def postgres_conninfo(settings: Settings, dbname: str | None = None) -> str:
+    conninfo = (
+        f"host={settings.postgres_host} port={settings.postgres_port} "
+        f"user={settings.postgres_user} dbname={dbname or settings.postgres_dbname}"
+    )
+    if settings.postgres_password:
+        conninfo += f" password={settings.postgres_password}"
+    return conninfo
+
+
 @contextlib.contextmanager
 def _created_concurrently():
     """Services starting together race to create the same database or schema: fine."""
@@ -81,32 +91,31 @@ def _created_concurrently():
 
 
 def ensure_postgres_schema(settings: Settings, schema: str) -> None:
-    conninfo = (
-        f"host={settings.postgres_host} port={settings.postgres_port} "
-        f"user={settings.postgres_user} dbname={settings.postgres_dbname}"
-    )
-    if settings.postgres_password:
-        conninfo += f" password={settings.postgres_password}"
-    with psycopg.connect(conninfo, autocommit=True) as conn, _created_concurrently():
+    with psycopg.connect(postgres_conninfo(settings), autocommit=True) as conn, \
+            _created_concurrently():
         conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
 
 
 def ensure_postgres_database(settings: Settings) -> None:
     if psycopg is None:
         raise RuntimeError("PostgreSQL mode needs psycopg and libpq (apt-get install libpq5)")
-    conninfo = (
-        f"host={settings.postgres_host} port={settings.postgres_port} "
-        f"user={settings.postgres_user} dbname=postgres"
-    )
-    if settings.postgres_password:
-        conninfo += f" password={settings.postgres_password}"
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with psycopg.connect(postgres_conninfo(settings, "postgres"), autocommit=True) as conn:
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (settings.postgres_dbname,)
         ).fetchone()
         if not exists:
             with _created_concurrently():
                 conn.execute(f'CREATE DATABASE "{settings.postgres_dbname}"')
+
+
+@contextlib.contextmanager
+def _schema_lock(settings: Settings, schema: str):
+    """Replicas and the migration Job starting together would create the same tables at
+    once, and PostgreSQL's CREATE ... IF NOT EXISTS is not safe against itself (a unique
+    violation in its catalog, "tuple concurrently updated"): one at a time, then."""
+    with psycopg.connect(postgres_conninfo(settings), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"tessera.schema.{schema}",))
+        yield  # the lock goes with the connection
 
 
 class ServiceApplication(Application):
@@ -116,11 +125,14 @@ class ServiceApplication(Application):
 
     def __init__(self, settings: Settings, env: dict[str, str] | None = None):
         self.settings = settings
+        merged = store_env(self.service_name, settings) | (env or {})
         if settings.database == "postgres":
             ensure_postgres_database(settings)
-            ensure_postgres_schema(settings, self.service_name)
-        merged = store_env(self.service_name, settings) | (env or {})
-        super().__init__(env=merged)
+            with _schema_lock(settings, self.service_name):
+                ensure_postgres_schema(settings, self.service_name)
+                super().__init__(env=merged)
+        else:
+            super().__init__(env=merged)
         self._tracked: dict[str, int] = {}
         self._tracking_to_flush: dict[str, int] = {}
         self._listeners: list[Callable[[], None]] = []
@@ -170,8 +182,11 @@ class ServiceApplication(Application):
 
     # ---- idempotent consumption -------------------------------------------------------
     def tracked_position(self, key: str) -> int:
-        if key not in self._tracked:
-            self._tracked[key] = self.process_recorder.max_tracking_id(key) or 0
+        """Read from the store for every batch: another replica may have held this
+        partition since we last did (and gone on past our remembered position). What we
+        remember may be ahead: batches that changed nothing, not flushed yet."""
+        stored = self.process_recorder.max_tracking_id(key) or 0
+        self._tracked[key] = max(stored, self._tracked.get(key, 0))
         return self._tracked[key]
 
     def fresh_items(self, key: str, items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -6,6 +6,9 @@
     tessera segments …         segments: list, define (with backfill progress), preview, members
     tessera traits …           computed traits: list, define, delete
     tessera identity explain P why each identifier belongs to profile P (admin API)
+    tessera migrate [svc …]    create the services' schemas and tables on PostgreSQL, exit
+
+Every service process has an operations port (TESSERA_OPS_PORT): /livez, /readyz, /metrics.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 import argparse  # noqa: E402
-import logging  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -29,6 +31,7 @@ if any(command in sys.argv[1:2] for command in ("up", "run")):
     eventlet.monkey_patch()
 
 from shared.config import Settings  # noqa: E402
+from shared.logs import announce  # noqa: E402
 
 
 def _tune_garbage_collector() -> None:
@@ -41,7 +44,9 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def _serve_forever(runner) -> None:
+def _serve_forever(runner, ops) -> None:
+    """Until SIGTERM/SIGINT; then unready first, stop consuming, finish what is in flight
+    (nameko waits for running workers), publish what they saved, and exit."""
     import eventlet.event
 
     _tune_garbage_collector()
@@ -55,7 +60,9 @@ def _serve_forever(runner) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     stopping.wait()
+    ops.begin_shutdown()
     runner.stop()
+    ops.stop()
 
 
 def _warn_if_closed(settings: Settings) -> None:
@@ -68,26 +75,47 @@ def _warn_if_closed(settings: Settings) -> None:
 
 
 def cmd_up(args) -> int:
-    from tessera.runner import embedded_settings, start_services
+    from tessera.runner import embedded_settings, start_ops_server, start_services
 
     data_dir = Path(args.data_dir) if args.data_dir else None
     settings = embedded_settings(Settings.from_env(), data_dir)
     runner = start_services(settings)
+    ops = start_ops_server(settings)
     _warn_if_closed(settings)
-    print(f"tessera up: embedded, data in {settings.data_dir}, "
-          f"API on http://{settings.http_host}:{settings.http_port}", flush=True)
-    _serve_forever(runner)
+    announce(f"tessera up: embedded, data in {settings.data_dir}, "
+             f"API on http://{settings.http_host}:{settings.http_port}, "
+             f"{_ops_line(settings, ops)}")
+    _serve_forever(runner, ops)
     return 0
 
 
 def cmd_run(args) -> int:
-    from tessera.runner import start_services
+    from tessera.runner import start_ops_server, start_services
 
     settings = Settings.from_env()
     runner = start_services(settings, args.services)
-    print(f"tessera run: {', '.join(args.services)} on {settings.broker_url.split('@')[-1]} "
-          f"with {settings.database}", flush=True)
-    _serve_forever(runner)
+    ops = start_ops_server(settings)
+    announce(f"tessera run: {', '.join(args.services)} on "
+             f"{settings.broker_url.split('@')[-1]} with {settings.database}, "
+             f"{_ops_line(settings, ops)}")
+    _serve_forever(runner, ops)
+    return 0
+
+
+def _ops_line(settings: Settings, ops) -> str:
+    return f"operations on http://{settings.ops_host}:{ops.port}"
+
+
+def cmd_migrate(args) -> int:
+    from tessera.runner import migrate
+
+    settings = Settings.from_env()
+    if settings.database != "postgres":
+        announce("tessera migrate: TESSERA_DATABASE is not 'postgres'; SQLite files are "
+                 "created by the services themselves")
+    migrated = migrate(settings, args.services or None)
+    announce(f"tessera migrate: schemas and tables ready for {', '.join(migrated)} "
+             f"in {settings.database}")
     return 0
 
 
@@ -105,8 +133,11 @@ def cmd_identity_explain(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("kombu.connection").setLevel(logging.ERROR)
+    from shared.logs import configure_logging
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level,
+                      process_name=" ".join((argv or sys.argv[1:])[:4]) or "tessera")
     parser = argparse.ArgumentParser(prog="tessera", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -133,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--url", default=None,
                          help="the API (default: http://TESSERA_HTTP_HOST:TESSERA_HTTP_PORT)")
     explain.set_defaults(func=cmd_identity_explain)
+    migrate = commands.add_parser("migrate", help="create schemas and tables, then exit")
+    migrate.add_argument("services", nargs="*", help="default: all six")
+    migrate.set_defaults(func=cmd_migrate)
     args = parser.parse_args(argv)
     return args.func(args)
 

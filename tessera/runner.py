@@ -12,7 +12,7 @@ from pathlib import Path
 from nameko.runners import ServiceRunner
 
 from shared.config import EMBEDDED_BROKER, Settings
-from shared.messaging.broker import apply_embedded_transport_fixes
+from shared.messaging.broker import apply_embedded_transport_fixes, broker_answers, queue_depths
 from shared.messaging.nameko_ext import SETTINGS_CONFIG_KEY
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,42 @@ def nameko_config(settings: Settings) -> dict:
     }
 
 
-def start_services(settings: Settings, names: list[str] | None = None) -> ServiceRunner:
-    classes = service_classes()
+def _known(classes: dict[str, type], names: list[str] | None) -> None:
     unknown = set(names or ()) - classes.keys()
     if unknown:
         raise SystemExit(f"unknown service(s): {', '.join(sorted(unknown))}; "
                          f"choose from {', '.join(classes)}")
+
+
+def start_services(settings: Settings, names: list[str] | None = None) -> ServiceRunner:
+    classes = service_classes()
+    _known(classes, names)
     runner = ServiceRunner(nameko_config(settings))
     for name in names or list(classes):
         runner.add_service(classes[name])
     runner.start()
     return runner
+
+
+def start_ops_server(settings: Settings):
+    """The process's operations port: /livez, /readyz, /metrics (shared/ops.py)."""
+    from shared.ops import OpsServer, PipelineCollector
+
+    return OpsServer(
+        lambda: broker_answers(settings.broker_url),
+        host=settings.ops_host,
+        port=settings.ops_port,
+        collector=PipelineCollector(settings.broker_url, queue_depths),
+    ).start()
+
+
+def migrate(settings: Settings, names: list[str] | None = None) -> list[str]:
+    """Create each service's database schema and tables, then close: the init Job's work."""
+    classes = service_classes()
+    _known(classes, names)
+    migrated = []
+    for name in names or list(classes):
+        app = classes[name].app.factory(settings)
+        app.close()
+        migrated.append(name)
+    return migrated

@@ -43,6 +43,14 @@ class ContactsApplication(ServiceApplication):
     service_name = "contacts"
     name = "contacts"
 
+    def __init__(self, settings, env: dict[str, str] | None = None):
+        # A merge across partitions has two partitions' workers write the same profiles
+        # (the survivor's marks the absorbed one merged; the absorbed one's in-flight
+        # events land on the survivor). Each worker must change a copy of its own, so that
+        # the loser of such a race fails on the version check and retries on fresh state,
+        # instead of both mutating one shared cached object (which stored version gaps).
+        super().__init__(settings, {"DEEPCOPY_FROM_AGGREGATE_CACHE": "y"} | (env or {}))
+
     def apply_batch(self, tracking_key: str, partition: str, items: list[dict[str, Any]]) -> int:
         fresh = self.fresh_items(tracking_key, items)
         if not fresh:

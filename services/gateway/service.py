@@ -32,7 +32,12 @@ from services.gateway.translation import translator
 from services.identity.normalise import normalise_email
 from shared.contracts import CONSUMERS, PARTITIONED_BY_DESTINATION
 from shared.messaging.broker import queue_depths, queues_for
-from shared.messaging.nameko_ext import ServiceApp, numbered_partitions, service_status
+from shared.messaging.nameko_ext import (
+    RequestLatency,
+    ServiceApp,
+    numbered_partitions,
+    service_status,
+)
 
 SHORT_PATHS = {"i": "identify", "t": "track", "p": "page", "s": "screen", "g": "group",
                "a": "alias"}
@@ -59,6 +64,7 @@ class Unavailable(Exception):
 class GatewayService:
     name = "gateway"
     app = ServiceApp(GatewayApplication, translator)
+    latency = RequestLatency()
     identity = RpcProxy("identity")
     contacts = RpcProxy("contacts")
     segments = RpcProxy("segments")

@@ -52,6 +52,14 @@ def connect(broker_url: str) -> Connection:
     return Connection(broker_url, transport_options={"confirm_publish": True}, heartbeat=30)
 
 
+def broker_answers(broker_url: str, timeout: float = 2.0) -> None:
+    """Opens and closes one connection; raises if the broker refuses or is unreachable."""
+    if broker_url.startswith("memory://"):
+        return
+    with Connection(broker_url, connect_timeout=timeout) as connection:
+        connection.connect()
+
+
 def queue_name(consumer: str, stream: str, partition: str) -> str:
     return f"{consumer}.{stream}.{partition}"
 
@@ -158,3 +166,13 @@ def queue_depths(broker_url: str, queues: Iterable[Queue]) -> dict[str, int]:
         finally:
             channel.close()
     return depths
+
+
+def consumer_count(connection: Connection, queue: Queue) -> int:
+    """Consumers subscribed to a queue: with single active consumer, one per replica."""
+    channel = connection.channel()
+    try:
+        _, _, consumers = channel.queue_declare(queue=queue.name, passive=True)
+    finally:
+        channel.close()
+    return consumers

@@ -41,6 +41,7 @@ class Platform:
     workdir: Path | None = None
     database: str | None = None
     vhost: str | None = None
+    ops_ports: list[int] = field(default_factory=list)  # each process's operations port
 
     @property
     def broker_url(self) -> str:
@@ -82,7 +83,9 @@ class Platform:
             commands = [[*command, "up"]]
         for index, argv in enumerate(commands):
             log = open(self.workdir / f"process-{index}.log", "wb")  # noqa: SIM115
-            self.processes.append(subprocess.Popen(argv, env=self.env(), stdout=log,
+            self.ops_ports.append(_free_port())
+            env = self.env() | {"TESSERA_OPS_PORT": str(self.ops_ports[-1])}
+            self.processes.append(subprocess.Popen(argv, env=env, stdout=log,
                                                    stderr=subprocess.STDOUT,
                                                    start_new_session=True,
                                                    preexec_fn=_die_with_parent))
@@ -136,6 +139,11 @@ class Platform:
             lines += path.read_text(errors="replace").splitlines()[-tail:]
         return "\n".join(lines)
 
+    def ops_url(self, service: str | None = None) -> str:
+        """The operations port of the process running `service` (the only one if embedded)."""
+        index = 0 if service is None or self.mode != "real" else self.services.index(service)
+        return f"http://127.0.0.1:{self.ops_ports[index]}"
+
     # ---- API --------------------------------------------------------------------------
     def admin(self, method: str, path: str, **kwargs) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.admin_token}"}
@@ -177,6 +185,7 @@ class Platform:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         self.processes.clear()
+        self.ops_ports.clear()
         if self.mode == "real" and self.database:
             drop_database(self.database)
             delete_vhost(self.vhost)
