@@ -9,6 +9,8 @@ when it falls apart.
 
 from __future__ import annotations
 
+import functools
+import threading
 import uuid
 from typing import Any
 
@@ -122,12 +124,27 @@ class _Unit:
         return [*self.links.values(), *self.profiles.values(), *self.others]
 
 
+def _one_writer(method):
+    """Partition workers, RPCs and the review queue of one process take turns to change
+    identity's aggregates: the cache holds one copy of each, and two workers changing one
+    profile at once (two partitions naming the same person) would store version gaps.
+    Replicas are kept apart by the store's version check instead."""
+
+    @functools.wraps(method)
+    def turn(self, *args, **kwargs):
+        with self._writing:
+            return method(self, *args, **kwargs)
+
+    return turn
+
+
 class IdentityApplication(ServiceApplication):
     service_name = "identity"
     name = "identity"
 
     def __init__(self, settings, env=None, policy: IdentityPolicy | None = None):
         super().__init__(settings, env)
+        self._writing = threading.RLock()
         self.policy = policy or IdentityPolicy.from_env()
         stored = self.find(MatchModelState.create_id())
         self.match_model = MatchModel.from_dict(stored.model) if stored else MatchModel.default()
@@ -153,6 +170,7 @@ class IdentityApplication(ServiceApplication):
             self._wake()
 
     # ---- the pipeline: events of a consumed batch -----------------------------------------
+    @_one_writer
     def resolve_batch(self, tracking_key: str, items: list[dict[str, Any]]) -> int:
         """Resolve every fresh item; returns how many were resolved (0 for a redelivery)."""
         fresh = self.fresh_items(tracking_key, items)
@@ -191,6 +209,7 @@ class IdentityApplication(ServiceApplication):
                 "attributes": attributes}
 
     # ---- records: imports, CRM pulls and the benchmark ----------------------------------
+    @_one_writer
     def resolve_records(self, records: list[dict[str, Any]]) -> list[str]:
         """Resolve records one after another (each sees those before it); one transaction.
 
@@ -556,6 +575,7 @@ class IdentityApplication(ServiceApplication):
                                            strict=True))
                             for name, levels in ((c.name, c.levels) for c in COMPARISONS)}}
 
+    @_one_writer
     def use_match_model(self, model: MatchModel) -> None:
         """Adopt new weights (estimated by EM or configured); stored so a restart keeps them."""
         stored = self.find(MatchModelState.create_id())
@@ -568,6 +588,7 @@ class IdentityApplication(ServiceApplication):
         self.match_index.model = model
 
     # ---- taking merges back: retraction, rejection, erasure ----------------------------
+    @_one_writer
     def retract_edge(self, profile_id: str, a: str, b: str, by: str) -> dict[str, Any]:
         """Remove one edge of a profile's graph; the profile splits if it falls apart."""
         unit = _Unit(self)
@@ -579,6 +600,7 @@ class IdentityApplication(ServiceApplication):
         profile.retract_edge(key, reason)
         return self._save_split(unit, profile, reason)
 
+    @_one_writer
     def reject_merge(self, absorbed_id: str, by: str) -> dict[str, Any]:
         """Undo a past merge: retract the edge that caused it, restoring the absorbed profile."""
         unit = _Unit(self)
@@ -595,6 +617,7 @@ class IdentityApplication(ServiceApplication):
             survivor.retract_edge(key, reason)
         return self._save_split(unit, survivor, reason)
 
+    @_one_writer
     def erase_identifier(self, identifier_type: str, value: str, by: str) -> dict[str, Any]:
         """Erasure: the identifier leaves the graph and links nothing any more."""
         unit = _Unit(self)
@@ -607,6 +630,7 @@ class IdentityApplication(ServiceApplication):
         link.unlink("erased")
         return self._save_split(unit, profile, reason)
 
+    @_one_writer
     def erase_record(self, record_id: str, by: str) -> dict[str, Any]:
         """Erasure of a record (a CRM row, an import line): it leaves the graph and the
         match index, and the profile splits if the record was what held it together."""
@@ -683,6 +707,7 @@ class IdentityApplication(ServiceApplication):
                 cases.append(case.view())
         return cases
 
+    @_one_writer
     def decide_case(self, case_id: str, approve: bool, by: str) -> dict[str, Any]:
         """Approve: the record's profile and the candidate merge (edge `match`, its score).
         Reject: they stay apart and the case is closed."""
