@@ -1,0 +1,198 @@
+"""The platform's half of a delivery: operations, batches, rate limits, retries.
+
+Activation hands this module the items consent allowed; it turns each into the
+operations the destination's sync modes call for, cuts them into batches of the
+connector's ``batch_size``, keeps to the destination's rate limit, retries each batch
+with backoff and jitter (``Retry-After`` honoured, only what the connector marks
+retryable), and reports what was delivered and which batches failed for good (to be
+dead-lettered by the caller).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from connectors.base import DeliveryError, DeliveryItem, SendResult
+from connectors.retry import call_with_retries
+from connectors.sdk.destination import Capability
+
+__all__ = [
+    "SYNC_MODES",
+    "Batch",
+    "DeliveryReport",
+    "RateLimiter",
+    "as_destination",
+    "default_sync",
+    "deliver_batches",
+    "operation_of",
+    "plan_batches",
+    "validate_sync",
+]
+
+ADD_ON_ENTRY = "add_on_entry"
+REMOVE_ON_EXIT = "remove_on_exit"
+UPSERT_TRAITS = "upsert_traits"
+MIRROR = "mirror"  # the audience follows the segment: add on entry and remove on exit
+SYNC_MODES = frozenset({ADD_ON_ENTRY, REMOVE_ON_EXIT, UPSERT_TRAITS, MIRROR})
+
+
+def validate_sync(modes: Iterable[str]) -> frozenset[str]:
+    modes = frozenset(modes)
+    unknown = sorted(modes - SYNC_MODES)
+    if unknown:
+        raise ValueError(f"sync: unknown mode(s) {', '.join(unknown)} "
+                         f"(known: {', '.join(sorted(SYNC_MODES))})")
+    return frozenset({ADD_ON_ENTRY, REMOVE_ON_EXIT} | (modes - {MIRROR})) if MIRROR in modes \
+        else modes
+
+
+def default_sync(capabilities: frozenset[Capability]) -> frozenset[str]:
+    """Audiences mirror the segment; a CRM without audiences gets the traits upserted."""
+    if Capability.ADD_TO_AUDIENCE in capabilities:
+        return validate_sync({MIRROR})
+    if Capability.UPSERT_PROFILE in capabilities:
+        return frozenset({UPSERT_TRAITS})
+    return frozenset()
+
+
+def operations_for(action: str, sync: frozenset[str]) -> list[Capability]:
+    """What one membership change asks of a destination under its sync modes."""
+    operations = []
+    if action == "entered" and ADD_ON_ENTRY in sync:
+        operations.append(Capability.ADD_TO_AUDIENCE)
+    if action in ("entered", "profile") and UPSERT_TRAITS in sync:
+        operations.append(Capability.UPSERT_PROFILE)
+    if action == "exited" and REMOVE_ON_EXIT in sync:
+        operations.append(Capability.REMOVE_FROM_AUDIENCE)
+    if action == "erased":
+        operations.append(Capability.DELETE_SUBJECT)
+    if action == "message":
+        operations.append(Capability.SEND_MESSAGE)
+    return operations
+
+
+def operation_of(action: str, capabilities: frozenset[Capability]) -> Capability:
+    """The one operation an action means when no sync mode is configured."""
+    sync = default_sync(capabilities) or validate_sync({MIRROR})
+    found = [op for op in operations_for(action, sync) if op in capabilities]
+    return found[0] if found else Capability.UPSERT_PROFILE
+
+
+@dataclass(frozen=True)
+class Batch:
+    operation: Capability
+    items: tuple[DeliveryItem, ...]
+
+    @property
+    def keys(self) -> list[str]:
+        return [item.idempotency_key for item in self.items]
+
+
+def plan_batches(items: list[DeliveryItem], sync: frozenset[str],
+                 capabilities: frozenset[Capability], batch_size: int,
+                 operations: dict[str, Capability] | None = None) -> list[Batch]:
+    """Group items by operation (first seen first, order kept), then cut batches.
+
+    ``operations`` pins the operation of some items by key (a dead letter's replay
+    repeats exactly the operation that failed). Operations the connector does not
+    declare are skipped: there is nothing to send for them.
+    """
+    grouped: dict[Capability, list[DeliveryItem]] = {}
+    for item in items:
+        pinned = (operations or {}).get(item.idempotency_key)
+        for operation in [pinned] if pinned else operations_for(item.action, sync):
+            if operation in capabilities:
+                grouped.setdefault(operation, []).append(item)
+    return [Batch(operation, tuple(group[start:start + batch_size]))
+            for operation, group in grouped.items()
+            for start in range(0, len(group), batch_size)]
+
+
+class RateLimiter:
+    """At most ``rate`` requests per second, with a burst of one second's worth."""
+
+    def __init__(self, rate: float | None, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = max(rate or 0.0, 1.0)
+        self._updated = clock()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        if not self.rate:
+            return
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(max(self.rate, 1.0),
+                               self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+            self._tokens -= 1.0
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            (self._sleep or time.sleep)(wait)
+
+
+@dataclass
+class DeliveryReport:
+    delivered: list[str] = field(default_factory=list)  # keys whose every batch succeeded
+    failed: list[tuple[Batch, DeliveryError]] = field(default_factory=list)
+    duplicate_keys: list[str] = field(default_factory=list)
+    status: int = 0
+    requests: int = 0
+
+
+def deliver_batches(connector, destination: str, batches: list[Batch], *, attempts: int,
+                    limiter: RateLimiter | None = None,
+                    sleep: Callable[[float], None] | None = None) -> DeliveryReport:
+    """Send each batch with retries; a batch that still fails is reported, not raised."""
+    report = DeliveryReport()
+    failed_keys: set[str] = set()
+    succeeded: dict[str, None] = {}
+
+    def attempt(batch: Batch) -> SendResult:
+        if limiter is not None:
+            limiter.acquire()
+        report.requests += 1
+        # Anything but a DeliveryError (a bug, a lost database) propagates: the caller's
+        # batch is then retried whole rather than dead-lettered for a fault not the vendor's.
+        return connector.deliver(batch.operation, destination, list(batch.items))
+
+    for batch in batches:
+        try:
+            result = call_with_retries(lambda b=batch: attempt(b), destination,
+                                       attempts=attempts, sleep=sleep)
+        except DeliveryError as error:
+            report.failed.append((batch, error))
+            failed_keys.update(batch.keys)
+            continue
+        report.status = result.status
+        report.duplicate_keys.extend(result.duplicate_keys)
+        succeeded.update(dict.fromkeys(batch.keys))
+    report.delivered = [key for key in succeeded if key not in failed_keys]
+    return report
+
+
+class _SendOnly:
+    """A pre-SDK connector (only ``send``) seen as a Destination that does everything."""
+
+    capabilities = frozenset(Capability)
+    batch_size = 1000
+    rate_limit = None
+
+    def __init__(self, connector) -> None:
+        self.connector = connector
+
+    def deliver(self, operation, destination, items):
+        return self.connector.send(destination, items)
+
+    def close(self) -> None:
+        self.connector.close()
+
+
+def as_destination(connector):
+    return connector if hasattr(connector, "deliver") else _SendOnly(connector)
