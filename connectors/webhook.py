@@ -225,6 +225,24 @@ class WebhookConnector(HttpDestination):
         return SendResult(delivered=keys, status=response.status_code,
                           duplicate_keys=_duplicates(response, keys))
 
+    def check(self) -> None:
+        """POST a signed empty batch: a receiver that refuses our signature fails it."""
+        raw, headers = self.build_request("tessera-check", [])
+        self.request(OutboundRequest("POST", self.url_for("tessera-check"), headers,
+                                     content=raw))
+
+    @classmethod
+    def conformance_harness(cls):
+        from connectors.fakes.webhook import FakeStandardWebhookReceiver
+        from connectors.sdk.conformance import Harness
+
+        secret = "whsec_Y2RwLXRlc3Qtc2VjcmV0LTAxMjM0NTY3ODlhYg=="
+        return Harness(
+            fake=lambda: FakeStandardWebhookReceiver(secret),
+            config=lambda fake: {"url": fake.base_url + "/hooks/{destination}",
+                                 "secret": secret},
+            bad_config=lambda fake: {"secret": "whsec_" + "d3JvbmctMTIzNDU2Nzg5MDEyMzQ1Njc4"})
+
     def send(self, destination: str, items: list[DeliveryItem]) -> SendResult:
         """One POST of ``items`` with no operation named (the pre-SDK wire format)."""
         if not items:

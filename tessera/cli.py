@@ -3,6 +3,8 @@
     tessera up                 all six services in one process, embedded (no RabbitMQ, no PG)
     tessera run identity …     one or more services on RabbitMQ + PostgreSQL (environment)
     tessera demo               the embedded platform, a realistic data set, checked figures
+    tessera connector …        list, test (conformance kit), new, dry-run connectors
+    tessera dlq …              list, show, replay dead letters (admin API)
 """
 
 from __future__ import annotations
@@ -113,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--data-dir")
     demo.set_defaults(func=cmd_demo)
+    from tessera.connector_cli import add_commands
+
+    add_commands(commands)
     args = parser.parse_args(argv)
     return args.func(args)
 
