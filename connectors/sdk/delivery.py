@@ -22,6 +22,7 @@ from connectors.sdk.destination import Capability
 __all__ = [
     "SYNC_MODES",
     "Batch",
+    "CircuitBreaker",
     "DeliveryReport",
     "RateLimiter",
     "as_destination",
@@ -135,6 +136,39 @@ class RateLimiter:
             wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
         if wait > 0:
             (self._sleep or time.sleep)(wait)
+
+
+class CircuitBreaker:
+    """After a batch fails for good, a destination's lane waits before its next batch.
+
+    A vendor that is down gets a pause instead of a retry storm, and a lane that can
+    only fail stops spending the process's CPU (consent decisions, dead letters) that
+    healthy destinations need. The pause doubles with each failure, from ``first`` up
+    to ``longest`` seconds, and ends at the first success. Nothing is lost while it
+    waits: the batches stay in the destination's queue.
+    """
+
+    def __init__(self, first: float = 2.0, longest: float = 60.0, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        self.first, self.longest = first, longest
+        self._clock = clock
+        self._sleep = sleep
+        self.pause = 0.0
+        self.open_until = 0.0
+
+    def wait(self) -> None:
+        remaining = self.open_until - self._clock()
+        if remaining > 0:
+            (self._sleep or time.sleep)(remaining)
+
+    def failed(self) -> None:
+        self.pause = min(self.longest, self.pause * 2 if self.pause else self.first)
+        self.open_until = self._clock() + self.pause
+
+    def succeeded(self) -> None:
+        self.pause = 0.0
+        self.open_until = 0.0
 
 
 @dataclass

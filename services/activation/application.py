@@ -8,6 +8,7 @@ from typing import Any
 
 from connectors.base import DeliveryItem, load_connector
 from connectors.sdk.delivery import (
+    CircuitBreaker,
     DeliveryReport,
     RateLimiter,
     as_destination,
@@ -43,6 +44,7 @@ class ActivationApplication(ServiceApplication):
         self.destinations = {d.name: d for d in destinations}
         self._connectors: dict[str, Any] = {}
         self._limiters: dict[str, RateLimiter] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
         self._sleep = sleep
 
     # ---- planning ---------------------------------------------------------------------
@@ -83,6 +85,8 @@ class ActivationApplication(ServiceApplication):
         if not fresh:
             return {"delivered": 0, "suppressed": 0, "dead_lettered": 0}
         destination = self.destinations[destination_name]
+        breaker = self._breaker(destination_name)
+        breaker.wait()
         ledger = self._ledger(destination_name)
         allowed, denied = self._decide(destination, fresh, decide_many)
         outcome = {"delivered": 0, "suppressed": len(denied), "dead_lettered": 0}
@@ -95,6 +99,10 @@ class ActivationApplication(ServiceApplication):
                 self.forget_cached_state()  # the cached ledger holds unsaved changes
                 raise
             self._record_report(ledger, allowed, report)
+            if report.failed:
+                breaker.failed()
+            else:
+                breaker.succeeded()
             outcome["delivered"] = len(report.delivered)
             outcome["dead_lettered"] = sum(len(batch.items) for batch, _ in report.failed)
         self.save_processed(ledger, tracking_key=tracking_key, position=fresh[-1]["position"])
@@ -144,6 +152,11 @@ class ActivationApplication(ServiceApplication):
         if destination.sync is not None:
             return validate_sync(destination.sync)
         return default_sync(connector.capabilities) or validate_sync({"mirror"})
+
+    def _breaker(self, destination: str) -> CircuitBreaker:
+        if destination not in self._breakers:
+            self._breakers[destination] = CircuitBreaker(sleep=self._sleep)
+        return self._breakers[destination]
 
     def _limiter(self, destination: Destination, connector) -> RateLimiter:
         if destination.name not in self._limiters:

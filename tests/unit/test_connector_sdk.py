@@ -136,3 +136,20 @@ def test_a_dry_run_shows_the_request_with_its_signatures_hidden():
 def test_the_trait_mapping_renames_fields_per_destination():
     recorder = Recorder(mapping={"email": "Email__c"})
     assert recorder.fields_of(item("a")) == {"Email__c": "a@example.com"}
+
+
+def test_a_failing_destination_pauses_longer_each_time_until_it_succeeds():
+    from connectors.sdk.delivery import CircuitBreaker
+
+    now = [100.0]
+    waits: list[float] = []
+    breaker = CircuitBreaker(first=2.0, longest=5.0, clock=lambda: now[0], sleep=waits.append)
+    breaker.wait()
+    breaker.failed()
+    breaker.wait()
+    breaker.failed()
+    breaker.failed()
+    breaker.wait()
+    breaker.succeeded()
+    breaker.wait()
+    assert waits == [2.0, 5.0]  # none before a failure, 2 s, then doubled up to the cap
