@@ -36,8 +36,9 @@ __all__ = [
 ADD_ON_ENTRY = "add_on_entry"
 REMOVE_ON_EXIT = "remove_on_exit"
 UPSERT_TRAITS = "upsert_traits"
+MESSAGE_ON_ENTRY = "message_on_entry"
 MIRROR = "mirror"  # the audience follows the segment: add on entry and remove on exit
-SYNC_MODES = frozenset({ADD_ON_ENTRY, REMOVE_ON_EXIT, UPSERT_TRAITS, MIRROR})
+SYNC_MODES = frozenset({ADD_ON_ENTRY, REMOVE_ON_EXIT, UPSERT_TRAITS, MESSAGE_ON_ENTRY, MIRROR})
 
 
 def validate_sync(modes: Iterable[str]) -> frozenset[str]:
@@ -51,11 +52,13 @@ def validate_sync(modes: Iterable[str]) -> frozenset[str]:
 
 
 def default_sync(capabilities: frozenset[Capability]) -> frozenset[str]:
-    """Audiences mirror the segment; a CRM without audiences gets the traits upserted."""
+    """Audiences mirror the segment; a CRM gets the traits upserted; a mailer sends."""
     if Capability.ADD_TO_AUDIENCE in capabilities:
         return validate_sync({MIRROR})
     if Capability.UPSERT_PROFILE in capabilities:
         return frozenset({UPSERT_TRAITS})
+    if Capability.SEND_MESSAGE in capabilities:
+        return frozenset({MESSAGE_ON_ENTRY})
     return frozenset()
 
 
@@ -70,7 +73,7 @@ def operations_for(action: str, sync: frozenset[str]) -> list[Capability]:
         operations.append(Capability.REMOVE_FROM_AUDIENCE)
     if action == "erased":
         operations.append(Capability.DELETE_SUBJECT)
-    if action == "message":
+    if action in ("entered", "message") and MESSAGE_ON_ENTRY in sync:
         operations.append(Capability.SEND_MESSAGE)
     return operations
 

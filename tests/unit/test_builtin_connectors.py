@@ -207,3 +207,82 @@ def test_salesforce_upserts_by_external_id_with_mapped_fields(salesforce):
     assert record == {"attributes": {"type": "Contact"}, "Tessera_Profile_Id__c": "profile-1",
                       "Email": "p1@example.com", "FirstName": "Ada", "LastName": "Lovelace",
                       "Phone": "+44 20 7946 0000"}
+
+
+# ---- warehouse ---------------------------------------------------------------------------
+TestWarehouseConformance = conformance_tests("warehouse")
+
+
+@pytest.fixture
+def warehouse():
+    from connectors.fakes.warehouse import ScratchDatabase
+
+    with ScratchDatabase() as db:
+        connector = load_connector("warehouse", {"dsn": db.dsn, "schema": "analytics"})
+        yield db, connector
+        connector.close()
+
+
+def at(item: DeliveryItem, when: str) -> DeliveryItem:
+    return DeliveryItem(item.idempotency_key, item.profile_id, item.action, item.segment,
+                        item.traits, {}, when, item.decision_id)
+
+
+def test_the_warehouse_keeps_memberships_and_traits_current(warehouse):
+    db, connector = warehouse
+    deliver(connector, Capability.ADD_TO_AUDIENCE, [at(person(1, plan="pro"), "2026-01-01")])
+    deliver(connector, Capability.REMOVE_FROM_AUDIENCE, [at(person(1, "exited"), "2026-01-02")])
+    assert db.memberships() == [("profile-1", "buyers", False)]
+    assert db.profiles() == {"profile-1": {"plan": "pro"}}
+
+
+def test_a_late_entry_never_turns_a_later_exit_back(warehouse):
+    db, connector = warehouse
+    deliver(connector, Capability.REMOVE_FROM_AUDIENCE, [at(person(1, "exited"), "2026-01-02")])
+    deliver(connector, Capability.ADD_TO_AUDIENCE, [at(person(1), "2026-01-01")])
+    assert db.memberships() == [("profile-1", "buyers", False)]
+
+
+# ---- email -------------------------------------------------------------------------------
+TestEmailConformance = conformance_tests("email")
+
+
+@pytest.fixture(scope="module")
+def smtp():
+    from connectors.fakes.smtp import FakeSmtpServer
+
+    with FakeSmtpServer() as server:
+        yield server
+
+
+def mailer(smtp, **overrides):
+    from connectors.email import SmtpEmail
+
+    config = dict(SmtpEmail.conformance_harness().config(smtp), **overrides)
+    return load_connector("email", config)
+
+
+def test_a_message_is_personalised_and_carries_one_click_unsubscribe(smtp):
+    from connectors.email import read_unsubscribe_token
+
+    connector = mailer(smtp)
+    deliver(connector, Capability.SEND_MESSAGE,
+            [person(90, email="ada@example.com", first_name="Ada")])
+    (message,) = [m for m in smtp.messages() if m["rcpt"] == ["ada@example.com"]]
+    headers = message["headers"]
+    assert headers["Subject"] == "Hello Ada"
+    assert message["text"].startswith("Dear Ada,")
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    url = headers["List-Unsubscribe"].split(">")[0].lstrip("<")
+    assert url in message["text"]  # the visible link Gmail asks for, too
+    token = url.rsplit("/", 1)[1]
+    assert read_unsubscribe_token("unsub-secret", token) == ("profile-90", "dest")
+    assert read_unsubscribe_token("another-secret", token) is None
+    connector.close()
+
+
+def test_marketing_mail_without_an_unsubscribe_link_is_refused_by_config(smtp):
+    with pytest.raises(ValueError, match="unsubscribe_url and unsubscribe_secret"):
+        mailer(smtp, unsubscribe_url=None)
+    with pytest.raises(ValueError, match="unsubscribe_url: must be an https:// URL"):
+        mailer(smtp, unsubscribe_url="http://cdp.example.com/u/{token}")
