@@ -85,7 +85,7 @@ def serve(username: str, password: str) -> None:
     def authenticator(server, session, envelope, mechanism, auth_data):
         ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == username \
             and auth_data.password.decode() == password
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)  # handled=False: answer 535 on failure
 
     # aiosmtpd connects to its own port to see it started, so it cannot take port 0:
     # ask the OS for a free port first.
