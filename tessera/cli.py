@@ -5,6 +5,7 @@
     tessera demo               the embedded platform, a realistic data set, checked figures
     tessera connector …        list, test (conformance kit), new, dry-run connectors
     tessera dlq …              list, show, replay dead letters (admin API)
+    tessera import FILE …      a CSV file through the gateway (streaming, resumable)
 """
 
 from __future__ import annotations
@@ -115,9 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--data-dir")
     demo.set_defaults(func=cmd_demo)
-    from tessera.connector_cli import add_commands
+    from tessera import connector_cli, import_cli
 
-    add_commands(commands)
+    connector_cli.add_commands(commands)
+    import_cli.add_commands(commands)
     args = parser.parse_args(argv)
     return args.func(args)
 
