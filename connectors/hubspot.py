@@ -14,6 +14,8 @@ A 429 names its policy: TEN_SECONDLY_ROLLING waits 10 s, SECONDLY 1 s, when no
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, ClassVar
 
 import httpx
@@ -29,7 +31,7 @@ from connectors.sdk.destination import (
 )
 from connectors.sdk.hashing import normalise_email
 
-__all__ = ["DEFAULT_PROPERTIES", "HubSpotContacts"]
+__all__ = ["DEFAULT_PROPERTIES", "HubSpotContacts", "is_own_write", "sync_stamp"]
 
 # Tessera trait -> HubSpot's default contact property; a destination's mapping wins.
 DEFAULT_PROPERTIES = {"first_name": "firstname", "last_name": "lastname", "phone": "phone",
@@ -37,7 +39,30 @@ DEFAULT_PROPERTIES = {"first_name": "firstname", "last_name": "lastname", "phone
 POLICY_WAIT_SECONDS = {"TEN_SECONDLY_ROLLING": 10.0, "SECONDLY": 1.0}
 
 
+def sync_stamp(properties: dict[str, Any]) -> str:
+    """What we wrote, as ``"<names>:<sha256 of names and values>"``: a pull that finds the
+    same values under those names is our own write coming back, not a change."""
+    names = sorted(properties)
+    digest = hashlib.sha256(json.dumps([[n, str(properties[n])] for n in names]).encode())
+    return f"{','.join(names)}:{digest.hexdigest()[:32]}"
+
+
+def is_own_write(properties: dict[str, Any], stamp_property: str) -> bool:
+    stamp = properties.get(stamp_property)
+    if not stamp:
+        return False
+    names = stamp.rpartition(":")[0].split(",")
+    if any(name not in properties for name in names):
+        return False
+    return sync_stamp({name: properties[name] for name in names}) == stamp
+
+
 class HubSpotConfig(DestinationConfigSchema):
+    sync_stamp_property = fields.String(
+        load_default="tessera_sync_stamp", allow_none=True,
+        metadata={"description": "Contact property where each upsert records what it wrote, "
+                  "so the HubSpot source recognises our own writes (two-way sync without "
+                  "loops); null to disable. Create it in HubSpot as a text property."})
     base_url = fields.Url(load_default="https://api.hubapi.com", require_tld=False,
                           metadata={"description": "HubSpot API endpoint (a fake's, in tests)."})
     access_token = fields.String(required=True, validate=validate.Length(min=1),
@@ -63,6 +88,9 @@ class HubSpotContacts(HttpDestination):
         for trait, value in item.traits.items():
             name = self.mapping.get(trait) or DEFAULT_PROPERTIES.get(trait, trait)
             properties[name] = normalise_email(value) if trait == "email" else value
+        stamp_property = self.config.get("sync_stamp_property")
+        if stamp_property:
+            properties[stamp_property] = sync_stamp(properties)
         return properties
 
     def requests_for(self, operation, destination, items):

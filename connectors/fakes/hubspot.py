@@ -14,6 +14,9 @@ from typing import Any
 from connectors.sdk.fakes import FakeRequest, FakeResponse, FakeVendor
 
 MAX_INPUTS = 100
+MAX_SEARCH_LIMIT = 200
+SEARCH_RESULTS_CAP = 10_000  # paging past this answers 400, as HubSpot's search does
+FIRST_MODIFIED_MS = 1_735_689_600_000
 
 
 def _error(status: int, category: str, message: str) -> FakeResponse:
@@ -22,15 +25,30 @@ def _error(status: int, category: str, message: str) -> FakeResponse:
 
 
 class FakeHubSpot(FakeVendor):
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, results_cap: int = SEARCH_RESULTS_CAP) -> None:
         super().__init__()
         self.token = token
+        self.results_cap = results_cap
         self.contacts: dict[str, dict[str, Any]] = {}  # email -> {id, properties}
         self.sizes: list[int] = []
         self.deleted: list[str] = []
+        self._clock_ms = FIRST_MODIFIED_MS
+
+    def _touch(self, contact: dict[str, Any]) -> None:
+        """Every write moves lastmodifieddate on (one second per write, never backwards)."""
+        self._clock_ms += 1000
+        contact["properties"]["lastmodifieddate"] = str(self._clock_ms)
+
+    def edit(self, email: str, **properties: str) -> None:
+        """A person in HubSpot changes a contact (or creates one)."""
+        with self.lock:
+            contact = self.contacts.setdefault(
+                email, {"id": str(len(self.contacts) + 1001), "properties": {"email": email}})
+            contact["properties"].update(properties)
+            self._touch(contact)
 
     def is_data_request(self, request: FakeRequest) -> bool:
-        return request.method == "POST"
+        return request.method == "POST" and not request.path.endswith("/search")
 
     def error_body(self, status: int) -> Any:
         if status == 429:
@@ -51,6 +69,8 @@ class FakeHubSpot(FakeVendor):
             return self._upsert(request.json())
         if request.method == "POST" and path == "/crm/v3/objects/contacts/gdpr-delete":
             return self._gdpr_delete(request.json())
+        if request.method == "POST" and path == "/crm/v3/objects/contacts/search":
+            return self._search(request.json())
         return _error(404, "OBJECT_NOT_FOUND", f"no route {request.method} {path}")
 
     def _upsert(self, body: dict[str, Any]) -> FakeResponse:
@@ -73,9 +93,37 @@ class FakeHubSpot(FakeVendor):
                 contact = self.contacts.setdefault(
                     email, {"id": str(len(self.contacts) + 1001), "properties": {}})
                 contact["properties"].update(entry["properties"], email=email)
+                self._touch(contact)
                 results.append({"id": contact["id"], "properties": contact["properties"],
                                 "archived": False, "new": new})
         return FakeResponse(200, {"status": "COMPLETE", "results": results})
+
+    def _search(self, body: dict[str, Any]) -> FakeResponse:
+        limit = int(body.get("limit", 10))
+        after = int(body.get("after") or 0)
+        if limit > MAX_SEARCH_LIMIT:
+            return _error(400, "VALIDATION_ERROR", f"limit: at most {MAX_SEARCH_LIMIT}")
+        if after + limit > self.results_cap:
+            return _error(400, "VALIDATION_ERROR", f"paging past {self.results_cap} results")
+        filters = [f for group in body.get("filterGroups", []) for f in group["filters"]]
+        since = 0
+        for found in filters:
+            if found["propertyName"] != "lastmodifieddate" or found["operator"] != "GTE":
+                return _error(400, "VALIDATION_ERROR", "this fake filters on "
+                              "lastmodifieddate GTE only")
+            since = int(found["value"])
+        wanted = set(body.get("properties") or ["email"]) | {"lastmodifieddate"}
+        with self.lock:
+            matching = sorted((c for c in self.contacts.values()
+                               if int(c["properties"]["lastmodifieddate"]) >= since),
+                              key=lambda c: (int(c["properties"]["lastmodifieddate"]), c["id"]))
+            page = [{"id": c["id"], "archived": False, "properties": {
+                k: v for k, v in c["properties"].items() if k in wanted}}
+                for c in matching[after:after + limit]]
+        answer: dict[str, Any] = {"total": len(matching), "results": page}
+        if after + limit < len(matching):
+            answer["paging"] = {"next": {"after": str(after + limit)}}
+        return FakeResponse(200, answer)
 
     def _gdpr_delete(self, body: dict[str, Any]) -> FakeResponse:
         if not body.get("objectId"):

@@ -166,8 +166,10 @@ def test_hubspot_upserts_by_email_with_mapped_properties(hubspot):
     deliver(connector, Capability.UPSERT_PROFILE,
             [person(1, email="Ada@Example.com", first_name="Ada", plan="pro")])
     (entry,) = fake.data_requests()[0].json()["inputs"]
+    stamp = entry["properties"].pop("tessera_sync_stamp")
     assert entry == {"idProperty": "email", "id": "ada@example.com", "properties": {
         "email": "ada@example.com", "firstname": "Ada", "tessera_plan": "pro"}}
+    assert stamp.startswith("email,firstname,tessera_plan:")  # what we wrote, for the pull
 
 
 def test_hubspot_ten_secondly_limit_waits_ten_seconds(hubspot):

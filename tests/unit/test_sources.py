@@ -1,0 +1,44 @@
+"""Sources: the HubSpot incremental pull passes the source kit (past the 10,000-result
+cap, cursor on lastmodifieddate, our own writes not pulled back)."""
+
+from __future__ import annotations
+
+from connectors.fakes.hubspot import FakeHubSpot
+from connectors.sdk.source_conformance import source_conformance_tests
+from connectors.sources.hubspot import HubSpotContactsSource
+
+TestHubSpotSourceConformance = source_conformance_tests(HubSpotContactsSource)
+
+
+def pull_all(source, cursor=None):
+    calls = []
+    for page in source.pull(cursor):
+        calls.extend(page.calls)
+        cursor = page.cursor
+    return calls, cursor
+
+
+def test_a_human_edit_after_our_write_is_pulled_again():
+    with FakeHubSpot(token="pat-test") as fake:
+        source = HubSpotContactsSource(base_url=fake.base_url, access_token="pat-test")
+        harness = HubSpotContactsSource.conformance_harness()
+        harness.echo(fake, ["ada@example.com"])
+        calls, cursor = pull_all(source)
+        assert calls == [] and source.skipped_own_writes == 1
+        fake.edit("ada@example.com", firstname="Adeline")
+        calls, _ = pull_all(source, cursor)
+        assert [c["traits"] for c in calls] == [{"email": "ada@example.com",
+                                                 "first_name": "Adeline"}]
+        source.close()
+
+
+def test_a_contact_becomes_an_identify_with_its_hubspot_id():
+    with FakeHubSpot(token="t") as fake:
+        fake.edit("bob@example.com", firstname="Bob", lastname="Stone")
+        source = HubSpotContactsSource(base_url=fake.base_url, access_token="t")
+        (call,), _ = pull_all(source)
+        assert call["anonymousId"] == "hubspot:1001"
+        assert call["traits"] == {"email": "bob@example.com", "first_name": "Bob",
+                                  "last_name": "Stone"}
+        assert call["context"]["externalIds"][0]["type"] == "hubspot_contact_id"
+        source.close()
