@@ -10,6 +10,11 @@ from connectors.sources.hubspot import HubSpotContactsSource
 TestHubSpotSourceConformance = source_conformance_tests(HubSpotContactsSource)
 
 
+def hubspot_source(fake, token):
+    config = {"base_url": fake.base_url, "access_token": token}
+    return HubSpotContactsSource(**HubSpotContactsSource.config_schema().load(config))
+
+
 def pull_all(source, cursor=None):
     calls = []
     for page in source.pull(cursor):
@@ -20,7 +25,7 @@ def pull_all(source, cursor=None):
 
 def test_a_human_edit_after_our_write_is_pulled_again():
     with FakeHubSpot(token="pat-test") as fake:
-        source = HubSpotContactsSource(base_url=fake.base_url, access_token="pat-test")
+        source = hubspot_source(fake, "pat-test")
         harness = HubSpotContactsSource.conformance_harness()
         harness.echo(fake, ["ada@example.com"])
         calls, cursor = pull_all(source)
@@ -35,7 +40,7 @@ def test_a_human_edit_after_our_write_is_pulled_again():
 def test_a_contact_becomes_an_identify_with_its_hubspot_id():
     with FakeHubSpot(token="t") as fake:
         fake.edit("bob@example.com", firstname="Bob", lastname="Stone")
-        source = HubSpotContactsSource(base_url=fake.base_url, access_token="t")
+        source = hubspot_source(fake, "t")
         (call,), _ = pull_all(source)
         assert call["anonymousId"] == "hubspot:1001"
         assert call["traits"] == {"email": "bob@example.com", "first_name": "Bob",
