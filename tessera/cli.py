@@ -6,6 +6,7 @@
     tessera connector …        list, test (conformance kit), new, dry-run connectors
     tessera dlq …              list, show, replay dead letters (admin API)
     tessera import FILE …      a CSV file through the gateway (streaming, resumable)
+    tessera pull hubspot …     what changed in a CRM since the last pull, through the gateway
 """
 
 from __future__ import annotations

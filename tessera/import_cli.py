@@ -1,4 +1,6 @@
-"""``tessera import FILE --source NAME --map column=trait …``: a CSV through the gateway.
+"""``tessera import`` (a CSV file) and ``tessera pull`` (a CRM): records through the gateway.
+
+``tessera import FILE --source NAME --map column=trait …``
 
 Rows go to ``POST /v1/batch`` with the source's write key, exactly as tracked events
 do, so identity, consent, contacts and segments treat them alike. The import streams
@@ -6,6 +8,10 @@ the file, shows its progress on stderr, writes rejected rows with their reason t
 ``FILE.rejected.csv``, and records after each acknowledged batch how far it got in
 ``FILE.import-state.json``: ``--resume`` continues from there (rows sent twice are
 recognised by their messageId and kept once).
+
+``tessera pull hubspot --source crm --secret-env access_token=TESSERA_HUBSPOT_TOKEN``
+sends what changed since the last pull (its cursor is kept under
+``TESSERA_DATA_DIR/pulls/``), skipping Tessera's own writes coming back.
 """
 
 from __future__ import annotations
@@ -128,6 +134,58 @@ def run_import(source: CsvSource, client: httpx.Client, *, resume: bool,
     return report
 
 
+def run_pull(source, client: httpx.Client, cursor_file: Path) -> ImportReport:
+    """One incremental pull: every page through the gateway, the cursor saved after each."""
+    cursor = json.loads(cursor_file.read_text())["cursor"] if cursor_file.exists() else None
+    report = ImportReport()
+    cursor_file.parent.mkdir(parents=True, exist_ok=True)
+    for page in source.pull(cursor):
+        if page.calls:
+            _post(client, page.calls)
+            report.batches += 1
+        report.sent += len(page.calls)
+        temporary = cursor_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"cursor": page.cursor}))
+        os.replace(temporary, cursor_file)
+    return report
+
+
+def cmd_pull(args) -> int:
+    from importlib.metadata import entry_points
+
+    found = {ep.name: ep for ep in entry_points(group="tessera.sources")}
+    if args.kind not in found:
+        raise SystemExit(f"kind: unknown source {args.kind!r} (known: {', '.join(sorted(found))})")
+    cls = found[args.kind].load()
+    config = json.loads(args.config)
+    for pair in args.secret_env:
+        field, _, variable = pair.partition("=")
+        if not os.environ.get(variable):
+            raise SystemExit(f"--secret-env: {variable} (for {field}) is not set")
+        config[field] = os.environ[variable]
+    try:
+        source = cls(**cls.config_schema().load(config))
+        source.check()
+    except ValueError as error:
+        raise SystemExit(str(getattr(error, "messages", error))) from None
+    data_dir = Path(os.environ.get("TESSERA_DATA_DIR", "data"))
+    cursor_file = data_dir / "pulls" / f"{args.kind}-{args.source}.json"
+    with httpx.Client(base_url=_api_url(), auth=(_write_key(args.source), ""),
+                      timeout=60) as client:
+        report = run_pull(source, client, cursor_file)
+    source.close()
+    skipped = getattr(source, "skipped_own_writes", 0)
+    print(f"pulled {report.sent:,} records in {report.batches} batches; skipped {skipped:,} "
+          f"of our own writes; cursor in {cursor_file}")
+    return 0
+
+
+def _api_url() -> str:
+    return os.environ.get("TESSERA_API_URL") or "http://{}:{}".format(
+        os.environ.get("TESSERA_HTTP_HOST", "127.0.0.1"),
+        os.environ.get("TESSERA_HTTP_PORT", "8000"))
+
+
 def _write_key(source: str) -> str:
     if os.environ.get("TESSERA_WRITE_KEY"):
         return os.environ["TESSERA_WRITE_KEY"]
@@ -147,9 +205,7 @@ def cmd_import(args) -> int:
             "user_id_column": args.user_id_column, "page_size": args.batch}))
     except ValueError as error:
         raise SystemExit(str(error)) from None
-    base = os.environ.get("TESSERA_API_URL") or "http://{}:{}".format(
-        os.environ.get("TESSERA_HTTP_HOST", "127.0.0.1"),
-        os.environ.get("TESSERA_HTTP_PORT", "8000"))
+    base = _api_url()
     started = time.monotonic()
 
     def progress(report: ImportReport, total: int) -> None:
@@ -180,3 +236,11 @@ def add_commands(commands) -> None:
     command.add_argument("--resume", action="store_true",
                          help="continue an interrupted import of the same file")
     command.set_defaults(func=cmd_import)
+
+    pull = commands.add_parser("pull", help="pull what changed in a CRM since the last pull")
+    pull.add_argument("kind", help="source connector (tessera.sources entry point)")
+    pull.add_argument("--source", required=True, help="tracking source (its write key)")
+    pull.add_argument("--config", default="{}", help="the source's config, as JSON")
+    pull.add_argument("--secret-env", action="append", default=[], metavar="FIELD=VARIABLE",
+                      help="take a secret config field from an environment variable")
+    pull.set_defaults(func=cmd_pull)

@@ -47,3 +47,29 @@ def test_a_contact_becomes_an_identify_with_its_hubspot_id():
                                   "last_name": "Stone"}
         assert call["context"]["externalIds"][0]["type"] == "hubspot_contact_id"
         source.close()
+
+
+def test_tessera_pull_sends_changes_through_the_gateway_and_remembers_its_cursor(
+        tmp_path, monkeypatch, capsys):
+    import json
+
+    from test_csv_import import WRITE_KEY, FakeGateway
+
+    from tessera.cli import main
+
+    with FakeHubSpot(token="pat-x") as hubspot, FakeGateway() as gateway:
+        for n in range(3):
+            hubspot.edit(f"p{n}@example.com", firstname=f"P{n}")
+        monkeypatch.setenv("TESSERA_API_URL", gateway.base_url)
+        monkeypatch.setenv("TESSERA_WRITE_KEY", WRITE_KEY)
+        monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path))
+        monkeypatch.setenv("TESSERA_TEST_HUBSPOT", "pat-x")
+        arguments = ["pull", "hubspot", "--source", "crm", "--config",
+                     json.dumps({"base_url": hubspot.base_url}),
+                     "--secret-env", "access_token=TESSERA_TEST_HUBSPOT"]
+        assert main(arguments) == 0
+        assert "pulled 3 records" in capsys.readouterr().out
+        hubspot.edit("p1@example.com", firstname="Changed")
+        assert main(arguments) == 0
+        assert len({c["messageId"] for c in gateway.calls}) == 4
+        assert gateway.calls[-1]["traits"]["first_name"] == "Changed"
