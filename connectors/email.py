@@ -213,3 +213,40 @@ def _classified(error: smtplib.SMTPResponseException):
     if 400 <= error.smtp_code < 500:
         return TransientDeliveryError(detail, status=error.smtp_code)
     return PermanentDeliveryError(detail, status=error.smtp_code)
+
+
+class UnsubscribeLinks:
+    """Reads one-click unsubscribe tokens for the email destinations of a destinations file.
+
+    Only the email destinations are read (their ``unsubscribe_secret``, inline or from the
+    variable ``secrets_env`` names), so a process that holds no other destination's
+    secrets — the gateway — can still check the links.
+    """
+
+    def __init__(self, destinations_file) -> None:
+        import json
+        import os
+        from pathlib import Path
+
+        self.known: dict[str, tuple[str, list[str]]] = {}
+        if destinations_file is None or not Path(destinations_file).exists():
+            return
+        for spec in json.loads(Path(destinations_file).read_text()).get("destinations", []):
+            if spec.get("kind") != "email":
+                continue
+            variable = (spec.get("secrets_env") or {}).get("unsubscribe_secret")
+            secret = os.environ.get(variable) if variable else \
+                (spec.get("config") or {}).get("unsubscribe_secret")
+            if secret:
+                self.known[spec["name"]] = (secret, list(spec.get("purposes") or []))
+
+    def read(self, token: str) -> tuple[str, str, list[str]] | None:
+        """``(profile_id, destination, purposes)`` of a genuine token, else None."""
+        for name, (secret, purposes) in self.known.items():
+            try:
+                found = read_unsubscribe_token(secret, token)
+            except (ValueError, UnicodeDecodeError):
+                return None
+            if found is not None and found[1] == name:
+                return found[0], name, purposes
+        return None
