@@ -17,6 +17,8 @@ Contact: a profile without one gets ``"[not provided]"``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, ClassVar
 
 import httpx
@@ -31,14 +33,34 @@ from connectors.sdk.destination import (
     classify_status,
 )
 
-__all__ = ["DEFAULT_FIELDS", "SalesforceContacts"]
+__all__ = ["DEFAULT_FIELDS", "SalesforceContacts", "is_own_write", "sync_stamp"]
 
 DEFAULT_FIELDS = {"email": "Email", "first_name": "FirstName", "last_name": "LastName",
                   "phone": "Phone", "title": "Title", "company": "Department"}
 RETRYABLE_RECORD_ERRORS = frozenset({"UNABLE_TO_LOCK_ROW"})
 
 
+def sync_stamp(fields_: dict[str, Any]) -> str:
+    """What we wrote, as ``"<names>:<digest>"`` (see :func:`connectors.hubspot.sync_stamp`)."""
+    names = sorted(fields_)
+    digest = hashlib.sha256(json.dumps([[n, str(fields_[n])] for n in names]).encode())
+    return f"{','.join(names)}:{digest.hexdigest()[:32]}"
+
+
+def is_own_write(record: dict[str, Any], stamp_field: str) -> bool:
+    stamp = record.get(stamp_field)
+    if not stamp:
+        return False
+    names = stamp.rpartition(":")[0].split(",")
+    return all(n in record for n in names) and \
+        sync_stamp({n: record[n] for n in names}) == stamp
+
+
 class SalesforceConfig(DestinationConfigSchema):
+    sync_stamp_field = fields.String(
+        load_default="Tessera_Sync_Stamp__c", allow_none=True,
+        metadata={"description": "Contact text field where each upsert records what it "
+                  "wrote, so the Salesforce source skips our own writes; null to disable."})
     login_url = fields.Url(required=True, require_tld=False,
                            metadata={"description": "Your My Domain URL, e.g. "
                                      "https://acme.my.salesforce.com (token endpoint host)."})
@@ -91,6 +113,10 @@ class SalesforceContacts(HttpDestination):
             if name and name not in ("Id", self.config["external_id_field"]):
                 record[name] = value
         record.setdefault("LastName", "[not provided]")
+        stamp_field = self.config.get("sync_stamp_field")
+        if stamp_field:
+            written = {k: v for k, v in record.items() if k != "attributes"}
+            record[stamp_field] = sync_stamp(written)
         return record
 
     def _upsert(self, items: list[DeliveryItem], token: dict[str, str]) -> OutboundRequest:

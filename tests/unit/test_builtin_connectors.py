@@ -206,6 +206,7 @@ def test_salesforce_upserts_by_external_id_with_mapped_fields(salesforce):
     fake, connector = salesforce
     deliver(connector, Capability.UPSERT_PROFILE, [person(1)])
     (record,) = fake.data_requests()[0].json()["records"]
+    assert record.pop("Tessera_Sync_Stamp__c").startswith("Email,FirstName,LastName,Phone,")
     assert record == {"attributes": {"type": "Contact"}, "Tessera_Profile_Id__c": "profile-1",
                       "Email": "p1@example.com", "FirstName": "Ada", "LastName": "Lovelace",
                       "Phone": "+44 20 7946 0000"}

@@ -6,8 +6,10 @@ from __future__ import annotations
 from connectors.fakes.hubspot import FakeHubSpot
 from connectors.sdk.source_conformance import source_conformance_tests
 from connectors.sources.hubspot import HubSpotContactsSource
+from connectors.sources.salesforce import SalesforceContactsSource
 
 TestHubSpotSourceConformance = source_conformance_tests(HubSpotContactsSource)
+TestSalesforceSourceConformance = source_conformance_tests(SalesforceContactsSource)
 
 
 def hubspot_source(fake, token):
