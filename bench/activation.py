@@ -7,10 +7,11 @@ with ``decide_many`` right before sending, sends the allowed through the webhook
 connector (HMAC + Standard Webhooks signatures) to a loopback receiver in its own
 process, and records the outcome on the destination's ledger (SQLite event store).
 
-1. Throughput: one destination, batches of 100, for ``--seconds``; the figure is
-   deliveries (sent + suppressed: each one decided and recorded) per second.
-2. Isolation: the healthy destination alone, then beside each bad one in turn (a fresh
-   "alone" run right before each "beside" run) — stalled
+1. Throughput: one destination, batches of 100, for ``--seconds``; the figure counts
+   deliveries the webhook acknowledged (the 15% that consent suppresses are decided and
+   recorded too, but not counted).
+2. Isolation: the healthy destination's rate alone and beside each bad one in turn,
+   in alternating windows (``--rounds`` pairs of ``--seconds``) — stalled
    (every call takes 10 s), failing fast with 500, answering 429 with ``Retry-After: 1``.
    Each destination has its own worker (the platform gives each its own queue and
    lane); all share the application, its store and consent, as in the service.
@@ -124,36 +125,37 @@ class Lane:
         while not self.stop.is_set():
             outcome = self.app.deliver(key, self.destination, self.batch(),
                                        self.consent.decide_many)
-            self.deliveries += outcome["delivered"] + outcome["suppressed"]
+            self.deliveries += outcome["delivered"]  # sent and acknowledged; not suppressed
 
     def start(self) -> Lane:
         self.thread.start()
         return self
 
 
-def measure(app, consent, profiles, healthy: str, bad: str | None, seconds: float,
-            release=None) -> float:
-    lanes = [Lane(app, consent, healthy, profiles)]
-    if bad:
-        lanes.append(Lane(app, consent, bad, profiles))
-    for lane in lanes:
-        lane.start()
-    time.sleep(1.0)  # warm up: connections open, caches filled
-    before, started = lanes[0].deliveries, time.perf_counter()
+def sample(lane: Lane, seconds: float) -> float:
+    """The lane's deliveries per second over the next ``seconds``."""
+    before, started = lane.deliveries, time.perf_counter()
     time.sleep(seconds)
-    rate = (lanes[0].deliveries - before) / (time.perf_counter() - started)
-    for lane in lanes:
-        lane.stop.set()
-    if release is not None:
-        release.set()  # the bad lane finishes its batch quickly and leaves the next run alone
-    for lane in lanes:
-        lane.thread.join()
+    return (lane.deliveries - before) / (time.perf_counter() - started)
+
+
+def beside(app, consent, profiles, healthy: Lane, bad: str, seconds: float, release) -> float:
+    """The healthy lane's rate while a bad destination's lane runs beside it."""
+    app._breakers.pop(bad, None)  # every window starts the bad lane afresh, pause and all
+    neighbour = Lane(app, consent, bad, profiles).start()
+    rate = sample(healthy, seconds)
+    neighbour.stop.set()
+    release.set()  # a stalled call returns at once, so the lane can end
+    neighbour.thread.join()
+    release.clear()
     return rate
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="per measurement")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per window")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alone/beside window pairs per bad destination")
     args = parser.parse_args()
 
     receiver, base_url = spawn_receiver(SECRET)
@@ -172,20 +174,25 @@ def main() -> int:
     app = ActivationApplication(settings, destinations=destinations)
     try:
         seed_consent(consent, profiles)
-        throughput = measure(app, consent, profiles, "healthy", None, args.seconds)
+        healthy = Lane(app, consent, "healthy", profiles).start()
+        time.sleep(2.0)  # warm up: connections open, caches filled
+        throughput = sample(healthy, args.seconds)
         print(f"throughput: {throughput:,.0f} deliveries/s (batches of {BATCH}, consent "
               "decided per batch at send time)", flush=True)
         kept = []
-        for bad in bad_servers:
-            # Alone right before beside: the other engineers' load on the shared cores
-            # drifts, and a ratio of two neighbouring runs is what isolation means.
-            alone = measure(app, consent, profiles, "healthy", None, args.seconds)
-            handler = bad_servers[bad][0].RequestHandlerClass
-            beside = measure(app, consent, profiles, "healthy", bad, args.seconds,
-                             release=handler.released)
-            kept.append(100 * beside / alone)
-            print(f"healthy alone {alone:,.0f} deliveries/s, beside {bad} {beside:,.0f} "
-                  f"deliveries/s ({kept[-1]:.0f}%)", flush=True)
+        for bad, (server, _) in bad_servers.items():
+            # Alone and beside alternate in short windows: the load other engineers put
+            # on the shared cores drifts, and alternating cancels most of that drift.
+            alone = side = 0.0
+            for _ in range(args.rounds):
+                alone += sample(healthy, args.seconds)
+                side += beside(app, consent, profiles, healthy, bad, args.seconds,
+                               server.RequestHandlerClass.released)
+            kept.append(100 * side / alone)
+            print(f"healthy alone {alone / args.rounds:,.0f} deliveries/s, beside {bad} "
+                  f"{side / args.rounds:,.0f} deliveries/s ({kept[-1]:.0f}%)", flush=True)
+        healthy.stop.set()
+        healthy.thread.join()
         print(f"activation: {throughput:,.0f} deliveries/s; healthy destination keeps "
               f"{min(kept):.0f}% of its throughput beside a stalled one", flush=True)
     finally:

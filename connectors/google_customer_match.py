@@ -6,6 +6,7 @@ The Google Ads API's offline user data jobs refuse new Customer Match integratio
     POST {base}/v1/audienceMembers:ingest      add members to the audience
     POST {base}/v1/audienceMembers:remove      remove them
     Authorization: Bearer <OAuth token, scope https://www.googleapis.com/auth/datamanager>
+                   (fetched with the refresh token and renewed before it expires)
 
     {"destinations": [{"operatingAccount": {"accountType": "GOOGLE_ADS", "accountId": "…"},
                        "loginAccount": {…}?, "productDestinationId": "<user list id>"}],
@@ -25,10 +26,11 @@ removals carry none (Google needs none to remove). At most 10,000 members per re
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 import httpx
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, validate, validates_schema
 
 from connectors.base import DeliveryItem, TransientDeliveryError
 from connectors.sdk.destination import (
@@ -55,9 +57,28 @@ class GoogleCustomerMatchConfig(DestinationConfigSchema):
         load_default="https://datamanager.googleapis.com", require_tld=False,
         metadata={"description": "Data Manager API endpoint (a fake's, in tests)."})
     access_token = fields.String(
-        required=True, validate=validate.Length(min=1),
+        load_default=None, allow_none=True, validate=validate.Length(min=1),
         metadata={"secret": True, "description": "OAuth 2.0 access token with the "
-                  "https://www.googleapis.com/auth/datamanager scope."})
+                  "https://www.googleapis.com/auth/datamanager scope (short-lived: prefer "
+                  "the refresh token below)."})
+    refresh_token = fields.String(
+        load_default=None, allow_none=True,
+        metadata={"secret": True, "description": "OAuth 2.0 refresh token; with client_id "
+                  "and client_secret, access tokens are fetched and renewed as they expire."})
+    client_id = fields.String(load_default=None, allow_none=True,
+                              metadata={"description": "OAuth client id."})
+    client_secret = fields.String(load_default=None, allow_none=True,
+                                  metadata={"secret": True, "description": "OAuth client "
+                                            "secret."})
+    token_url = fields.Url(load_default="https://oauth2.googleapis.com/token", require_tld=False,
+                           metadata={"description": "OAuth token endpoint."})
+
+    @validates_schema
+    def _credentials(self, data, **kwargs):
+        refresh = [data.get(k) for k in ("refresh_token", "client_id", "client_secret")]
+        if not data.get("access_token") and not all(refresh):
+            raise ValidationError("give access_token, or refresh_token with client_id and "
+                                  "client_secret", field_name="access_token")
     operating_account_id = fields.String(
         required=True, validate=validate.Regexp(r"^[0-9-]+$", error="digits (and hyphens)"),
         metadata={"description": "Google Ads customer id of the account owning the list."})
@@ -110,10 +131,32 @@ class GoogleCustomerMatch(HttpDestination):
                 "accountId": self.config["login_account_id"].replace("-", "")}
         return destination
 
-    def _request(self, method: str, body: dict[str, Any]) -> OutboundRequest:
+    def __init__(self, *, clock=time.monotonic, **config: Any) -> None:
+        super().__init__(**config)
+        self._clock = clock
+        self._access_token = config.get("access_token")
+        self._expires_at = float("inf") if self._access_token else 0.0
+
+    def _bearer(self) -> str:
+        """The access token, renewed from the refresh token a minute before it expires."""
+        if self._clock() < self._expires_at - 60:
+            return self._access_token
+        response = self.request(OutboundRequest(
+            "POST", self.config["token_url"], {}, data={
+                "grant_type": "refresh_token", "refresh_token": self.config["refresh_token"],
+                "client_id": self.config["client_id"],
+                "client_secret": self.config["client_secret"]}))
+        token = response.json()
+        self._access_token = token["access_token"]
+        self._expires_at = self._clock() + float(token.get("expires_in", 3600))
+        return self._access_token
+
+    def _request(self, method: str, body: dict[str, Any], *, preview: bool = False
+                 ) -> OutboundRequest:
+        bearer = "<access token>" if preview and not self._access_token else self._bearer()
         return OutboundRequest(
             "POST", f"{self.config['base_url']}/v1/audienceMembers:{method}",
-            {"Authorization": f"Bearer {self.config['access_token']}"}, json=body)
+            {"Authorization": f"Bearer {bearer}"}, json=body)
 
     def _body(self, operation: Capability, items: list[DeliveryItem]) -> dict[str, Any]:
         members = []
@@ -130,10 +173,14 @@ class GoogleCustomerMatch(HttpDestination):
             body["termsOfService"] = {"customerMatchTermsOfServiceStatus": "ACCEPTED"}
         return body
 
-    def requests_for(self, operation, destination, items):
+    def requests_for(self, operation, destination, items, *, preview: bool = False):
         method = "ingest" if operation == Capability.ADD_TO_AUDIENCE else "remove"
         body = self._body(operation, items)
-        return [self._request(method, body)] if body["audienceMembers"] else []
+        return [self._request(method, body, preview=preview)] if body["audienceMembers"] else []
+
+    def preview(self, operation, destination, items):
+        return [request.redacted(self.secret_headers)
+                for request in self.requests_for(operation, destination, items, preview=True)]
 
     def check(self) -> None:
         """A validateOnly ingest: checks the token and the destination, changes nothing."""
@@ -155,8 +202,11 @@ class GoogleCustomerMatch(HttpDestination):
         from connectors.sdk.conformance import Harness
 
         return Harness(
-            fake=lambda: FakeDataManager(token="ya29.test-token"),
-            config=lambda fake: {"base_url": fake.base_url, "access_token": "ya29.test-token",
+            fake=lambda: FakeDataManager(token="ya29.test-token", refresh_token="1//refresh",
+                                         client=("client-id", "client-secret")),
+            config=lambda fake: {"base_url": fake.base_url, "token_url": fake.base_url +
+                                 "/token", "refresh_token": "1//refresh",
+                                 "client_id": "client-id", "client_secret": "client-secret",
                                  "operating_account_id": "123-456-7890",
                                  "audience_id": "4567"},
-            bad_config=lambda fake: {"access_token": "ya29.expired"})
+            bad_config=lambda fake: {"refresh_token": "1//revoked"})

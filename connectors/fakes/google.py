@@ -57,21 +57,25 @@ def _identifier(entry: dict[str, Any]) -> dict[str, str]:
 
 
 class FakeDataManager(FakeVendor):
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, refresh_token: str | None = None,
+                 client: tuple[str, str] | None = None) -> None:
         super().__init__()
         self.token = token
+        self.refresh_token = refresh_token
+        self.client = client
+        self.tokens_issued = 0
         self.audiences: dict[str, set[str]] = {}  # productDestinationId -> member keys
         self.sizes: list[int] = []
         self.identifiers: list[dict[str, str]] = []
 
-    def is_data_request(self, request: FakeRequest) -> bool:
-        return request.path.startswith("/v1/audienceMembers:")
 
     def error_body(self, status: int) -> Any:
         return {"error": {"code": status, "message": "injected",
                           "status": _STATUS.get(status, "UNKNOWN")}}
 
     def route(self, request: FakeRequest) -> FakeResponse:
+        if request.path == "/token" and request.method == "POST":
+            return self._token(request.form())
         if request.bearer != self.token:
             return _error(401, "Request had invalid authentication credentials.")
         if request.method != "POST" or request.path not in (
@@ -81,6 +85,24 @@ class FakeDataManager(FakeVendor):
             return self._members(request.path.endswith(":ingest"), request.json())
         except Invalid as invalid:
             return _error(400, str(invalid))
+
+    def _token(self, form: dict[str, str]) -> FakeResponse:
+        """Google's OAuth token endpoint, refresh_token grant."""
+        if (form.get("client_id"), form.get("client_secret")) != self.client:
+            return FakeResponse(401, {"error": "invalid_client",
+                                      "error_description": "The OAuth client was not found."})
+        if form.get("grant_type") != "refresh_token" or \
+                form.get("refresh_token") != self.refresh_token:
+            return FakeResponse(400, {"error": "invalid_grant",
+                                      "error_description": "Token has been expired or revoked."})
+        with self.lock:
+            self.tokens_issued += 1
+        return FakeResponse(200, {"access_token": self.token, "expires_in": 3599,
+                                  "scope": "https://www.googleapis.com/auth/datamanager",
+                                  "token_type": "Bearer"})
+
+    def is_data_request(self, request: FakeRequest) -> bool:
+        return request.path.startswith("/v1/audienceMembers:")
 
     def _members(self, ingest: bool, body: dict[str, Any]) -> FakeResponse:
         destinations = body.get("destinations") or []

@@ -289,3 +289,29 @@ def test_marketing_mail_without_an_unsubscribe_link_is_refused_by_config(smtp):
         mailer(smtp, unsubscribe_url=None)
     with pytest.raises(ValueError, match="unsubscribe_url: must be an https:// URL"):
         mailer(smtp, unsubscribe_url="http://cdp.example.com/u/{token}")
+
+
+def test_google_renews_its_access_token_from_the_refresh_token_before_it_expires():
+    now = [0.0]
+    with FakeDataManager(token="ya29.t", refresh_token="1//r", client=("id", "s")) as fake:
+        from connectors.google_customer_match import GoogleCustomerMatch
+
+        config = GoogleCustomerMatch.config_schema().load({
+            "base_url": fake.base_url, "token_url": fake.base_url + "/token",
+            "refresh_token": "1//r", "client_id": "id", "client_secret": "s",
+            "operating_account_id": "1", "audience_id": "2"})
+        connector = GoogleCustomerMatch(clock=lambda: now[0], **config)
+        deliver(connector, Capability.ADD_TO_AUDIENCE, [person(1)])
+        deliver(connector, Capability.ADD_TO_AUDIENCE, [person(2)])
+        assert fake.tokens_issued == 1  # cached while valid
+        now[0] = 3599 - 30  # within the last minute of its life
+        deliver(connector, Capability.ADD_TO_AUDIENCE, [person(3)])
+        assert fake.tokens_issued == 2
+        assert len(fake.subjects()) == 3
+        connector.close()
+
+
+def test_google_needs_an_access_token_or_a_refresh_token_with_its_client():
+    with pytest.raises(ValueError, match="access_token: give access_token, or refresh_token"):
+        load_connector("google_customer_match", {"operating_account_id": "1",
+                                                 "audience_id": "2", "refresh_token": "r"})
