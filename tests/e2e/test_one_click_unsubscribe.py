@@ -1,5 +1,6 @@
-"""An email's one-click List-Unsubscribe link records an objection in consent (RFC 8058):
-the next decision for that destination denies, with the objection on the record."""
+"""Email from a segment entry to the person's one-click unsubscribe: the platform sends a
+templated message through a real SMTP server (its own process), and the message's
+List-Unsubscribe link records an objection in consent (RFC 8058)."""
 
 from __future__ import annotations
 
@@ -11,23 +12,34 @@ import segment.analytics as analytics
 from e2e_support import WRITE_KEY
 
 from connectors.email import unsubscribe_token
+from connectors.fakes.smtp import FakeSmtpServer
 from tessera.testing.platform import Platform
 
 SECRET = "unsubscribe-secret-e2e"
 
 
+@pytest.fixture(scope="module")
+def smtp():
+    with FakeSmtpServer() as server:
+        yield server
+
+
 @pytest.fixture(scope="module", params=["embedded", pytest.param("real", marks=pytest.mark.e2e)])
-def platform(request):
+def platform(request, smtp):
     platform = Platform(
         mode=request.param, write_keys={"web": WRITE_KEY},
         destinations=[{"name": "newsletter", "kind": "email", "config": {
-            "host": "127.0.0.1", "port": 9, "starttls": False,
-            "from_address": "news@shop.example.com", "subject": "Hi $first_name",
-            "text": "Hello\n$unsubscribe_url", "unsubscribe_url": "https://cdp.example.com/u/{token}"},
-            "secrets_env": {"unsubscribe_secret": "TESSERA_E2E_UNSUBSCRIBE"},
+            "host": "127.0.0.1", "port": smtp.port, "starttls": False,
+            "username": smtp.username, "from_address": "news@shop.example.com",
+            "subject": "Hi $first_name", "text": "Hello $first_name\n$unsubscribe_url",
+            "unsubscribe_url": "https://cdp.example.com/u/{token}"},
+            "secrets_env": {"unsubscribe_secret": "TESSERA_E2E_UNSUBSCRIBE",
+                            "password": "TESSERA_E2E_SMTP_PASSWORD"},
             "segments": ["readers"], "purposes": ["marketing"]}],
-        destination_secrets={"TESSERA_E2E_UNSUBSCRIBE": SECRET})
+        destination_secrets={"TESSERA_E2E_UNSUBSCRIBE": SECRET,
+                             "TESSERA_E2E_SMTP_PASSWORD": smtp.password})
     platform.start()
+    platform.define_segment("readers", {"trait": "newsletter", "op": "eq", "value": True})
     yield platform
     platform.stop()
     platform.cleanup()
@@ -38,16 +50,27 @@ def unsubscribe(platform, token: str, body: bytes = b"List-Unsubscribe=One-Click
                       headers={"Content-Type": "application/x-www-form-urlencoded"})
 
 
-def test_one_click_records_an_objection_to_the_senders_purposes(platform):
+def test_a_segment_entry_sends_mail_whose_one_click_link_records_an_objection(
+        platform, smtp):
     user_id = f"user-{uuid.uuid4()}"
+    email = f"{user_id}@example.com"
     client = analytics.Client(WRITE_KEY, host=platform.base_url, sync_mode=True)
-    client.identify(user_id=user_id, traits={"email": f"{user_id}@example.com"},
+    client.identify(user_id=user_id, traits={"email": email, "first_name": "Ada",
+                                             "newsletter": True},
                     context={"consent": {"categoryPreferences": {"marketing": True}}})
     platform.wait_drained()
     profile_id = platform.admin("GET", "/v1/profiles", params={"userId": user_id}).json()[
         "profile_id"]
 
-    answer = unsubscribe(platform, unsubscribe_token(SECRET, profile_id, "newsletter"))
+    (message,) = [m for m in smtp.messages() if m["rcpt"] == [email]]
+    assert message["headers"]["Subject"] == "Hi Ada"
+    assert message["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link = message["headers"]["List-Unsubscribe"].strip("<>")
+    assert link in message["text"]
+    token = link.rsplit("/", 1)[1]
+    assert token == unsubscribe_token(SECRET, profile_id, "newsletter")
+
+    answer = unsubscribe(platform, token)
     assert answer.status_code == 200, answer.text
 
     (record,) = platform.admin("GET", f"/v1/profiles/{profile_id}/consent").json()["records"]
