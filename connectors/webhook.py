@@ -199,7 +199,7 @@ class WebhookConnector(HttpDestination):
         if operation is not None:
             payload["operation"] = str(operation)
         payload["sent_at"] = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
-        payload["items"] = [asdict(item) for item in items]
+        payload["items"] = [dict(asdict(item), traits=self.fields_of(item)) for item in items]
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
         raw = body.encode("utf-8")
         batch_key = batch_idempotency_key([i.idempotency_key for i in items])

@@ -1,7 +1,7 @@
 """``tessera connector …`` and ``tessera dlq …``: the connector kit and the dead-letter store.
 
     tessera connector list                        installed connectors and what they do
-    tessera connector test NAME                   the conformance kit, against NAME's fake
+    tessera connector test NAME [--source]        the conformance kit, against NAME's fake
     tessera connector new NAME [--dir DIR]        a package whose conformance tests pass
     tessera connector dry-run DEST --trait k=v …  what DEST would be sent (nothing is sent)
     tessera dlq list [DEST] | show DEST ID | replay DEST (ID | --all)
@@ -32,10 +32,21 @@ def cmd_connector_list(args) -> int:
     return 0
 
 
+def _source_class(name: str) -> type:
+    from importlib.metadata import entry_points
+
+    found = {ep.name: ep for ep in entry_points(group="tessera.sources")}
+    if name not in found:
+        raise SystemExit(f"name: unknown source {name!r} (known: {', '.join(sorted(found))})")
+    return found[name].load()
+
+
 def cmd_connector_test(args) -> int:
     from connectors.sdk.conformance import run_checks
+    from connectors.sdk.source_conformance import run_source_checks
 
-    results = run_checks(args.name)
+    results = run_source_checks(_source_class(args.name)) if args.source \
+        else run_checks(args.name)
     for name, outcome, detail in results:
         print(f"{outcome.upper():5} {name}" + (f": {detail}" if detail else ""))
     failed = sum(outcome == "fail" for _, outcome, _ in results)
@@ -145,6 +156,8 @@ def add_commands(commands) -> None:
     sub.add_parser("list", help="installed connectors").set_defaults(func=cmd_connector_list)
     test = sub.add_parser("test", help="run the conformance kit against a connector")
     test.add_argument("name")
+    test.add_argument("--source", action="store_true",
+                      help="test the source of that name (tessera.sources) with the source kit")
     test.set_defaults(func=cmd_connector_test)
     new = sub.add_parser("new", help="generate a connector package")
     new.add_argument("name")

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SOURCE_CHECKS", "SourceHarness", "source_conformance_tests"]
+__all__ = ["SOURCE_CHECKS", "SourceHarness", "run_source_checks", "source_conformance_tests"]
 
 SEEDED = 100
 
@@ -85,11 +85,13 @@ def check_a_pull_from_the_cursor_brings_only_what_changed(cls, harness, fake) ->
     assert len(new) == 1, f"expected the one changed record, got {len(new)}"
 
 
+class SkipCheck(Exception):
+    """The check does not apply to this source."""
+
+
 def check_our_own_writes_do_not_come_back(cls, harness, fake) -> None:
     if harness.echo is None:
-        import pytest
-
-        pytest.skip("the source's vendor is not also a destination")
+        raise SkipCheck("the source's vendor is not also a destination")
     harness.seed(fake, 3)
     with contextlib.closing(_source(cls, harness, fake)) as source:
         _, cursor = _pull(source)
@@ -106,12 +108,39 @@ SOURCE_CHECKS = [check_config_schema_describes_every_field, check_a_bad_config_f
                  check_our_own_writes_do_not_come_back]
 
 
+def run_source_check(cls: type, check) -> None:
+    harness = cls.conformance_harness()
+    with harness.fake() as fake:
+        check(cls, harness, fake)
+
+
+def run_source_checks(cls: type) -> list[tuple[str, str, str]]:
+    """Every check: ``[(name, "pass"|"fail"|"skip", detail)]``."""
+    results = []
+    for check in SOURCE_CHECKS:
+        name = check.__name__.removeprefix("check_")
+        try:
+            run_source_check(cls, check)
+        except SkipCheck as skipped:
+            results.append((name, "skip", str(skipped)))
+        except AssertionError as failed:
+            results.append((name, "fail", str(failed)))
+        except Exception as error:
+            results.append((name, "fail", f"{type(error).__name__}: {error}"))
+        else:
+            results.append((name, "pass", ""))
+    return results
+
+
 def source_conformance_tests(cls: type) -> type:
     def make(check):
         def test(self) -> None:
-            harness = cls.conformance_harness()
-            with harness.fake() as fake:
-                check(cls, harness, fake)
+            import pytest
+
+            try:
+                run_source_check(cls, check)
+            except SkipCheck as skipped:
+                pytest.skip(str(skipped))
 
         test.__name__ = "test_" + check.__name__.removeprefix("check_")
         return test

@@ -112,3 +112,40 @@ class CsvSource(Source):
             return None, f"userId: no value in column {user_column!r} and no email" \
                 if user_column else "email: required when no --user-id-column is given"
         return call, ""
+
+
+class _ScratchCsv:
+    """A CSV file in a temporary directory, standing in for a vendor in the source kit."""
+
+    def __enter__(self) -> _ScratchCsv:
+        import tempfile
+
+        self._directory = tempfile.TemporaryDirectory(prefix="tessera-csv-")
+        self.path = Path(self._directory.name) / "people.csv"
+        self.path.write_text("Id,Email,First\n")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._directory.cleanup()
+
+    def append(self, *rows: tuple[str, str, str]) -> None:
+        with self.path.open("a", newline="") as handle:
+            csv.writer(handle).writerows(rows)
+
+
+def _harness():
+    from connectors.sdk.source_conformance import SourceHarness
+
+    config = {"source": "crm", "mapping": {"Email": "email", "First": "first_name"},
+              "user_id_column": "Id", "page_size": 30}
+    return SourceHarness(
+        fake=_ScratchCsv,
+        config=lambda scratch: dict(config, path=str(scratch.path)),
+        bad_config=lambda scratch: {"mapping": {"Mail": "email"}},
+        seed=lambda scratch, n: scratch.append(
+            *[(f"u{i}", f"c{i}@example.com", f"C{i}") for i in range(n)]),
+        # A file only grows: a change is a row appended after the cursor.
+        change=lambda scratch, n: scratch.append((f"u{n}", f"c{n}@example.com", "Changed")))
+
+
+CsvSource.conformance_harness = staticmethod(_harness)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from connectors.fakes.hubspot import FakeHubSpot
 from connectors.sdk.source_conformance import source_conformance_tests
+from connectors.sources.csv_file import CsvSource
 from connectors.sources.hubspot import HubSpotContactsSource
 from connectors.sources.salesforce import SalesforceContactsSource
 
 TestHubSpotSourceConformance = source_conformance_tests(HubSpotContactsSource)
 TestSalesforceSourceConformance = source_conformance_tests(SalesforceContactsSource)
+TestCsvSourceConformance = source_conformance_tests(CsvSource)
 
 
 def hubspot_source(fake, token):
@@ -75,3 +77,10 @@ def test_tessera_pull_sends_changes_through_the_gateway_and_remembers_its_cursor
         assert main(arguments) == 0
         assert len({c["messageId"] for c in gateway.calls}) == 4
         assert gateway.calls[-1]["traits"]["first_name"] == "Changed"
+
+
+def test_the_command_line_runs_the_source_kit(capsys):
+    from tessera.cli import main
+
+    assert main(["connector", "test", "hubspot", "--source"]) == 0
+    assert capsys.readouterr().out.strip().endswith("hubspot: 5 passed, 0 failed, 0 skipped")
