@@ -163,9 +163,10 @@ class SmtpEmail(Destination):
                 for item in items:
                     if item.idempotency_key not in self._accepted:
                         message = self.message_of(item, destination)
-                        if message is not None:
-                            session.send_message(message)
-                    self._remember(item.idempotency_key)
+                        if message is None:
+                            continue  # no address: skipped, not sent
+                        session.send_message(message)
+                        self._remember(item.idempotency_key)
                     sent.append(item.idempotency_key)
         except smtplib.SMTPResponseException as error:
             raise _classified(error) from error

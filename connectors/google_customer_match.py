@@ -120,6 +120,10 @@ class GoogleCustomerMatch(HttpDestination):
     rate_limit = 10.0
     hashing = "google"
 
+    def sendable(self, operation, item: DeliveryItem) -> bool:
+        member = member_of(self.fields_of(item), self.config["default_region"])
+        return bool(member["userData"]["userIdentifiers"])
+
     def _destination(self) -> dict[str, Any]:
         destination: dict[str, Any] = {
             "operatingAccount": {"accountType": "GOOGLE_ADS",

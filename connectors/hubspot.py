@@ -93,6 +93,9 @@ class HubSpotContacts(HttpDestination):
             properties[stamp_property] = sync_stamp(properties)
         return properties
 
+    def sendable(self, operation, item: DeliveryItem) -> bool:
+        return bool(item.traits.get("email"))  # contacts are keyed by email
+
     def requests_for(self, operation, destination, items):
         with_email = [i for i in items if i.traits.get("email")]
         if operation == Capability.DELETE_SUBJECT:

@@ -77,6 +77,10 @@ class MetaCustomAudiences(HttpDestination):
     rate_limit = 5.0
     hashing = "meta"
 
+    def sendable(self, operation, item: DeliveryItem) -> bool:
+        traits = self.fields_of(item)
+        return bool(traits.get("email") or traits.get("phone"))
+
     def _url(self, suffix: str = "/users") -> str:
         return (f"{self.config['base_url']}/{self.config['api_version']}/"
                 f"{self.config['audience_id']}{suffix}")

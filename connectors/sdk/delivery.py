@@ -177,6 +177,8 @@ class CircuitBreaker:
 @dataclass
 class DeliveryReport:
     delivered: list[str] = field(default_factory=list)  # keys whose every batch succeeded
+    # Keys a connector had nothing to send for (no identifier its vendor can match on).
+    skipped: list[str] = field(default_factory=list)
     failed: list[tuple[Batch, DeliveryError]] = field(default_factory=list)
     duplicate_keys: list[str] = field(default_factory=list)
     status: int = 0
@@ -190,6 +192,7 @@ def deliver_batches(connector, destination: str, batches: list[Batch], *, attemp
     report = DeliveryReport()
     failed_keys: set[str] = set()
     succeeded: dict[str, None] = {}
+    skipped: dict[str, None] = {}
 
     def attempt(batch: Batch) -> SendResult:
         if limiter is not None:
@@ -209,8 +212,11 @@ def deliver_batches(connector, destination: str, batches: list[Batch], *, attemp
             continue
         report.status = result.status
         report.duplicate_keys.extend(result.duplicate_keys)
-        succeeded.update(dict.fromkeys(batch.keys))
+        acknowledged = set(result.delivered)
+        succeeded.update(dict.fromkeys(k for k in batch.keys if k in acknowledged))
+        skipped.update(dict.fromkeys(k for k in batch.keys if k not in acknowledged))
     report.delivered = [key for key in succeeded if key not in failed_keys]
+    report.skipped = [key for key in skipped if key not in failed_keys and key not in succeeded]
     return report
 
 

@@ -122,6 +122,11 @@ class Destination:
         """Carry out ``operation`` for ``items`` (at most ``batch_size``) in one request."""
         raise NotImplementedError
 
+    def sendable(self, operation: Capability, item: DeliveryItem) -> bool:
+        """Whether the vendor can do anything with this item (e.g. it has an identifier
+        the vendor matches on). Items that are not are skipped, and recorded as such."""
+        return True
+
     def check(self) -> None:
         """Raise PermanentDeliveryError if the config cannot work (e.g. credentials refused).
 
@@ -208,7 +213,10 @@ class HttpDestination(Destination):
                 for request in self.requests_for(operation, destination, items)]
 
     def deliver(self, operation, destination, items):
+        items = [item for item in items if self.sendable(operation, item)]
         result = SendResult(delivered=[], status=0)
+        if not items:
+            return result
         for request in self.requests_for(operation, destination, items):
             response = self.request(request)
             result = self.interpret(response, operation, items)

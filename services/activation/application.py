@@ -143,6 +143,8 @@ class ActivationApplication(ServiceApplication):
         if report.delivered:
             ledger.delivered_batch([summary(by_key[k]) for k in report.delivered],
                                    report.status, list(report.duplicate_keys))
+        if report.skipped:
+            ledger.skipped_batch([summary(by_key[k]) for k in report.skipped])
         for batch, error in report.failed:
             letter = [dict(by_key[k], operation=str(batch.operation)) for k in batch.keys]
             ledger.dead_letter(str(uuid.uuid4()), letter, repr(error), utcnow_iso())

@@ -87,3 +87,25 @@ def test_a_dry_run_lists_each_operation_without_sending(app):
     planned = app.dry_run("crm", [item(1, ADA, "entered")])
     assert [p["operation"] for p in planned] == ["add_to_audience", "upsert_profile"]
     assert CrmWithAudiences.calls == []
+
+
+def test_a_person_the_vendor_cannot_match_is_recorded_as_skipped_not_delivered(tmp_path):
+    from connectors.fakes.google import FakeDataManager
+
+    with FakeDataManager(token="t") as fake:
+        app = ActivationApplication(Settings(data_dir=tmp_path), destinations=[Configured(
+            "ads", "google_customer_match", ("vip",), ("advertising",),
+            {"base_url": fake.base_url, "access_token": "t", "operating_account_id": "1",
+             "audience_id": "2"})], sleep=lambda seconds: None)
+        try:
+            no_identifier = dict(item(1, ADA, "entered"), traits={"plan": "pro"})
+            outcome = app.deliver("k", "ads", [no_identifier, item(2, BOB, "entered")],
+                                  allow_all)
+            assert outcome["delivered"] == 1
+            assert fake.data_requests() and len(fake.subjects()) == 1
+            outcome = app.deliver("k2", "ads", [dict(no_identifier, position=3)], allow_all)
+            assert outcome["delivered"] == 0
+            assert app.outcomes("ads")[0]["outcome"] == "skipped"
+            assert app.stats()["ads"]["delivered"] == 1
+        finally:
+            app.close()
