@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test up lint bench services clean
+.PHONY: demo test up lint bench bench-activation services clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ test: $(STAMP) services lint
 
 bench: $(STAMP) services
 	$(BIN)/python bench/pipeline.py
+
+bench-activation: $(STAMP)
+	$(BIN)/python bench/activation.py
 
 clean:
 	rm -rf $(VENV) data

@@ -11,7 +11,6 @@ plain process and inside an eventlet-monkey-patched nameko worker alike.
 
 from __future__ import annotations
 
-import importlib
 import math
 import time
 from collections.abc import Mapping
@@ -138,33 +137,24 @@ class Connector(Protocol):
         ...
 
 
-# kind -> "module:attribute" (imported on first use) or the connector class itself.
-_REGISTRY: dict[str, str | type] = {
-    "webhook": "connectors.webhook:WebhookConnector",
-}
-
-
 def register_connector(kind: str, connector: str | type) -> None:
     """Make ``load_connector(kind, ...)`` build ``connector`` (a class or "module:Class")."""
-    _REGISTRY[kind] = connector
+    from connectors.sdk.registry import register_connector as register
+
+    register(kind, connector)
 
 
 def known_connectors() -> list[str]:
-    return sorted(_REGISTRY)
+    from connectors.sdk.registry import known_connectors as known
+
+    return known()
 
 
 def _connector_class(kind: str) -> type:
-    try:
-        target = _REGISTRY[kind]
-    except KeyError:
-        raise ValueError(
-            f"unknown connector kind {kind!r} (known: {', '.join(known_connectors())})"
-        ) from None
-    if isinstance(target, str):
-        module_name, _, attribute = target.partition(":")
-        target = getattr(importlib.import_module(module_name), attribute)
-        _REGISTRY[kind] = target
-    return target
+    # Built-ins and plugins alike come from the `tessera.connectors` entry points.
+    from connectors.sdk.registry import connector_class
+
+    return connector_class(kind)
 
 
 def _flatten(messages: Any, prefix: str = "") -> list[str]:

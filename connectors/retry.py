@@ -16,7 +16,7 @@ from tenacity import (
 
 from connectors.base import Connector, DeliveryError, DeliveryItem, SendResult
 
-__all__ = ["backoff_wait", "send_with_retries"]
+__all__ = ["backoff_wait", "call_with_retries", "send_with_retries"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,20 @@ def send_with_retries(
     dead-letter the batch. ``sleep`` defaults to ``time.sleep`` looked up at call time
     (eventlet's green sleep once monkey-patched); tests inject a recorder.
     """
+    return call_with_retries(lambda: connector.send(destination, items), destination,
+                             attempts=attempts, base=base, cap=cap, sleep=sleep)
+
+
+def call_with_retries(
+    call: Callable[[], SendResult],
+    destination: str,
+    *,
+    attempts: int = 5,
+    base: float = 0.2,
+    cap: float = 30.0,
+    sleep: Callable[[float], None] | None = None,
+) -> SendResult:
+    """``call()`` retried as :func:`send_with_retries` describes."""
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
     retrying = Retrying(
@@ -84,4 +98,4 @@ def send_with_retries(
         before_sleep=_log_retry(destination, attempts),
         reraise=True,
     )
-    return retrying(connector.send, destination, items)
+    return retrying(call)

@@ -7,16 +7,25 @@ Wire format::
     X-Tessera-Timestamp: <unix seconds>
     X-Tessera-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>
     Idempotency-Key: <hex sha256 of the batch's item keys, sorted, joined by "\\n">
+    webhook-id: msg_<the Idempotency-Key>            (Standard Webhooks v1.0.0)
+    webhook-timestamp: <unix seconds>
+    webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>
 
-    {"destination": "...", "sent_at": "<ISO-8601 UTC>", "items": [{...DeliveryItem}]}
+    {"destination": "...", "operation": "add_to_audience", "sent_at": "<ISO-8601 UTC>",
+     "items": [{...DeliveryItem}]}
 
-The signature covers the raw body, which carries ``sent_at``; receivers should verify it
-with :func:`verify_signature` before parsing. 2xx delivers the batch; 408, 429 and 5xx
+Both signatures cover the raw body, which carries ``sent_at``; receivers verify one of them
+(:func:`verify_signature`, or :func:`verify_standard_signature` as any Standard Webhooks
+library does) before parsing. For the Standard Webhooks signature a ``whsec_<base64>``
+secret is keyed with its decoded bytes, as the spec says; any other secret with its UTF-8
+bytes. 2xx delivers the batch; 408, 429 and 5xx
 (but 501 and 505) and network errors are transient; any other answer is permanent.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -30,12 +39,12 @@ from urllib.parse import quote
 import httpx
 from marshmallow import Schema, fields, validate
 
-from connectors.base import (
-    DeliveryItem,
-    PermanentDeliveryError,
-    SendResult,
-    TransientDeliveryError,
-    parse_retry_after,
+from connectors.base import DeliveryItem, SendResult
+from connectors.sdk.destination import (
+    Capability,
+    DestinationConfigSchema,
+    HttpDestination,
+    OutboundRequest,
 )
 
 __all__ = [
@@ -46,7 +55,9 @@ __all__ = [
     "WebhookConnector",
     "batch_idempotency_key",
     "sign",
+    "standard_signature",
     "verify_signature",
+    "verify_standard_signature",
 ]
 
 SIGNATURE_HEADER = "X-Tessera-Signature"
@@ -54,8 +65,7 @@ TIMESTAMP_HEADER = "X-Tessera-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _SIGNATURE_PREFIX = "sha256="
 
-# 501 Not Implemented and 505 HTTP Version Not Supported will not change on a retry.
-_NOT_RETRYABLE_5XX = frozenset({501, 505})
+STANDARD_TOLERANCE_SECONDS = 5 * 60
 
 
 def _key_bytes(secret: str | bytes) -> bytes:
@@ -82,7 +92,41 @@ def batch_idempotency_key(keys: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(keys)).encode("utf-8")).hexdigest()
 
 
-class WebhookConfigSchema(Schema):
+def standard_key(secret: str | bytes) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: ``whsec_`` secrets are base64."""
+    if isinstance(secret, str) and secret.startswith("whsec_"):
+        return base64.b64decode(secret[len("whsec_"):])
+    return _key_bytes(secret)
+
+
+def standard_signature(secret: str | bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value: ``v1,<base64 HMAC of "{id}.{ts}.{body}">``."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(standard_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def verify_standard_signature(secret: str | bytes, headers: Mapping[str, str], body: bytes,
+                              *, now: float | None = None) -> bool:
+    """True if one ``v1`` entry of ``webhook-signature`` matches and the timestamp is
+    within five minutes (constant-time compare; other versions are skipped)."""
+    msg_id = headers.get("webhook-id")
+    stamp = headers.get("webhook-timestamp")
+    given = headers.get("webhook-signature")
+    if not (msg_id and stamp and given):
+        return False
+    try:
+        timestamp = int(stamp)
+        expected = standard_signature(secret, msg_id, timestamp, body).encode()
+    except (ValueError, binascii.Error):
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > STANDARD_TOLERANCE_SECONDS:
+        return False
+    return any(hmac.compare_digest(expected, entry.encode())
+               for entry in given.split() if entry.startswith("v1,"))
+
+
+class WebhookConfigSchema(DestinationConfigSchema):
     url = fields.Url(
         required=True,
         require_tld=False,
@@ -111,11 +155,14 @@ class WebhookConfigSchema(Schema):
     )
 
 
-class WebhookConnector:
+class WebhookConnector(HttpDestination):
     """POSTs each batch as signed JSON. One keep-alive httpx client per connector."""
 
     name: ClassVar[str] = "webhook"
     config_schema: ClassVar[type[Schema]] = WebhookConfigSchema
+    capabilities = frozenset(Capability)
+    batch_size = 100
+    secret_headers = frozenset({SIGNATURE_HEADER.lower(), "webhook-signature"})
 
     def __init__(
         self,
@@ -126,82 +173,84 @@ class WebhookConnector:
         *,
         clock: Callable[[], float] = time.time,
         transport: httpx.BaseTransport | None = None,
+        **common: Any,
     ) -> None:
         if not secret:
             raise ValueError("webhook connector needs a non-empty secret")
+        super().__init__(transport=transport, timeout=timeout, **common)
         self.url = url
-        self._secret = _key_bytes(secret)
+        self._secret = secret
+        self._extra_headers = dict(headers or {})
         self._clock = clock
-        self._client = httpx.Client(
-            timeout=timeout,
-            headers=dict(headers or {}),
-            follow_redirects=False,
-            transport=transport,
-        )
 
     def __repr__(self) -> str:
         return f"WebhookConnector(url={self.url!r})"
-
-    def __enter__(self) -> WebhookConnector:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._client.close()
 
     def url_for(self, destination: str) -> str:
         if "{destination}" in self.url:
             return self.url.replace("{destination}", quote(destination, safe=""))
         return self.url
 
-    def build_request(self, destination: str, items: list[DeliveryItem]) -> tuple[bytes, dict]:
+    def build_request(self, destination: str, items: list[DeliveryItem],
+                      operation: Capability | None = None) -> tuple[bytes, dict]:
         """The body and the headers of one batch (exposed for tests and for replay)."""
         now = self._clock()
-        payload = {
-            "destination": destination,
-            "sent_at": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
-            "items": [asdict(item) for item in items],
-        }
+        payload: dict[str, Any] = {"destination": destination}
+        if operation is not None:
+            payload["operation"] = str(operation)
+        payload["sent_at"] = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+        payload["items"] = [dict(asdict(item), traits=self.fields_of(item)) for item in items]
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
         raw = body.encode("utf-8")
+        batch_key = batch_idempotency_key([i.idempotency_key for i in items])
+        msg_id = "msg_" + batch_key
         headers = {
+            **self._extra_headers,
             "Content-Type": "application/json",
             TIMESTAMP_HEADER: str(int(now)),
             SIGNATURE_HEADER: sign(self._secret, raw),
-            IDEMPOTENCY_HEADER: batch_idempotency_key([i.idempotency_key for i in items]),
+            IDEMPOTENCY_HEADER: batch_key,
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(now)),
+            "webhook-signature": standard_signature(self._secret, msg_id, int(now), raw),
         }
         return raw, headers
 
+    def requests_for(self, operation, destination, items):
+        raw, headers = self.build_request(destination, items, operation)
+        return [OutboundRequest("POST", self.url_for(destination), headers, content=raw)]
+
+    def interpret(self, response, operation, items):
+        keys = [item.idempotency_key for item in items]
+        return SendResult(delivered=keys, status=response.status_code,
+                          duplicate_keys=_duplicates(response, keys))
+
+    def check(self) -> None:
+        """POST a signed empty batch: a receiver that refuses our signature fails it."""
+        raw, headers = self.build_request("tessera-check", [])
+        self.request(OutboundRequest("POST", self.url_for("tessera-check"), headers,
+                                     content=raw))
+
+    @classmethod
+    def conformance_harness(cls):
+        from connectors.fakes.webhook import FakeStandardWebhookReceiver
+        from connectors.sdk.conformance import Harness
+
+        secret = "whsec_Y2RwLXRlc3Qtc2VjcmV0LTAxMjM0NTY3ODlhYg=="
+        return Harness(
+            fake=lambda: FakeStandardWebhookReceiver(secret),
+            config=lambda fake: {"url": fake.base_url + "/hooks/{destination}",
+                                 "secret": secret},
+            bad_config=lambda fake: {"secret": "whsec_" + "d3JvbmctMTIzNDU2Nzg5MDEyMzQ1Njc4"})
+
     def send(self, destination: str, items: list[DeliveryItem]) -> SendResult:
+        """One POST of ``items`` with no operation named (the pre-SDK wire format)."""
         if not items:
             return SendResult(delivered=[], status=0)
         raw, headers = self.build_request(destination, items)
-        url = self.url_for(destination)
-        where = f"webhook {destination!r}"
-        try:
-            response = self._client.post(url, content=raw, headers=headers)
-        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL) as exc:
-            raise PermanentDeliveryError(f"{where}: {type(exc).__name__}: {exc}") from exc
-        except httpx.TransportError as exc:  # connect/read/write errors and timeouts
-            raise TransientDeliveryError(f"{where}: {type(exc).__name__}: {exc}") from exc
-
-        status = response.status_code
-        keys = [item.idempotency_key for item in items]
-        if 200 <= status < 300:
-            return SendResult(
-                delivered=keys, status=status, duplicate_keys=_duplicates(response, keys)
-            )
-
-        detail = f"{where}: HTTP {status}"
-        snippet = response.text[:200].strip()
-        if snippet:
-            detail += f": {snippet}"
-        if status in (408, 429) or (500 <= status < 600 and status not in _NOT_RETRYABLE_5XX):
-            retry_after = parse_retry_after(response.headers.get("Retry-After"), now=time.time())
-            raise TransientDeliveryError(detail, retry_after=retry_after, status=status)
-        raise PermanentDeliveryError(detail, status=status)
+        response = self.request(OutboundRequest("POST", self.url_for(destination), headers,
+                                                content=raw))
+        return self.interpret(response, None, items)
 
 
 def _duplicates(response: httpx.Response, keys: list[str]) -> list[str]:

@@ -7,6 +7,10 @@
     tessera traits …           computed traits: list, define, delete
     tessera identity explain P why each identifier belongs to profile P (admin API)
     tessera migrate [svc …]    create the services' schemas and tables on PostgreSQL, exit
+    tessera connector …        list, test (conformance kit), new, dry-run connectors
+    tessera dlq …              list, show, replay dead letters (admin API)
+    tessera import FILE …      a CSV file through the gateway (streaming, resumable)
+    tessera pull hubspot …     what changed in a CRM since the last pull, through the gateway
 
 Every service process has an operations port (TESSERA_OPS_PORT): /livez, /readyz, /metrics.
 """
@@ -167,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     migrate = commands.add_parser("migrate", help="create schemas and tables, then exit")
     migrate.add_argument("services", nargs="*", help="default: all six")
     migrate.set_defaults(func=cmd_migrate)
+    from tessera import connector_cli, import_cli
+
+    connector_cli.add_commands(commands)
+    import_cli.add_commands(commands)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -6,8 +6,18 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from connectors.base import DeliveryError, DeliveryItem, load_connector
-from connectors.retry import send_with_retries
+from connectors.base import DeliveryItem, load_connector
+from connectors.sdk.delivery import (
+    CircuitBreaker,
+    DeliveryReport,
+    RateLimiter,
+    as_destination,
+    default_sync,
+    deliver_batches,
+    plan_batches,
+    validate_sync,
+)
+from connectors.sdk.destination import Capability
 from services.activation.destinations import Destination, load_destinations
 from services.activation.domain import (
     DeliveryPlan,
@@ -33,6 +43,8 @@ class ActivationApplication(ServiceApplication):
             destinations = load_destinations(settings.destinations_file)
         self.destinations = {d.name: d for d in destinations}
         self._connectors: dict[str, Any] = {}
+        self._limiters: dict[str, RateLimiter] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
         self._sleep = sleep
 
     # ---- planning ---------------------------------------------------------------------
@@ -73,6 +85,8 @@ class ActivationApplication(ServiceApplication):
         if not fresh:
             return {"delivered": 0, "suppressed": 0, "dead_lettered": 0}
         destination = self.destinations[destination_name]
+        breaker = self._breaker(destination_name)
+        breaker.wait()
         ledger = self._ledger(destination_name)
         allowed, denied = self._decide(destination, fresh, decide_many)
         outcome = {"delivered": 0, "suppressed": len(denied), "dead_lettered": 0}
@@ -80,16 +94,17 @@ class ActivationApplication(ServiceApplication):
             ledger.suppressed_batch([summary(i) for i in denied])
         if allowed:
             try:
-                result = self._send(destination, allowed)
-                ledger.delivered_batch([summary(i) for i in allowed], result.status,
-                                       list(result.duplicate_keys))
-                outcome["delivered"] = len(allowed)
-            except DeliveryError as error:
-                ledger.dead_letter(str(uuid.uuid4()), allowed, repr(error), utcnow_iso())
-                outcome["dead_lettered"] = len(allowed)
+                report = self._send(destination, allowed)
             except Exception:
                 self.forget_cached_state()  # the cached ledger holds unsaved changes
                 raise
+            self._record_report(ledger, allowed, report)
+            if report.failed:
+                breaker.failed()
+            else:
+                breaker.succeeded()
+            outcome["delivered"] = len(report.delivered)
+            outcome["dead_lettered"] = sum(len(batch.items) for batch, _ in report.failed)
         self.save_processed(ledger, tracking_key=tracking_key, position=fresh[-1]["position"])
         return outcome
 
@@ -108,24 +123,66 @@ class ActivationApplication(ServiceApplication):
                 denied.append(dict(record, reason=decision["reason"]))
         return allowed, denied
 
-    def _send(self, destination: Destination, items: list[dict[str, Any]]):
+    def _send(self, destination: Destination, items: list[dict[str, Any]]) -> DeliveryReport:
+        """Batches by operation, within the rate limit, each retried; failures reported."""
         connector = self._connector(destination)
-        batch = [
-            DeliveryItem(
-                idempotency_key=i["idempotency_key"], profile_id=i["profile_id"],
-                action=i["action"], segment=i["segment"], traits=i["traits"],
-                identifiers={}, occurred_at=i["occurred_at"], decision_id=i["decision_id"],
-                received_at=i.get("received_at"))
-            for i in items
-        ]
-        return send_with_retries(connector, destination.name, batch,
-                                 attempts=self.settings.delivery_attempts, sleep=self._sleep)
+        pinned = {i["idempotency_key"]: Capability(i["operation"])
+                  for i in items if i.get("operation")}
+        batches = plan_batches([_delivery_item(i) for i in items],
+                               self._sync(destination, connector), connector.capabilities,
+                               connector.batch_size, pinned)
+        return deliver_batches(connector, destination.name, batches,
+                               attempts=self.settings.delivery_attempts,
+                               limiter=self._limiter(destination, connector), sleep=self._sleep)
+
+    def _record_report(self, ledger: DestinationLedger, items: list[dict[str, Any]],
+                report: DeliveryReport) -> None:
+        """Delivered items on the ledger; each batch that failed for good, a dead letter
+        remembering its operation (a replay repeats just that)."""
+        by_key = {i["idempotency_key"]: i for i in items}
+        if report.delivered:
+            ledger.delivered_batch([summary(by_key[k]) for k in report.delivered],
+                                   report.status, list(report.duplicate_keys))
+        if report.skipped:
+            ledger.skipped_batch([summary(by_key[k]) for k in report.skipped])
+        for batch, error in report.failed:
+            letter = [dict(by_key[k], operation=str(batch.operation)) for k in batch.keys]
+            ledger.dead_letter(str(uuid.uuid4()), letter, repr(error), utcnow_iso())
+
+    @staticmethod
+    def _sync(destination: Destination, connector) -> frozenset[str]:
+        if destination.sync is not None:
+            return validate_sync(destination.sync)
+        return default_sync(connector.capabilities) or validate_sync({"mirror"})
+
+    def _breaker(self, destination: str) -> CircuitBreaker:
+        if destination not in self._breakers:
+            self._breakers[destination] = CircuitBreaker(sleep=self._sleep)
+        return self._breakers[destination]
+
+    def _limiter(self, destination: Destination, connector) -> RateLimiter:
+        if destination.name not in self._limiters:
+            self._limiters[destination.name] = RateLimiter(connector.rate_limit,
+                                                           sleep=self._sleep)
+        return self._limiters[destination.name]
 
     def _connector(self, destination: Destination):
         if destination.name not in self._connectors:
-            self._connectors[destination.name] = load_connector(destination.kind,
-                                                                destination.config)
+            self._connectors[destination.name] = as_destination(
+                load_connector(destination.kind, destination.config))
         return self._connectors[destination.name]
+
+    def dry_run(self, destination_name: str, items: list[dict[str, Any]]) -> list[dict]:
+        """What would be sent for ``items`` (planned deliveries), secrets hidden."""
+        destination = self.destinations[destination_name]
+        connector = self._connector(destination)
+        batches = plan_batches([_delivery_item(dict(i, decision_id=i.get("decision_id", "")))
+                                for i in items], self._sync(destination, connector),
+                               connector.capabilities, connector.batch_size)
+        return [{"operation": str(batch.operation),
+                 "requests": connector.preview(batch.operation, destination.name,
+                                               list(batch.items))}
+                for batch in batches]
 
     def _ledger(self, destination: str) -> DestinationLedger:
         return (self.find(DestinationLedger.create_id(destination))
@@ -148,9 +205,10 @@ class ActivationApplication(ServiceApplication):
             if denied:
                 ledger.suppressed_batch([summary(i) for i in denied])
             if allowed:
-                result = self._send(destination, allowed)
-                ledger.delivered_batch([summary(i) for i in allowed], result.status,
-                                       list(result.duplicate_keys))
+                report = self._send(destination, allowed)
+                if report.failed:
+                    raise report.failed[0][1]
+                self._record_report(ledger, allowed, report)
         except Exception:
             self.forget_cached_state()  # the cached ledger holds unsaved changes: drop them
             raise
@@ -169,3 +227,11 @@ class ActivationApplication(ServiceApplication):
         for connector in self._connectors.values():
             connector.close()
         super().close()
+
+
+def _delivery_item(item: dict[str, Any]) -> DeliveryItem:
+    return DeliveryItem(
+        idempotency_key=item["idempotency_key"], profile_id=item["profile_id"],
+        action=item["action"], segment=item["segment"], traits=item["traits"],
+        identifiers={}, occurred_at=item["occurred_at"], decision_id=item["decision_id"],
+        received_at=item.get("received_at"))

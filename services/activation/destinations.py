@@ -16,6 +16,8 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from connectors.sdk.delivery import SYNC_MODES
+
 
 class DestinationSchema(Schema):
     class Meta:
@@ -25,6 +27,12 @@ class DestinationSchema(Schema):
     kind = fields.String(required=True)
     config = fields.Dict(load_default=dict)
     secret_env = fields.String(load_default=None, allow_none=True)
+    # Config field -> environment variable holding its secret (tokens, client secrets).
+    secrets_env = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    # How segment changes become operations: add_on_entry, remove_on_exit, upsert_traits,
+    # mirror (= add_on_entry + remove_on_exit). Default: what the connector declares.
+    sync = fields.List(fields.String(validate=validate.OneOf(sorted(SYNC_MODES))),
+                       load_default=None, allow_none=True)
     segments = fields.List(fields.String(), required=True)
     purposes = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
 
@@ -40,13 +48,16 @@ class Destination:
     segments: tuple[str, ...]
     purposes: tuple[str, ...]
     config: dict[str, Any] = field(default_factory=dict, compare=False)
+    sync: tuple[str, ...] | None = None  # None: the connector's default
+
 
     def follows(self, segment: str) -> bool:
         return segment in self.segments
 
     def public(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "segments": list(self.segments),
-                "purposes": list(self.purposes)}
+                "purposes": list(self.purposes),
+                "sync": list(self.sync) if self.sync is not None else None}
 
 
 def load_destinations(path: Path | None) -> list[Destination]:
@@ -65,6 +76,17 @@ def load_destinations(path: Path | None) -> list[Destination]:
                 raise ValueError(f"destination {spec['name']}: environment variable "
                                  f"{spec['secret_env']} (its secret) is not set")
             config["secret"] = secret
+        for config_field, variable in spec["secrets_env"].items():
+            config[config_field] = _secret(spec["name"], variable)
+        sync = tuple(spec["sync"]) if spec["sync"] is not None else None
         destinations.append(Destination(spec["name"], spec["kind"], tuple(spec["segments"]),
-                                        tuple(spec["purposes"]), config))
+                                        tuple(spec["purposes"]), config, sync))
     return destinations
+
+
+def _secret(destination: str, variable: str) -> str:
+    value = os.environ.get(variable)
+    if not value:
+        raise ValueError(f"destination {destination}: environment variable {variable} "
+                         "(its secret) is not set")
+    return value

@@ -65,6 +65,12 @@ class DestinationLedger(Aggregate):
         self.suppressed += len(items)
         self._remember("suppressed", items)
 
+    @event("Skipped")
+    def skipped_batch(self, items: list[dict[str, Any]]) -> None:
+        """Allowed, but the connector had nothing to send (e.g. no identifier its vendor
+        matches on): on the record, not counted as delivered."""
+        self._remember("skipped", items)
+
     @event("DeadLettered")
     def dead_letter(self, letter_id: str, items: list[dict[str, Any]], error: str,
                     at: str) -> None:

@@ -18,6 +18,7 @@ from nameko.rpc import RpcProxy
 from nameko.web.handlers import http
 from werkzeug.wrappers import Response
 
+from connectors.email import UnsubscribeLinks
 from services.gateway.application import GatewayApplication
 from services.gateway.domain import (
     MAX_REQUEST_BYTES,
@@ -126,6 +127,30 @@ class GatewayService:
         records = self._call(self.consent.record_consent, identifiers, purposes,
                              source=f"api:{source}", **receipt)
         return _json(200, {"success": True, "records": records})
+
+    # ---- one-click unsubscribe (RFC 8058) ----------------------------------------------
+    @http("POST", "/u/<string:token>")
+    def one_click_unsubscribe(self, request, token):
+        """An email's List-Unsubscribe link: an objection to the sender's purposes."""
+        if request.get_data(cache=False).strip() != b"List-Unsubscribe=One-Click":
+            return _error(400, "invalid_unsubscribe",
+                          "body: must be List-Unsubscribe=One-Click (RFC 8058)")
+        found = UnsubscribeLinks(self.app.settings.destinations_file).read(token)
+        if found is None:
+            return _error(404, "not_found", "unknown unsubscribe link")
+        profile_id, destination, purposes = found
+        try:
+            identifiers = self._call(self.identity.identifiers_of, profile_id)
+            anchor = next(([kind, values[0]] for kind in ("user_id", "email", "anonymous_id")
+                           for values in [identifiers.get(kind)] if values), None)
+            if anchor is None:
+                return _error(404, "not_found", "the link's person is unknown")
+            self._call(self.consent.record_consent, [anchor],
+                       {purpose: False for purpose in purposes},
+                       source=f"unsubscribe:{destination}", method="List-Unsubscribe one-click")
+        except Unavailable as down:
+            return _error(503, "unavailable", str(down))
+        return _json(200, {"unsubscribed": True})
 
     # ---- read and admin API -----------------------------------------------------------
     @http("GET", "/v1/profiles")

@@ -298,3 +298,38 @@ def test_the_receiver_runs_as_a_subprocess():
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+# ---- Standard Webhooks v1.0.0 -------------------------------------------------------------
+def test_the_standard_webhooks_signature_reproduces_the_libraries_vector():
+    from connectors.webhook import standard_signature
+
+    assert standard_signature("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                              "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330,
+                              b'{"test": 2432232314}') == \
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_a_whsec_secret_is_keyed_with_its_decoded_bytes_not_its_text():
+    from connectors.webhook import standard_signature
+
+    body = (b'{"type":"contact.updated","timestamp":"2025-01-01T00:00:00Z",'
+            b'"data":{"id":"c_123"}}')
+    signed = standard_signature("whsec_Y2RwLXRlc3Qtc2VjcmV0LTAxMjM0NTY3ODlhYg==",
+                                "msg_01J9Z3K7Q2XW", 1735689600, body)
+    assert signed == "v1,r379hOPQMs/ulxOXeIrU+tFX3K92orIFSz6p+L2BV5k="
+    assert signed != "v1,WWwrIcqyQJw9pWItwGhVoe4mP5TVikNLjR+Ll5NmT70="
+
+
+def test_a_sent_batch_verifies_as_standard_webhooks_within_five_minutes_only():
+    from connectors.webhook import verify_standard_signature
+
+    secret = "whsec_Y2RwLXRlc3Qtc2VjcmV0LTAxMjM0NTY3ODlhYg=="
+    connector = WebhookConnector("http://127.0.0.1:9/h", secret, clock=lambda: 1735689600.0)
+    body, headers = connector.build_request("crm", make_items(2))
+    lowered = {k.lower(): v for k, v in headers.items()}
+    assert lowered["webhook-id"].startswith("msg_")
+    assert verify_standard_signature(secret, lowered, body, now=1735689600 + 299)
+    assert not verify_standard_signature(secret, lowered, body, now=1735689600 + 301)
+    assert not verify_standard_signature(secret, lowered, body + b" ", now=1735689600)
+    connector.close()

@@ -1,0 +1,1 @@
+"""Loopback fakes of each built-in connector's vendor (see ``connectors.sdk.fakes``)."""

@@ -1,0 +1,147 @@
+"""HubSpot CRM contacts: batch upsert by email, and GDPR delete.
+
+    POST {base}/crm/v3/objects/contacts/batch/upsert     (at most 100 inputs)
+      {"inputs": [{"idProperty": "email", "id": "<email>", "properties": {…}}]}
+    POST {base}/crm/v3/objects/contacts/gdpr-delete      (one contact per call)
+      {"objectId": "<email>", "idProperty": "email"}
+    Authorization: Bearer <private app token>
+
+Traits become contact properties through the destination's mapping (``first_name`` →
+``firstname`` by default, as HubSpot names them). Upserts keyed by email are idempotent.
+A 429 names its policy: TEN_SECONDLY_ROLLING waits 10 s, SECONDLY 1 s, when no
+``Retry-After`` says otherwise; a 207 whose errors are all rate or lock errors is retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, ClassVar
+
+import httpx
+from marshmallow import fields, validate
+
+from connectors.base import DeliveryItem, PermanentDeliveryError, TransientDeliveryError
+from connectors.sdk.destination import (
+    Capability,
+    DestinationConfigSchema,
+    HttpDestination,
+    OutboundRequest,
+    classify_status,
+)
+from connectors.sdk.hashing import normalise_email
+
+__all__ = ["DEFAULT_PROPERTIES", "HubSpotContacts", "is_own_write", "sync_stamp"]
+
+# Tessera trait -> HubSpot's default contact property; a destination's mapping wins.
+DEFAULT_PROPERTIES = {"first_name": "firstname", "last_name": "lastname", "phone": "phone",
+                      "company": "company", "country": "country", "city": "city"}
+POLICY_WAIT_SECONDS = {"TEN_SECONDLY_ROLLING": 10.0, "SECONDLY": 1.0}
+
+
+def sync_stamp(properties: dict[str, Any]) -> str:
+    """What we wrote, as ``"<names>:<sha256 of names and values>"``: a pull that finds the
+    same values under those names is our own write coming back, not a change."""
+    names = sorted(properties)
+    digest = hashlib.sha256(json.dumps([[n, str(properties[n])] for n in names]).encode())
+    return f"{','.join(names)}:{digest.hexdigest()[:32]}"
+
+
+def is_own_write(properties: dict[str, Any], stamp_property: str) -> bool:
+    stamp = properties.get(stamp_property)
+    if not stamp:
+        return False
+    names = stamp.rpartition(":")[0].split(",")
+    if any(name not in properties for name in names):
+        return False
+    return sync_stamp({name: properties[name] for name in names}) == stamp
+
+
+class HubSpotConfig(DestinationConfigSchema):
+    sync_stamp_property = fields.String(
+        load_default="tessera_sync_stamp", allow_none=True,
+        metadata={"description": "Contact property where each upsert records what it wrote, "
+                  "so the HubSpot source recognises our own writes (two-way sync without "
+                  "loops); null to disable. Create it in HubSpot as a text property."})
+    base_url = fields.Url(load_default="https://api.hubapi.com", require_tld=False,
+                          metadata={"description": "HubSpot API endpoint (a fake's, in tests)."})
+    access_token = fields.String(required=True, validate=validate.Length(min=1),
+                                 metadata={"secret": True,
+                                           "description": "Private app access token."})
+
+
+class HubSpotContacts(HttpDestination):
+    name: ClassVar[str] = "hubspot"
+    config_schema = HubSpotConfig
+    capabilities = frozenset({Capability.UPSERT_PROFILE, Capability.DELETE_SUBJECT})
+    batch_size = 100
+    rate_limit = 9.0  # 100 requests per 10 s on the smallest plans, with a margin
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.config['access_token']}"}
+
+    def _url(self, path: str) -> str:
+        return f"{self.config['base_url']}/crm/v3/objects/contacts{path}"
+
+    def properties_of(self, item: DeliveryItem) -> dict[str, Any]:
+        properties = {}
+        for trait, value in item.traits.items():
+            name = self.mapping.get(trait) or DEFAULT_PROPERTIES.get(trait, trait)
+            properties[name] = normalise_email(value) if trait == "email" else value
+        stamp_property = self.config.get("sync_stamp_property")
+        if stamp_property:
+            properties[stamp_property] = sync_stamp(properties)
+        return properties
+
+    def sendable(self, operation, item: DeliveryItem) -> bool:
+        return bool(item.traits.get("email"))  # contacts are keyed by email
+
+    def requests_for(self, operation, destination, items):
+        with_email = [i for i in items if i.traits.get("email")]
+        if operation == Capability.DELETE_SUBJECT:
+            return [OutboundRequest("POST", self._url("/gdpr-delete"), self._auth(), json={
+                "objectId": normalise_email(i.traits["email"]), "idProperty": "email"})
+                for i in with_email]
+        inputs = [{"idProperty": "email", "id": normalise_email(i.traits["email"]),
+                   "properties": self.properties_of(i)} for i in with_email]
+        return [OutboundRequest("POST", self._url("/batch/upsert"), self._auth(),
+                                json={"inputs": inputs})] if inputs else []
+
+    def check(self) -> None:
+        self.request(OutboundRequest("GET", self._url("?limit=1"), self._auth()))
+
+    def classify(self, response: httpx.Response) -> None:
+        if response.status_code == 429 and "Retry-After" not in response.headers:
+            policy = _json(response).get("policyName", "")
+            raise TransientDeliveryError(
+                f"{self.name}: HTTP 429 {policy}", status=429,
+                retry_after=POLICY_WAIT_SECONDS.get(policy))
+        classify_status(self.name, response)
+
+    def interpret(self, response, operation, items):
+        if response.status_code == 207:
+            errors = _json(response).get("errors") or []
+            categories = {e.get("category") for e in errors}
+            detail = f"{self.name}: {len(errors)} inputs failed: {sorted(map(str, categories))}"
+            if categories <= {"RATE_LIMITS", "LOCKED"}:
+                raise TransientDeliveryError(detail, status=207)
+            raise PermanentDeliveryError(detail, status=207)
+        return super().interpret(response, operation, items)
+
+    @classmethod
+    def conformance_harness(cls):
+        from connectors.fakes.hubspot import FakeHubSpot
+        from connectors.sdk.conformance import Harness
+
+        return Harness(
+            fake=lambda: FakeHubSpot(token="pat-na1-test"),
+            config=lambda fake: {"base_url": fake.base_url, "access_token": "pat-na1-test"},
+            bad_config=lambda fake: {"access_token": "pat-na1-revoked"})
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

@@ -1,0 +1,1 @@
+"""Sources: connectors that bring records into Tessera through the gateway's path."""
