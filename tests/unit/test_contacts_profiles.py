@@ -99,7 +99,8 @@ def test_each_change_is_announced_with_its_cause(app):
                                                {"partition": "3", "position": 8}]
     assert announced[0]["event"] is None
     assert announced[1]["event"]["event"] == "Order Completed"
-    assert announced[1]["traits"] == {"plan": "pro"}
+    # An order makes a customer (a default lifecycle rule), and segments see that too.
+    assert announced[1]["traits"] == {"plan": "pro", "lifecycle_stage": "customer"}
 
 
 def test_a_merge_folds_the_absorbed_profile_into_the_survivor_whose_own_values_win(app):
