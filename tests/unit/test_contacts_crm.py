@@ -1,5 +1,6 @@
 """Contacts as a CRM-grade store: survivorship, lifecycle stages, accounts, deals, tickets,
-notes and the searchable directory (embedded mode: SQLite)."""
+notes and the searchable directory, in both modes (SQLite file; PostgreSQL, a fresh
+database per test)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from services.contacts.application import ContactError, ContactsApplication
 from services.contacts.domain import ChangeBatch
 from services.contacts.policy import ContactsPolicy, PolicyError
 from shared.config import Settings
+from tessera.testing.platform import drop_database
 
 KEY = "identity/identity.resolved/0"
 ADA, BOB, CYD = (str(uuid.uuid4()) for _ in range(3))
@@ -27,11 +29,17 @@ POLICY = ContactsPolicy.from_mapping({
 })
 
 
-@pytest.fixture
-def app(tmp_path):
-    made = ContactsApplication(Settings(data_dir=tmp_path), policy=POLICY)
+@pytest.fixture(params=["sqlite", "postgres"])
+def app(request, tmp_path):
+    if request.param == "sqlite":
+        settings = Settings(data_dir=tmp_path)
+    else:
+        settings = Settings(database="postgres", postgres_dbname=f"contacts_{uuid.uuid4().hex}")
+    made = ContactsApplication(settings, policy=POLICY)
     yield made
     made.close()
+    if request.param == "postgres":
+        drop_database(settings.postgres_dbname)
 
 
 class Feed:
@@ -335,3 +343,18 @@ def test_an_account_updated_by_a_person_keeps_what_group_calls_said(app, feed):
     account = app.update_account("acme", {"owner": "maria"}, author="maria")
     assert account["traits"] == {"name": "ACME", "owner": "maria"}
     assert [c["profile_id"] for c in account["contacts"]] == [ADA]
+
+
+def test_a_batch_of_many_contacts_is_searchable_as_soon_as_it_is_saved(app):
+    people = [(str(uuid.uuid4()), f"Person{i:02d} Sample", f"p{i:02d}@example.com")
+              for i in range(12)]
+    app.apply_batch(KEY, "0", [
+        {"position": i + 1, "profile_id": pid, "source": "app",
+         "event": {"type": "identify", "traits": {"name": name, "email": email},
+                   "timestamp": "2026-03-01T10:00:00Z"},
+         "identifiers": [["email", email], ["user_id", f"u-{i}"]], "merged_from": []}
+        for i, (pid, name, email) in enumerate(people)])
+    assert len(app.search(name="person")) == 12
+    assert [c["profile_id"] for c in app.search(name="sample", limit=3)] == [
+        pid for pid, _, _ in people[:3]]
+    assert [c["profile_id"] for c in app.search(identifier="u-7")] == [people[7][0]]
