@@ -9,7 +9,7 @@ byte-wise collation, which PostgreSQL and SQLite both run from a B-tree.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from shared.readmodel import ReadModel, Writes
@@ -49,9 +49,9 @@ def contact_row(profile: Any) -> tuple[Any, ...]:
             profile.last_seen or "")
 
 
-def tables(rm: ReadModel) -> list[str]:
-    t = rm.table
-    key = "TEXT" if rm.sqlite else 'TEXT COLLATE "C"'
+def tables(t: Callable[[str], str], sqlite: bool) -> list[str]:
+    """DDL of the directory; `t` names a table in the service's schema (ReadModel.table)."""
+    key = "TEXT" if sqlite else 'TEXT COLLATE "C"'
     return [
         f"CREATE TABLE IF NOT EXISTS {t('contacts')} (profile_id TEXT PRIMARY KEY, "
         f"email_key {key}, name_key {key}, last_name_key {key}, owner TEXT, stage TEXT, "
@@ -67,9 +67,8 @@ def tables(rm: ReadModel) -> list[str]:
     ]
 
 
-def indexes(rm: ReadModel) -> list[str]:
+def indexes(t: Callable[[str], str]) -> list[str]:
     """Separate from `tables` so a bulk load (bench/contacts.py) can build them after COPY."""
-    t = rm.table
     return [
         f"CREATE INDEX IF NOT EXISTS contacts_email ON {t('contacts')} (email_key)",
         f"CREATE INDEX IF NOT EXISTS contacts_name ON {t('contacts')} (name_key)",
@@ -177,43 +176,57 @@ class Directory:
         self.rm = rm
 
     def create(self) -> None:
-        self.rm.create(*tables(self.rm), *indexes(self.rm))
+        self.rm.create(*tables(self.rm.table, self.rm.sqlite), *indexes(self.rm.table))
 
     def search(self, *, identifier: str | None = None, email: str | None = None,
                name: str | None = None, account: str | None = None, owner: str | None = None,
                stage: str | None = None, limit: int = SEARCH_LIMIT) -> list[dict[str, Any]]:
         """Contacts matching every criterion given: exact on an identifier, owner, stage or
-        account; prefix on email and on name (full name or last name)."""
+        account; prefix on email and on name (full name first, then last name).
+
+        An identifier or a name may match in several ways; each way is its own query that
+        an index answers in order, rather than one OR that no index can.
+        """
         t = self.rm.table
-        where: list[str] = []
-        params: list[Any] = []
-        if identifier is not None:
-            where.append(f"(c.profile_id IN (SELECT profile_id FROM {t('contact_identifiers')} "
-                         "WHERE value IN (%s, %s)) OR c.email_key = %s OR c.profile_id = %s)")
-            params += [identifier, identifier.strip().lower(), identifier.strip().lower(),
-                       identifier]
+        shared: list[tuple[str, list[Any]]] = []
         if email is not None:
-            where.append("c.email_key >= %s AND c.email_key < %s")
-            params += _prefix(email)
-        if name is not None:
-            where.append("(c.name_key >= %s AND c.name_key < %s OR "
-                         "c.last_name_key >= %s AND c.last_name_key < %s)")
-            params += [*_prefix(name), *_prefix(name)]
+            shared.append(("c.email_key >= %s AND c.email_key < %s", _prefix(email)))
         if account is not None:
-            where.append(f"c.profile_id IN (SELECT profile_id FROM {t('contact_accounts')} "
-                         "WHERE account_id = %s)")
-            params.append(account)
+            shared.append((f"c.profile_id IN (SELECT profile_id FROM {t('contact_accounts')} "
+                           "WHERE account_id = %s)", [account]))
         for column, value in (("owner", owner), ("stage", stage)):
             if value is not None:
-                where.append(f"c.{column} = %s")
-                params.append(value)
-        if not where:
+                shared.append((f"c.{column} = %s", [value]))
+        ways = [(shared, "c.email_key" if email is not None else "c.name_key")]
+        if identifier is not None:
+            ways = [([*where, way], order) for where, order in ways
+                    for way in self._identifier_ways(identifier)]
+        if name is not None:
+            ways = [([*where, (f"c.{key} >= %s AND c.{key} < %s", _prefix(name))], f"c.{key}")
+                    for where, _ in ways for key in ("name_key", "last_name_key")]
+        if not any(where for where, _ in ways):
             raise ValueError("search: give at least one of identifier, email, name, account, "
                              "owner or stage")
-        rows = self.rm.query(
-            f"SELECT c.doc FROM {t('contacts')} c WHERE {' AND '.join(where)} "
-            "ORDER BY c.name_key, c.profile_id LIMIT %s", [*params, limit])
-        return [json.loads(row["doc"]) for row in rows]
+        found: dict[str, dict[str, Any]] = {}
+        for where, order in ways:
+            if len(found) >= limit:
+                break
+            rows = self.rm.query(
+                f"SELECT c.profile_id, c.doc FROM {t('contacts')} c WHERE "
+                f"{' AND '.join(sql for sql, _ in where)} ORDER BY {order} LIMIT %s",
+                [*(p for _, params in where for p in params), limit])
+            for row in rows:
+                found.setdefault(row["profile_id"], json.loads(row["doc"]))
+        return list(found.values())[:limit]
+
+    def _identifier_ways(self, identifier: str) -> list[tuple[str, list[Any]]]:
+        lowered = identifier.strip().lower()
+        return [
+            (f"c.profile_id IN (SELECT profile_id FROM {self.rm.table('contact_identifiers')} "
+             "WHERE value IN (%s, %s))", [identifier, lowered]),
+            ("c.email_key = %s", [lowered]),
+            ("c.profile_id = %s", [identifier]),
+        ]
 
     def account(self, account_id: str) -> dict[str, Any] | None:
         t = self.rm.table
