@@ -19,6 +19,7 @@ from nameko.web.handlers import http
 from werkzeug.wrappers import Response
 
 from services.gateway.application import GatewayApplication
+from services.gateway.contacts_routes import ContactsRoutes
 from services.gateway.domain import (
     MAX_REQUEST_BYTES,
     BadRequest,
@@ -55,7 +56,7 @@ class Unavailable(Exception):
     pass
 
 
-class GatewayService:
+class GatewayService(ContactsRoutes):
     name = "gateway"
     app = ServiceApp(GatewayApplication, translator)
     identity = RpcProxy("identity")
