@@ -5,6 +5,7 @@
     tessera demo               the embedded platform, a realistic data set, checked figures
     tessera segments …         segments: list, define (with backfill progress), preview, members
     tessera traits …           computed traits: list, define, delete
+    tessera contacts …         contacts: search, show, update, stage, note, bulk; accounts …
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from tessera import segments_cli
     segments_cli.add_commands(commands)
+    from tessera import contacts_cli
+    contacts_cli.add_commands(commands)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -51,26 +51,26 @@ class ContactsRoutes:
     @http("PATCH", "/v1/contacts/<string:profile_id>")
     def update_contact(self, request, profile_id):
         return self._admin(request, self._command, request, self.contacts.update_contact,
-                           {"profile_id": profile_id})
+                           {"profile_id": profile_id}, "contact")
 
     @http("PUT", "/v1/contacts/<string:profile_id>/stage")
     def set_stage(self, request, profile_id):
         return self._admin(request, self._command, request, self.contacts.set_stage,
-                           {"profile_id": profile_id})
+                           {"profile_id": profile_id}, "contact")
 
     @http("POST", "/v1/contacts/<string:profile_id>/notes")
     def add_note(self, request, profile_id):
         return self._admin(request, self._command, request, self.contacts.add_note,
-                           {"profile_id": profile_id})
+                           {"profile_id": profile_id}, "contact")
 
     @http("PUT", "/v1/contacts/<string:profile_id>/accounts/<string:account_id>")
     def link_account(self, request, profile_id, account_id):
         return self._admin(request, self._command, request, self.contacts.link_account,
-                           {"profile_id": profile_id, "account_id": account_id})
+                           {"profile_id": profile_id, "account_id": account_id}, "contact")
 
     @http("POST", "/v1/contacts/bulk")
     def bulk_update(self, request):
-        return self._admin(request, self._command, request, self.contacts.bulk_update, {})
+        return self._admin(request, self._command, request, self.contacts.bulk_update, {}, None)
 
     @http("GET", "/v1/accounts")
     def search_accounts(self, request):
@@ -89,7 +89,7 @@ class ContactsRoutes:
     @http("PATCH", "/v1/accounts/<string:account_id>")
     def update_account(self, request, account_id):
         return self._admin(request, self._command, request, self.contacts.update_account,
-                           {"account_id": account_id})
+                           {"account_id": account_id}, "account")
 
     @http("GET", "/v1/accounts/<string:account_id>/contacts")
     def account_contacts(self, request, account_id):
@@ -102,8 +102,8 @@ class ContactsRoutes:
             "account_id": account_id,
             "events": self._call(self.contacts.account_timeline, account_id)}))
 
-    def _command(self, request, remote, path_fields: dict[str, str]):
+    def _command(self, request, remote, path_fields: dict[str, str], key: str | None):
         body = _body(request)
         if isinstance(body, Response):
             return body
-        return _answer(self._call(remote, {**body, **path_fields}))
+        return _answer(self._call(remote, {**body, **path_fields}), key)
