@@ -11,7 +11,7 @@ from typing import Any
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
-from services.contacts.directory import Directory, DirectoryChanges
+from services.contacts.directory import Directory, DirectoryChanges, RecentlyWritten
 from services.contacts.domain import TIMELINE_TYPES, Account, ChangeBatch, Profile, summarise
 from services.contacts.policy import ContactsPolicy
 from services.contacts.sales import deal_of, ticket_of
@@ -75,6 +75,7 @@ class ContactsApplication(ServiceApplication):
         self.policy = policy if policy is not None else ContactsPolicy.from_env()
         self.directory = Directory(self.read_model())
         self.directory.create()
+        self.recently_written = RecentlyWritten()
         # Batches and API commands both change cached profiles and save what they changed:
         # one at a time, so neither saves the other's half-made changes.
         self._lock = threading.RLock()
@@ -89,7 +90,7 @@ class ContactsApplication(ServiceApplication):
         if not fresh:
             return 0
         unit = _Unit(self)
-        directory = DirectoryChanges(self.directory.rm)
+        directory = DirectoryChanges(self.directory.rm, self.recently_written)
         pending_timeline: dict[str, list[dict[str, Any]]] = {}
         changes = []
         for item in fresh:
@@ -107,11 +108,16 @@ class ContactsApplication(ServiceApplication):
             })
         for profile_id, entries in pending_timeline.items():
             unit.profiles[profile_id].record_events(entries)
-        self.save_processed(
-            *unit.profiles.values(), ChangeBatch(items=changes),
-            tracking_key=tracking_key, position=fresh[-1]["position"],
-            writes=directory.writes(unit.profiles.values()),
-        )
+        try:
+            self.save_processed(
+                *unit.profiles.values(), ChangeBatch(items=changes),
+                tracking_key=tracking_key, position=fresh[-1]["position"],
+                writes=directory.writes(unit.profiles.values()),
+            )
+        except Exception:
+            self.recently_written.forget()
+            raise
+        directory.saved()
         return len(fresh)
 
     def _apply(self, profile: Profile, item: dict[str, Any], timeline: dict[str, list],
@@ -269,8 +275,13 @@ class ContactsApplication(ServiceApplication):
                 "cause": {"partition": partition_of(profile.profile_id,
                                                     self.settings.partitions), "position": 0},
                 "received_at": None}])
-            writes = DirectoryChanges(self.directory.rm).writes([profile])
-            self.save_and_wake(profile, announced, writes=writes)
+            changes = DirectoryChanges(self.directory.rm, self.recently_written)
+            try:
+                self.save_and_wake(profile, announced, writes=changes.writes([profile]))
+            except Exception:
+                self.recently_written.forget()
+                raise
+            changes.saved()
         return profile.view()
 
     def _current(self, profile_id: str) -> Profile:

@@ -37,7 +37,8 @@ def _key(value: Any) -> str | None:
 
 
 def contact_row(profile: Any) -> tuple[Any, ...]:
-    """One `contacts` row (CONTACT_COLUMNS) of a live profile."""
+    """One `contacts` row (CONTACT_COLUMNS) of a live profile; `updated_at` is when the
+    profile was last seen at the time its entry last changed."""
     traits = profile.traits
     name, last = contact_name(traits)
     doc = {"profile_id": profile.profile_id, "name": name,
@@ -83,11 +84,40 @@ def indexes(t: Callable[[str], str]) -> list[str]:
     ]
 
 
-class DirectoryChanges:
-    """What one batch (or API command) changes in the directory, turned into `Writes`."""
+class RecentlyWritten:
+    """Rows this process wrote last. Most batches only add events to a timeline: their
+    contacts' entries and identifiers are unchanged and need no write at all."""
 
-    def __init__(self, rm: ReadModel):
+    def __init__(self, most: int = 200_000):
+        self.rows: dict[Any, Any] = {}
+        self.most = most
+
+    def unchanged(self, key: Any, row: Any) -> bool:
+        return self.rows.get(key, _NOT_WRITTEN) == row
+
+    def remember(self, written: dict[Any, Any]) -> None:
+        if len(self.rows) + len(written) > self.most:
+            self.rows.clear()
+        self.rows.update(written)
+
+    def forget(self) -> None:
+        """After a failed save: what is in the database is no longer known."""
+        self.rows.clear()
+
+
+_NOT_WRITTEN = object()
+
+
+class DirectoryChanges:
+    """What one batch (or API command) changes in the directory, turned into `Writes`.
+
+    Call `saved()` once the save went through, so the rows count as written.
+    """
+
+    def __init__(self, rm: ReadModel, recent: RecentlyWritten | None = None):
         self.rm = rm
+        self.recent = recent if recent is not None else RecentlyWritten(most=0)
+        self._written: dict[Any, Any] = {}
         self.identifiers: dict[tuple[str, str, str], None] = {}
         self.merges: list[tuple[str, str]] = []  # (absorbed, survivor)
         self.accounts: dict[str, dict[str, Any]] = {}
@@ -117,11 +147,12 @@ class DirectoryChanges:
         self._contact_writes(writes, live, [p.profile_id for p in changed if p.merged_into])
         writes.add(
             f"INSERT INTO {t('contact_identifiers')} (value, kind, profile_id) "
-            "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING", list(self.identifiers),
+            "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            self._fresh([(key, key) for key in self.identifiers]),
             bulk=f"INSERT INTO {t('contact_identifiers')} (value, kind, profile_id) SELECT * "
                  "FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING")
-        links = [(account, p.profile_id, role) for p in live for account, role in
-                 p.accounts.items()]
+        links = self._fresh([((account, p.profile_id), (account, p.profile_id, role))
+                             for p in live for account, role in p.accounts.items()])
         writes.add(
             f"INSERT INTO {t('contact_accounts')} (account_id, profile_id, role) "
             "VALUES (%s, %s, %s) ON CONFLICT (account_id, profile_id) DO UPDATE SET "
@@ -130,6 +161,19 @@ class DirectoryChanges:
         writes.add(f"INSERT INTO {t('account_activity')} (account_id, at, profile_id, doc) "
                    "VALUES (%s, %s, %s, %s)", self.activity)
         return writes
+
+    def saved(self) -> None:
+        self.recent.remember(self._written)
+
+    def _fresh(self, keyed_rows: list[tuple[Any, tuple]],
+               compare: Callable[[tuple], Any] = lambda row: row) -> list[tuple]:
+        """The rows not already written as they are (updated_at aside: see contact_row)."""
+        fresh = []
+        for key, row in keyed_rows:
+            if not self.recent.unchanged(key, compare(row)):
+                fresh.append(row)
+                self._written[key] = compare(row)
+        return fresh
 
     def _merge_writes(self, writes: Writes) -> None:
         t = self.rm.table
@@ -151,7 +195,8 @@ class DirectoryChanges:
         writes.add(
             f"INSERT INTO {t('contacts')} ({columns}) VALUES ({', '.join(['%s'] * 8)}) "
             f"ON CONFLICT (profile_id) DO UPDATE SET {updates}",
-            [contact_row(profile) for profile in live],
+            self._fresh([(profile.profile_id, contact_row(profile)) for profile in live],
+                        compare=lambda row: row[:-1]),
             bulk=f"INSERT INTO {t('contacts')} ({columns}) SELECT * FROM unnest("
                  f"{', '.join(['%s::text[]'] * 8)}) ON CONFLICT (profile_id) DO UPDATE SET "
                  f"{updates}")

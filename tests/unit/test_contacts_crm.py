@@ -359,3 +359,15 @@ def test_a_batch_of_many_contacts_is_searchable_as_soon_as_it_is_saved(app):
     assert [c["profile_id"] for c in app.search(name="person", limit=3)] == [
         pid for pid, _, _ in people[:3]]
     assert [c["profile_id"] for c in app.search(identifier="u-7")] == [people[7][0]]
+
+
+def test_events_that_change_no_directory_entry_write_none(app, feed):
+    feed.identify(ADA, "app", 1, email="ada@example.com", name="Ada")
+    rm = app.directory.rm
+    marked = '{"profile_id": "%s", "name": "marked"}' % ADA
+    rm.execute(f"UPDATE {rm.table('contacts')} SET doc = %s WHERE profile_id = %s",
+               [marked, ADA])
+    feed.track(ADA, "Page Viewed", 2)  # the timeline grows, the entry does not change
+    assert app.search(identifier=ADA)[0]["name"] == "marked"
+    feed.identify(ADA, "app", 3, name="Ada King")
+    assert app.search(identifier=ADA)[0]["name"] == "Ada King"
