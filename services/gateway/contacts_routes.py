@@ -7,11 +7,14 @@ and the rule of any bad input; the gateway only turns its answer into a status c
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from nameko.web.handlers import http
 from werkzeug.wrappers import Response
 
+API_SOURCE = "api"
 SEARCH_PARAMETERS = ("identifier", "email", "name", "account", "owner", "stage", "limit")
 
 
@@ -47,6 +50,31 @@ class ContactsRoutes:
             criteria = {k: v for k, v in request.args.items() if k in SEARCH_PARAMETERS}
             return _answer(self._call(self.contacts.search_contacts, criteria))
         return self._admin(request, answer)
+
+    @http("POST", "/v1/contacts")
+    def create_contact(self, request):
+        return self._admin(request, self._create_contact, request)
+
+    def _create_contact(self, request):
+        """An identify call from the `api` source: identity decides whether the person is
+        new or known (same user id or email), as for any other source."""
+        body = _body(request)
+        if isinstance(body, Response):
+            return body
+        traits = body.get("traits")
+        if not isinstance(traits, dict) or not traits:
+            return _json(400, {"code": "invalid_contact", "field": "traits",
+                               "message": "traits: must set at least one trait"})
+        identify = {"type": "identify", "traits": traits, "messageId": str(uuid.uuid4()),
+                    "anonymousId": body.get("anonymousId") or str(uuid.uuid4())}
+        if body.get("userId"):
+            identify["userId"] = str(body["userId"])
+        received_at = datetime.now(UTC)
+        outcome = self.app.ingest(API_SOURCE, {"batch": [identify]}, received_at=received_at)
+        if not outcome.accepted:
+            first = outcome.rejected[0]
+            return _json(400, {"code": first.rule, "message": first.message})
+        return _json(202, {"accepted": True, "messageId": identify["messageId"]})
 
     @http("PATCH", "/v1/contacts/<string:profile_id>")
     def update_contact(self, request, profile_id):

@@ -118,6 +118,22 @@ def test_people_search_note_and_move_stages_from_the_command_line(platform):
     assert missing.status_code == 404
 
 
+def test_a_contact_created_through_the_api_is_resolved_like_any_other(platform):
+    tag = uuid.uuid4().hex[:8]
+    email = f"cyd.{tag}@example.net"
+    created = platform.admin("POST", "/v1/contacts", json={
+        "traits": {"email": email, "name": f"Cyd Charisse{tag}", "owner": "omar"}})
+    assert created.status_code == 202, created.text
+    platform.wait_drained()
+    found = platform.admin("GET", "/v1/contacts", params={"identifier": email}).json()
+    assert [c["name"] for c in found["contacts"]] == [f"Cyd Charisse{tag}"]
+    profile = platform.admin("GET", f"/v1/profiles/{found['contacts'][0]['profile_id']}").json()
+    assert profile["trait_sources"]["owner"][0]["source"] == "api"
+
+    refused = platform.admin("POST", "/v1/contacts", json={"traits": {}})
+    assert (refused.status_code, refused.json()["field"]) == (400, "traits")
+
+
 @retry(stop=stop_after_delay(30), wait=wait_fixed(0.3), reraise=True)
 def wait_for_members(platform, segment: str, expected: set[str]) -> None:
     members = platform.admin("GET", f"/v1/segments/{segment}/members").json()["members"]

@@ -4,6 +4,7 @@ database per test)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -364,7 +365,7 @@ def test_a_batch_of_many_contacts_is_searchable_as_soon_as_it_is_saved(app):
 def test_events_that_change_no_directory_entry_write_none(app, feed):
     feed.identify(ADA, "app", 1, email="ada@example.com", name="Ada")
     rm = app.directory.rm
-    marked = '{"profile_id": "%s", "name": "marked"}' % ADA
+    marked = json.dumps({"profile_id": ADA, "name": "marked"})
     rm.execute(f"UPDATE {rm.table('contacts')} SET doc = %s WHERE profile_id = %s",
                [marked, ADA])
     feed.track(ADA, "Page Viewed", 2)  # the timeline grows, the entry does not change
