@@ -76,12 +76,17 @@ class ContactsApplication(ServiceApplication):
         self.directory = Directory(self.read_model())
         self.directory.create()
         self.recently_written = RecentlyWritten()
-        # Batches and API commands both change cached profiles and save what they changed:
-        # one at a time, so neither saves the other's half-made changes.
-        self._lock = threading.RLock()
+        # A batch and a person's command on the same profile must not interleave (each saves
+        # the pending changes of the profiles it holds). Profiles are partitioned, so one lock
+        # per partition: batches of different partitions still overlap their database waits.
+        self._partition_locks: dict[str, threading.RLock] = {}
+        self._accounts_lock = threading.RLock()
+
+    def _lock_of(self, partition: str) -> threading.RLock:
+        return self._partition_locks.setdefault(partition, threading.RLock())
 
     def apply_batch(self, tracking_key: str, partition: str, items: list[dict[str, Any]]) -> int:
-        with self._lock:
+        with self._lock_of(partition):
             return self._apply_batch(tracking_key, partition, items)
 
     def _apply_batch(self, tracking_key: str, partition: str,
@@ -254,16 +259,18 @@ class ContactsApplication(ServiceApplication):
             changes.saw_account(account_id, traits, at)
             self.save_and_wake(account, writes=changes.writes(()))
 
-        with self._lock:
+        with self._accounts_lock:
             self._save_retrying(update_and_save)
         return self.directory.account(account_id) or {}
 
     def _command(self, profile_id: str, change: Callable[[Profile], Any]) -> dict | None:
-        with self._lock:
-            try:
+        try:
+            # The survivor's partition owns a merged profile (DESIGN §3).
+            owner = partition_of(self._current(profile_id).profile_id, self.settings.partitions)
+            with self._lock_of(owner):
                 return self._save_retrying(lambda: self._change_and_save(profile_id, change))
-            except _NotFound:
-                return None
+        except _NotFound:
+            return None
 
     def _change_and_save(self, profile_id: str, change: Callable[[Profile], Any]) -> dict:
         profile = self._current(profile_id)

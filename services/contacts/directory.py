@@ -205,8 +205,12 @@ class DirectoryChanges:
         t = self.rm.table
         merged_doc = ("json_patch(existing.doc, excluded.doc)" if self.rm.sqlite else
                       "(existing.doc::jsonb || excluded.doc::jsonb)::text")
-        rows = [(account_id, _key(seen["traits"].get("name")), json.dumps(seen["traits"]),
-                 seen["at"]) for account_id, seen in self.accounts.items()]
+        # In key order: partitions upserting the same accounts then lock rows in one order
+        # and cannot deadlock each other.
+        rows = self._fresh([(("account", account_id), (
+            account_id, _key(seen["traits"].get("name")),
+            json.dumps(seen["traits"], sort_keys=True), seen["at"]))
+            for account_id, seen in sorted(self.accounts.items())], compare=lambda row: row[:-1])
         writes.add(
             f"INSERT INTO {t('accounts')} AS existing (account_id, name_key, doc, updated_at) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT (account_id) DO UPDATE SET "
