@@ -32,13 +32,25 @@ def contact_name(traits: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return (str(full) if full else None), (str(last) if last else None)
 
 
+NAME_TRAITS = ("name", "firstName", "first_name", "firstname", "lastName", "last_name",
+               "lastname")
+
+
+def entry_signature(profile: Any) -> tuple[Any, ...]:
+    """What a profile's directory entry is made of, cheap to compare: most batches change
+    a profile's timeline only, and its entry need not even be rendered."""
+    traits = profile.traits
+    return (profile.stage, sorted(profile.accounts.items()),
+            [traits.get(trait) for trait in (*NAME_TRAITS, *SHOWN_TRAITS)])
+
+
 def _key(value: Any) -> str | None:
     return value.strip().lower() if isinstance(value, str) and value.strip() else None
 
 
 def contact_row(profile: Any) -> tuple[Any, ...]:
     """One `contacts` row (CONTACT_COLUMNS) of a live profile; `updated_at` is when the
-    profile was last seen at the time its entry last changed."""
+    profile was last seen at the time its entry last changed (entry_signature)."""
     traits = profile.traits
     name, last = contact_name(traits)
     doc = {"profile_id": profile.profile_id, "name": name,
@@ -192,11 +204,15 @@ class DirectoryChanges:
         columns = ", ".join(CONTACT_COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in CONTACT_COLUMNS[1:])
         writes.add(f"DELETE FROM {t('contacts')} WHERE profile_id = %s", [(g,) for g in gone])
+        rows = []
+        for profile in live:
+            signature = entry_signature(profile)
+            if not self.recent.unchanged(profile.profile_id, signature):
+                self._written[profile.profile_id] = signature
+                rows.append(contact_row(profile))
         writes.add(
             f"INSERT INTO {t('contacts')} ({columns}) VALUES ({', '.join(['%s'] * 8)}) "
-            f"ON CONFLICT (profile_id) DO UPDATE SET {updates}",
-            self._fresh([(profile.profile_id, contact_row(profile)) for profile in live],
-                        compare=lambda row: row[:-1]),
+            f"ON CONFLICT (profile_id) DO UPDATE SET {updates}", rows,
             bulk=f"INSERT INTO {t('contacts')} ({columns}) SELECT * FROM unnest("
                  f"{', '.join(['%s::text[]'] * 8)}) ON CONFLICT (profile_id) DO UPDATE SET "
                  f"{updates}")
