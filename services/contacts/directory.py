@@ -98,7 +98,12 @@ def indexes(t: Callable[[str], str]) -> list[str]:
 
 class RecentlyWritten:
     """Rows this process wrote last. Most batches only add events to a timeline: their
-    contacts' entries and identifiers are unchanged and need no write at all."""
+    contacts' entries and identifiers are unchanged and need no write at all.
+
+    Identifier rows are only ever inserted (and deleted with a merged-away profile, which
+    gets no more events), so a remembered one stays true; a contact's entry is remembered
+    with the profile's version, and trusted only while the profile is at that version.
+    """
 
     def __init__(self, most: int = 200_000):
         self.rows: dict[Any, Any] = {}
@@ -156,15 +161,17 @@ class DirectoryChanges:
         changed = [p for p in profiles if getattr(p, "pending_events", None)]
         live = [p for p in changed if p.merged_into is None]
         self._merge_writes(writes)
-        self._contact_writes(writes, live, [p.profile_id for p in changed if p.merged_into])
+        entries = self._contact_writes(writes, live,
+                                       [p.profile_id for p in changed if p.merged_into])
         writes.add(
             f"INSERT INTO {t('contact_identifiers')} (value, kind, profile_id) "
             "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
             self._fresh([(key, key) for key in self.identifiers]),
             bulk=f"INSERT INTO {t('contact_identifiers')} (value, kind, profile_id) SELECT * "
                  "FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING")
-        links = self._fresh([((account, p.profile_id), (account, p.profile_id, role))
-                             for p in live for account, role in p.accounts.items()])
+        # A profile's links are part of its entry (entry_signature): written with it.
+        links = [(account, p.profile_id, role) for p in entries
+                 for account, role in p.accounts.items()]
         writes.add(
             f"INSERT INTO {t('contact_accounts')} (account_id, profile_id, role) "
             "VALUES (%s, %s, %s) ON CONFLICT (account_id, profile_id) DO UPDATE SET "
@@ -199,23 +206,29 @@ class DirectoryChanges:
         writes.add(f"UPDATE {t('account_activity')} SET profile_id = %s WHERE profile_id = %s",
                    [(survivor, absorbed) for absorbed, survivor in self.merges])
 
-    def _contact_writes(self, writes: Writes, live: list[Any], gone: list[str]) -> None:
+    def _contact_writes(self, writes: Writes, live: list[Any], gone: list[str]) -> list[Any]:
+        """Writes the entries of the profiles whose entry changed; returns those profiles."""
         t = self.rm.table
         columns = ", ".join(CONTACT_COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in CONTACT_COLUMNS[1:])
         writes.add(f"DELETE FROM {t('contacts')} WHERE profile_id = %s", [(g,) for g in gone])
-        rows = []
+        entries = []
         for profile in live:
+            # Only trusted if nobody saved the profile since this process wrote its entry
+            # (another replica may have owned its partition meanwhile).
+            loaded_version = profile.version - len(profile.pending_events)
             signature = entry_signature(profile)
-            if not self.recent.unchanged(profile.profile_id, signature):
-                self._written[profile.profile_id] = signature
-                rows.append(contact_row(profile))
+            if not self.recent.unchanged(profile.profile_id, (loaded_version, signature)):
+                self._written[profile.profile_id] = (profile.version, signature)
+                entries.append(profile)
+        rows = [contact_row(profile) for profile in entries]
         writes.add(
             f"INSERT INTO {t('contacts')} ({columns}) VALUES ({', '.join(['%s'] * 8)}) "
             f"ON CONFLICT (profile_id) DO UPDATE SET {updates}", rows,
             bulk=f"INSERT INTO {t('contacts')} ({columns}) SELECT * FROM unnest("
                  f"{', '.join(['%s::text[]'] * 8)}) ON CONFLICT (profile_id) DO UPDATE SET "
                  f"{updates}")
+        return entries
 
     def _account_writes(self, writes: Writes) -> None:
         t = self.rm.table

@@ -372,3 +372,17 @@ def test_events_that_change_no_directory_entry_write_none(app, feed):
     assert app.search(identifier=ADA)[0]["name"] == "marked"
     feed.identify(ADA, "app", 3, name="Ada King")
     assert app.search(identifier=ADA)[0]["name"] == "Ada King"
+
+
+def test_an_entry_changed_by_another_replica_is_written_again_when_it_changes_back(tmp_path):
+    first = ContactsApplication(Settings(data_dir=tmp_path), policy=POLICY)
+    second = ContactsApplication(Settings(data_dir=tmp_path), policy=POLICY)
+    try:
+        Feed(first).identify(ADA, "app", 1, email="ada@example.com", owner="maria")
+        second.update_contact(ADA, {"owner": "omar"}, author="omar")
+        first.forget_cached_state()  # its copy of the profile aged out of the cache
+        first.update_contact(ADA, {"owner": "maria"}, author="maria")
+        assert [c["profile_id"] for c in first.search(owner="maria")] == [ADA]
+    finally:
+        first.close()
+        second.close()
