@@ -219,8 +219,9 @@ class DirectoryChanges:
             loaded_version = profile.version - len(profile.pending_events)
             signature = entry_signature(profile)
             if not self.recent.unchanged(profile.profile_id, (loaded_version, signature)):
-                self._written[profile.profile_id] = (profile.version, signature)
                 entries.append(profile)
+            # Written or still right: either way true of the version this save makes.
+            self._written[profile.profile_id] = (profile.version, signature)
         rows = [contact_row(profile) for profile in entries]
         writes.add(
             f"INSERT INTO {t('contacts')} ({columns}) VALUES ({', '.join(['%s'] * 8)}) "

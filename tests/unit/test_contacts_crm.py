@@ -369,8 +369,9 @@ def test_events_that_change_no_directory_entry_write_none(app, feed):
     rm.execute(f"UPDATE {rm.table('contacts')} SET doc = %s WHERE profile_id = %s",
                [marked, ADA])
     feed.track(ADA, "Page Viewed", 2)  # the timeline grows, the entry does not change
+    feed.track(ADA, "Page Viewed", 3)
     assert app.search(identifier=ADA)[0]["name"] == "marked"
-    feed.identify(ADA, "app", 3, name="Ada King")
+    feed.identify(ADA, "app", 4, name="Ada King")
     assert app.search(identifier=ADA)[0]["name"] == "Ada King"
 
 
