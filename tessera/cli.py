@@ -11,6 +11,7 @@
     tessera dlq …              list, show, replay dead letters (admin API)
     tessera import FILE …      a CSV file through the gateway (streaming, resumable)
     tessera pull hubspot …     what changed in a CRM since the last pull, through the gateway
+    tessera contacts …         contacts: search, show, update, stage, note, bulk; accounts …
 
 Every service process has an operations port (TESSERA_OPS_PORT): /livez, /readyz, /metrics.
 """
@@ -175,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
 
     connector_cli.add_commands(commands)
     import_cli.add_commands(commands)
+    from tessera import contacts_cli
+    contacts_cli.add_commands(commands)
     args = parser.parse_args(argv)
     return args.func(args)
 

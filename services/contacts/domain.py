@@ -2,6 +2,11 @@
 
 The full timeline lives in the profile's own event stream (`EventsRecorded`), so loading
 a profile never replays more than its snapshot and the events since.
+
+Every trait value keeps its source and time (`trait_values`); `traits` holds the values
+that survived under the contacts policy (services/contacts/policy.py). Lifecycle stage
+changes, deals, tickets, account links and notes are events of the profile, each with
+its cause.
 """
 
 from __future__ import annotations
@@ -10,6 +15,9 @@ import uuid
 from typing import Any
 
 from eventsourcing.domain import Aggregate, event
+
+from services.contacts.policy import ContactsPolicy, StageRule
+from services.contacts.sales import sales_traits
 
 RECENT_EVENTS = 20
 TIMELINE_TYPES = frozenset({"track", "page", "screen"})
@@ -39,6 +47,14 @@ class Profile(Aggregate):
         self.recent: list[dict[str, Any]] = []
         self.merged_into: str | None = None
         self.absorbed: list[str] = []
+        # trait -> source -> {"value", "at"}: every source's latest say, winners or not.
+        self.trait_values: dict[str, dict[str, dict[str, Any]]] = {}
+        self.stage: str | None = None
+        self.stage_history: list[dict[str, Any]] = []
+        self.accounts: dict[str, str] = {}  # account (group) id -> role
+        self.deals: dict[str, dict[str, Any]] = {}
+        self.tickets: dict[str, dict[str, Any]] = {}
+        self.notes_total = 0
 
     @staticmethod
     def create_id(profile_id: str) -> uuid.UUID:
@@ -50,6 +66,121 @@ class Profile(Aggregate):
     @event("TraitsUpdated")
     def update_traits(self, traits: dict[str, Any]) -> None:
         self.traits.update(traits)
+
+    # ---- survivorship -------------------------------------------------------------------
+    def observe(self, traits: dict[str, Any], source: str, at: str | None,
+                policy: ContactsPolicy) -> dict[str, Any]:
+        """Record what `source` says at `at`; returns the traits whose winning value changed.
+
+        A source repeating what it said before records nothing unless, being newer, it
+        would now win.
+        """
+        observations, winners = [], {}
+        for trait, value in traits.items():
+            before = self.trait_values.get(trait, {})
+            said = before.get(source)
+            after = {**before, source: {"value": value, "at": at}}
+            winner = policy.winner(trait, after)
+            if said is not None and said["value"] == value and winner == policy.winner(
+                    trait, before):
+                continue
+            observations.append({"trait": trait, "source": source, "value": value, "at": at})
+            if self.traits.get(trait, _MISSING) != after[winner]["value"]:
+                winners[trait] = after[winner]["value"]
+        if observations:
+            self.record_trait_values(observations, winners)
+        return winners
+
+    @event("TraitValuesRecorded")
+    def record_trait_values(self, observations: list[dict[str, Any]],
+                            winners: dict[str, Any]) -> None:
+        for seen in observations:
+            self.trait_values.setdefault(seen["trait"], {})[seen["source"]] = {
+                "value": seen["value"], "at": seen["at"]}
+        self.traits.update(winners)
+
+    @event("TraitValuesAbsorbed")
+    def absorb_trait_values(self, trait_values: dict[str, dict[str, dict[str, Any]]]) -> None:
+        # Behind the survivor's own: a later observation may bring one of them forward.
+        for trait, by_source in trait_values.items():
+            mine = self.trait_values.setdefault(trait, {})
+            for source, said in by_source.items():
+                mine.setdefault(source, said)
+
+    def trait_sources(self) -> dict[str, list[dict[str, Any]]]:
+        """Per trait, every source's value, the winner (the value in `traits`) first."""
+        shown = {}
+        for trait, by_source in self.trait_values.items():
+            entries = [{"source": source, **said} for source, said in by_source.items()]
+            entries.sort(key=lambda e: e.get("at") or "", reverse=True)
+            entries.sort(key=lambda e: e["value"] != self.traits.get(trait, _MISSING))
+            shown[trait] = entries
+        return shown
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def consider_stage(self, target: str, cause: dict[str, Any], policy: ContactsPolicy,
+                       backwards: bool = False) -> bool:
+        """Move to `target` if it is further on, or if the cause may move it back."""
+        if not policy.is_stage(target) or target == self.stage:
+            return False
+        if not backwards and policy.stage_index(target) < policy.stage_index(self.stage):
+            return False
+        self.change_stage(target, self.stage, cause)
+        return True
+
+    def apply_stage_rules(self, rules: tuple[StageRule, ...], policy: ContactsPolicy,
+                          event_name: str | None, properties: dict[str, Any],
+                          changed_traits: dict[str, Any], at: str | None) -> None:
+        for rule in rules:
+            if event_name is not None:
+                target = rule.target_for_event(event_name, properties)
+            else:
+                target = rule.target_for_traits(changed_traits)
+            if target is not None:
+                self.consider_stage(target, {"kind": "rule", "rule": rule.describe(),
+                                             "at": at}, policy, backwards=rule.backwards)
+
+    @event("StageChanged")
+    def change_stage(self, stage: str, previous: str | None, cause: dict[str, Any]) -> None:
+        self.stage = stage
+        self.stage_history.append({"stage": stage, "previous": previous, "cause": cause})
+
+    # ---- accounts, deals, tickets, notes -------------------------------------------------
+    @event("AccountLinked")
+    def link_account(self, account_id: str, role: str) -> None:
+        self.accounts[account_id] = role
+
+    @event("DealRecorded")
+    def record_deal(self, deal: dict[str, Any]) -> None:
+        self.deals[deal["deal_id"]] = deal
+
+    @event("TicketRecorded")
+    def record_ticket(self, ticket: dict[str, Any]) -> None:
+        self.tickets[ticket["ticket_id"]] = ticket
+
+    @event("SalesContextAbsorbed")
+    def absorb_sales_context(self, deals: dict[str, Any], tickets: dict[str, Any],
+                             accounts: dict[str, str]) -> None:
+        for deal_id, deal in deals.items():
+            self.deals.setdefault(deal_id, deal)
+        for ticket_id, ticket in tickets.items():
+            self.tickets.setdefault(ticket_id, ticket)
+        for account_id, role in accounts.items():
+            self.accounts.setdefault(account_id, role)
+
+    @event("NoteAdded")
+    def add_note(self, text: str, author: str, at: str) -> None:
+        self.notes_total += 1
+
+    def announced_traits(self) -> dict[str, Any]:
+        """What `contacts.profile_changed` carries: winning traits plus what contacts derives."""
+        traits = dict(self.traits)
+        traits.update(sales_traits(self.deals, self.tickets))
+        if self.stage is not None:
+            traits["lifecycle_stage"] = self.stage
+        if self.accounts:
+            traits["account_ids"] = sorted(self.accounts)
+        return traits
 
     @event("EventsRecorded")
     def record_events(self, entries: list[dict[str, Any]]) -> None:
@@ -96,10 +227,39 @@ class Profile(Aggregate):
             "recent_events": self.recent,
             "merged_into": self.merged_into,
             "absorbed": self.absorbed,
+            "trait_sources": self.trait_sources(),
+            "lifecycle_stage": self.stage,
+            "stage_history": self.stage_history,
+            "accounts": self.accounts,
+            "deals": self.deals,
+            "tickets": self.tickets,
+            "sales": sales_traits(self.deals, self.tickets),
+            "notes_total": self.notes_total,
         }
 
 
 _MISSING = object()
+
+
+class Account(Aggregate):
+    """An account (company) as people change it through the API; group calls and CRM pulls
+    reach the directory through the profiles that joined it."""
+
+    @event("Created")
+    def __init__(self, account_id: str):
+        self.account_id = account_id
+        self.traits: dict[str, Any] = {}
+
+    @staticmethod
+    def create_id(account_id: str) -> uuid.UUID:
+        return uuid.uuid5(ACCOUNT_NAMESPACE, account_id)
+
+    @event("Updated")
+    def update(self, traits: dict[str, Any], author: str, at: str) -> None:
+        self.traits.update(traits)
+
+
+ACCOUNT_NAMESPACE = uuid.UUID("6d1f6a52-8c1e-4c55-9a43-3f1f0e0c7a10")
 
 
 class ChangeBatch(Aggregate):

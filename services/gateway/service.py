@@ -20,6 +20,7 @@ from werkzeug.wrappers import Response
 
 from connectors.email import UnsubscribeLinks
 from services.gateway.application import GatewayApplication
+from services.gateway.contacts_routes import ContactsRoutes
 from services.gateway.domain import (
     MAX_REQUEST_BYTES,
     BadRequest,
@@ -62,7 +63,7 @@ class Unavailable(Exception):
     pass
 
 
-class GatewayService:
+class GatewayService(ContactsRoutes):
     name = "gateway"
     app = ServiceApp(GatewayApplication, translator)
     latency = RequestLatency()

@@ -99,7 +99,8 @@ def test_each_change_is_announced_with_its_cause(app):
                                                {"partition": "3", "position": 8}]
     assert announced[0]["event"] is None
     assert announced[1]["event"]["event"] == "Order Completed"
-    assert announced[1]["traits"] == {"plan": "pro"}
+    # An order makes a customer (a default lifecycle rule), and segments see that too.
+    assert announced[1]["traits"] == {"plan": "pro", "lifecycle_stage": "customer"}
 
 
 def test_a_merge_folds_the_absorbed_profile_into_the_survivor_whose_own_values_win(app):
@@ -230,3 +231,15 @@ def test_a_redelivered_split_changes_nothing(app):
                                                        type="identify")])
     app.apply_splits(SPLIT_KEY, "0", [split(1, ADA, BOB)])
     assert app.apply_splits(SPLIT_KEY, "0", [split(1, ADA, BOB)]) == 0
+
+
+def test_after_a_split_the_parts_identifiers_find_the_part_again(app):
+    bob_email = {**identify(2, BOB, name="Bob"), "identifiers": [["email", "bob@example.com"]]}
+    app.apply_batch(KEY, "0", [identify(1, ADA, name="Ada"), bob_email])
+    app.apply_batch(KEY, "0", [resolved(3, ADA, merged_from=(BOB,), type="identify")])
+    assert [c["profile_id"] for c in app.search(identifier="bob@example.com")] == [ADA]
+
+    part = {"profile_id": BOB, "restored": True, "identifiers": ["email:bob@example.com"]}
+    app.apply_splits(SPLIT_KEY, "0", [{**split(1, ADA, BOB), "parts": [part]}])
+
+    assert [c["profile_id"] for c in app.search(identifier="bob@example.com")] == [BOB]
