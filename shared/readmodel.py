@@ -61,6 +61,7 @@ class ReadModel:
     def __init__(self, recorder: Any, schema: str | None):
         self.datastore = recorder.datastore
         self.sqlite = schema is None
+        self.schema = schema
         self.prefix = "" if schema is None else f'"{schema}".'
 
     def table(self, name: str) -> str:
@@ -70,14 +71,15 @@ class ReadModel:
         return statement.replace("%s", "?") if self.sqlite else statement
 
     def create(self, *statements: str) -> None:
-        for statement in statements:
-            try:
-                with self.datastore.transaction(commit=True) as cursor:
-                    cursor.execute(statement)
-            except Exception as error:
-                # Replicas starting together race to create the same table: fine.
-                if type(error).__name__ not in _ALREADY_THERE:
-                    raise
+        """Create the tables, one process at a time: replicas starting together would
+        otherwise collide in PostgreSQL's catalog (CREATE ... IF NOT EXISTS is not safe
+        against itself). Same lock as the event store's tables (shared.store)."""
+        with self.datastore.transaction(commit=True) as cursor:
+            if not self.sqlite:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                               (f"tessera.schema.{self.schema}",))
+            for statement in statements:
+                cursor.execute(statement)
 
     def query(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
         with self.datastore.transaction(commit=False) as cursor:
@@ -102,9 +104,6 @@ class ReadModel:
             if len(rows) < size:
                 return
             after = rows[-1][key_column]
-
-
-_ALREADY_THERE = {"UniqueViolation", "DuplicateTable", "DuplicateObject"}
 
 
 try:
