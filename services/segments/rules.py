@@ -124,9 +124,11 @@ def _dated(op: str, a: float | None, e: float | None) -> bool:
 
 
 def _recent(op: str, a: float | None, now: float, span: float) -> bool:
+    # Both flip at the instant the date is exactly `span` old, like event windows: that
+    # instant is the expiry scheduled, so the answer there must already be the new one.
     if a is None:
         return False
-    return now - span <= a <= now if op == "within_last_days" else a < now - span
+    return now - span < a <= now if op == "within_last_days" else a <= now - span
 
 
 def _within(a: float | None, low: float | None, high: float | None) -> bool:

@@ -235,3 +235,16 @@ def test_a_computed_trait_that_changes_with_time_moves_the_segments_that_read_it
 
     [exited] = defs.reevaluate(profile, {TIME}, NOW + DAY)
     assert not exited.entered and profile["computed"] == {"orders_30d": 1}
+
+
+def test_a_relative_date_flips_at_the_very_moment_it_is_scheduled_to():
+    within = compile_rule(validate_rule(
+        {"trait": "signed_up_at", "op": "within_last_days", "value": 2}))
+    older = compile_rule(validate_rule(
+        {"trait": "signed_up_at", "op": "more_than_days_ago", "value": 2}))
+    traits = {"signed_up_at": iso(0)}
+    expiry = within.next_expiry(State(traits=traits, events={}, now=NOW))
+    assert expiry == pytest.approx(NOW + 2 * DAY)
+    at_expiry = State(traits=traits, events={}, now=expiry)
+    assert not within.test(at_expiry)
+    assert older.test(at_expiry)
