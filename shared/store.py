@@ -211,8 +211,15 @@ class ServiceApplication(Application):
         processing = ProcessingEvent(Tracking(tracking_key, position))
         if writes:
             processing.saved_kwargs[READ_MODEL_WRITES] = writes
-        # Collected by hand: ProcessingEvent.collect_events checks each object against a
-        # runtime Protocol, which costs more than the rest of a small save.
+        self.save_collected(*aggregates, processing=processing)
+        self._tracked[tracking_key] = position
+
+    def save_collected(self, *aggregates: Any, processing: ProcessingEvent | None = None
+                       ) -> list[Any]:
+        """Save aggregates in one transaction, their events collected by hand:
+        ProcessingEvent.collect_events checks each object against a runtime Protocol,
+        which costs more than the rest of a small save."""
+        processing = processing if processing is not None else ProcessingEvent()
         for aggregate in aggregates:
             processing.events.extend(aggregate.collect_events())
             processing.aggregates[aggregate.id] = aggregate
@@ -221,11 +228,11 @@ class ServiceApplication(Application):
         except Exception:
             self.forget_cached_state()
             raise
-        self._tracked[tracking_key] = position
         self._take_snapshots(processing)
         self._notify(recordings)
         if recordings:
             self._wake()
+        return recordings
 
     def flush_tracking(self) -> None:
         """Write the positions of batches that changed nothing (see `save_processed`)."""

@@ -19,9 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from tessera.segments_cli import AdminApi, ApiError
+from tessera.segments_cli import AdminApi, with_api
 
 SEARCH_OPTIONS = ("identifier", "email", "name", "account", "owner", "stage")
 
@@ -36,13 +34,13 @@ def add_commands(commands) -> None:
         contacts.add_argument(f"--{option}")
     contacts.add_argument("--limit", type=int, default=50)
     contacts.add_argument("--author", default=getpass.getuser())
-    contacts.set_defaults(func=_with_api(run_contacts))
+    contacts.set_defaults(func=with_api(run_contacts))
     accounts = commands.add_parser("accounts", help="show, search, update accounts")
     accounts.add_argument("action", choices=["show", "search", "update"])
     accounts.add_argument("target", help="an account id or a name prefix")
     accounts.add_argument("values", nargs="*", help="key=value traits")
     accounts.add_argument("--author", default=getpass.getuser())
-    accounts.set_defaults(func=_with_api(run_accounts))
+    accounts.set_defaults(func=with_api(run_accounts))
 
 
 def run_contacts(args, api: AdminApi, out=sys.stdout) -> int:
@@ -131,11 +129,3 @@ def _one(values: list[str], what: str) -> str:
     return values[0]
 
 
-def _with_api(run):
-    def command(args) -> int:
-        try:
-            return run(args, AdminApi())
-        except (ApiError, httpx.HTTPError, OSError, ValueError) as error:
-            print(f"tessera: {error}", file=sys.stderr)
-            return 1
-    return command

@@ -136,17 +136,18 @@ def add_commands(commands) -> None:
     segments.add_argument("--limit", type=int, default=20)
     segments.add_argument("--no-wait", action="store_true",
                           help="return once saved, without following the backfill")
-    segments.set_defaults(func=_with_api(run_segments))
+    segments.set_defaults(func=with_api(run_segments, needs_target=True))
     traits = commands.add_parser("traits", help="list, define, delete computed traits")
     traits.add_argument("action", choices=["list", "define", "delete"])
     traits.add_argument("target", nargs="?")
     traits.add_argument("--no-wait", action="store_true")
-    traits.set_defaults(func=_with_api(run_traits))
+    traits.set_defaults(func=with_api(run_traits, needs_target=True))
 
 
-def _with_api(run):
+def with_api(run, needs_target: bool = False):
+    """A command that talks to the admin API: its errors are one line, exit code 1."""
     def command(args) -> int:
-        if args.action not in ("list",) and not args.target:
+        if needs_target and args.action != "list" and not args.target:
             print(f"tessera: {args.action} needs a name or a file", file=sys.stderr)
             return 2
         try:

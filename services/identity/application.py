@@ -14,7 +14,7 @@ import threading
 import uuid
 from typing import Any
 
-from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.utils import get_topic
 
 from services.identity.domain import (
@@ -153,21 +153,7 @@ class IdentityApplication(ServiceApplication):
         self._catch_up_match_index()
 
     def _save(self, *aggregates: Any) -> None:
-        """Save aggregates in one transaction, their events collected by hand: eventsourcing's
-        `save` checks each event against a runtime Protocol, a third of a save's time."""
-        processing = ProcessingEvent()
-        for aggregate in aggregates:
-            processing.events.extend(aggregate.collect_events())
-            processing.aggregates[aggregate.id] = aggregate
-        try:
-            recordings = self._record(processing)
-        except Exception:
-            self.forget_cached_state()
-            raise
-        self._take_snapshots(processing)
-        self._notify(recordings)
-        if recordings:
-            self._wake()
+        self.save_collected(*aggregates)
 
     # ---- the pipeline: events of a consumed batch -----------------------------------------
     @_one_writer

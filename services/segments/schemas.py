@@ -100,30 +100,27 @@ def _value_fits_op(op: str, value: Any) -> None:
         raise ValidationError(f"must be an ISO 8601 date for op '{op}'", "value")
 
 
-class TraitConditionSchema(Schema):
+class _ComparisonSchema(Schema):
+    """`op` and `value` of a comparison; subclasses name what is compared."""
+
     class Meta:
         unknown = RAISE
 
+    value = fields.Raw(load_default=None, allow_none=True)
+
+    @validates_schema
+    def value_fits_op(self, data, **kwargs):
+        _value_fits_op(data["op"], data.get("value"))
+
+
+class TraitConditionSchema(_ComparisonSchema):
     trait = fields.String(required=True, validate=validate.Length(min=1))
     op = fields.String(required=True, validate=validate.OneOf(TRAIT_OPS))
-    value = fields.Raw(load_default=None, allow_none=True)
-
-    @validates_schema
-    def value_fits_op(self, data, **kwargs):
-        _value_fits_op(data["op"], data.get("value"))
 
 
-class PropertyConditionSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
+class PropertyConditionSchema(_ComparisonSchema):
     property = fields.String(required=True, validate=validate.Length(min=1))
     op = fields.String(required=True, validate=validate.OneOf(VALUE_OPS))
-    value = fields.Raw(load_default=None, allow_none=True)
-
-    @validates_schema
-    def value_fits_op(self, data, **kwargs):
-        _value_fits_op(data["op"], data.get("value"))
 
 
 class WhereField(fields.Field):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 
 import psycopg
 
@@ -25,3 +28,15 @@ def stored_event_counts(platform: Platform) -> dict[str, int]:
             row = db.execute(f'SELECT COUNT(*) FROM "{service}"."{service}_events"').fetchone()
             counts[service] = row[0]
     return counts
+
+
+def tessera(platform: Platform, *args: str) -> subprocess.CompletedProcess:
+    """The `tessera` command, pointed at the platform's admin API."""
+    env = {**os.environ, "TESSERA_URL": platform.base_url,
+           "TESSERA_ADMIN_TOKEN": platform.admin_token}
+    return subprocess.run([sys.executable, "-m", "tessera.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def profile_of(platform: Platform, user_id: str) -> dict:
+    return platform.admin("GET", "/v1/profiles", params={"userId": user_id}).json()

@@ -5,14 +5,11 @@ arrive as events, people search, note and move stages."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 
 import pytest
 import segment.analytics as analytics
-from e2e_support import WRITE_KEY
+from e2e_support import WRITE_KEY, profile_of, tessera
 from tenacity import retry, stop_after_delay, wait_fixed
 
 from tessera.testing.platform import Platform
@@ -31,17 +28,6 @@ def platform(request):
     yield platform
     platform.stop()
     platform.cleanup()
-
-
-def tessera(platform, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TESSERA_URL": platform.base_url,
-           "TESSERA_ADMIN_TOKEN": platform.admin_token}
-    return subprocess.run([sys.executable, "-m", "tessera.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
-
-
-def profile_of(platform, user_id: str) -> dict:
-    return platform.admin("GET", "/v1/profiles", params={"userId": user_id}).json()
 
 
 def test_a_crm_and_the_app_meet_in_one_searchable_contact(platform):

@@ -4,29 +4,15 @@ embedded platform and on RabbitMQ + PostgreSQL."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 
 import segment.analytics as analytics
-from e2e_support import WRITE_KEY
+from e2e_support import WRITE_KEY, profile_of, tessera
 from tenacity import retry, stop_after_delay, wait_fixed
 
 
 def client_for(platform) -> analytics.Client:
     return analytics.Client(WRITE_KEY, host=platform.base_url, sync_mode=True)
-
-
-def tessera(platform, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TESSERA_URL": platform.base_url,
-           "TESSERA_ADMIN_TOKEN": platform.admin_token}
-    return subprocess.run([sys.executable, "-m", "tessera.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
-
-
-def profile_of(platform, user_id: str) -> dict:
-    return platform.admin("GET", "/v1/profiles", params={"userId": user_id}).json()
 
 
 def test_a_segment_defined_later_is_backfilled_with_progress_shown_by_the_cli(
