@@ -318,14 +318,16 @@ def run_check(connector: str | type, check: Callable[[Kit], None]) -> None:
         check(kit)
 
 
-def run_checks(connector: str | type) -> list[tuple[str, str, str]]:
-    """Every check: ``[(name, "pass"|"fail"|"skip", detail)]``."""
+def outcomes(checks: list[Callable], run_one: Callable[[Callable], None],
+             skip: type[Exception]) -> list[tuple[str, str, str]]:
+    """Every check run: ``[(name, "pass"|"fail"|"skip", detail)]`` (destinations and
+    sources alike)."""
     results = []
-    for check in CHECKS:
+    for check in checks:
         name = check.__name__.removeprefix("check_")
         try:
-            run_check(connector, check)
-        except Skip as skipped:
+            run_one(check)
+        except skip as skipped:
             results.append((name, "skip", str(skipped)))
         except AssertionError as failed:
             results.append((name, "fail", str(failed)))
@@ -334,6 +336,11 @@ def run_checks(connector: str | type) -> list[tuple[str, str, str]]:
         else:
             results.append((name, "pass", ""))
     return results
+
+
+def run_checks(connector: str | type) -> list[tuple[str, str, str]]:
+    """Every check: ``[(name, "pass"|"fail"|"skip", detail)]``."""
+    return outcomes(CHECKS, lambda check: run_check(connector, check), Skip)
 
 
 def conformance_tests(connector: str | type) -> type:

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from connectors.sdk.conformance import outcomes
+
 __all__ = ["SOURCE_CHECKS", "SourceHarness", "run_source_checks", "source_conformance_tests"]
 
 SEEDED = 100
@@ -116,20 +118,7 @@ def run_source_check(cls: type, check) -> None:
 
 def run_source_checks(cls: type) -> list[tuple[str, str, str]]:
     """Every check: ``[(name, "pass"|"fail"|"skip", detail)]``."""
-    results = []
-    for check in SOURCE_CHECKS:
-        name = check.__name__.removeprefix("check_")
-        try:
-            run_source_check(cls, check)
-        except SkipCheck as skipped:
-            results.append((name, "skip", str(skipped)))
-        except AssertionError as failed:
-            results.append((name, "fail", str(failed)))
-        except Exception as error:
-            results.append((name, "fail", f"{type(error).__name__}: {error}"))
-        else:
-            results.append((name, "pass", ""))
-    return results
+    return outcomes(SOURCE_CHECKS, lambda check: run_source_check(cls, check), SkipCheck)
 
 
 def source_conformance_tests(cls: type) -> type:
