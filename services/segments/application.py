@@ -118,6 +118,7 @@ class Pass:
 
     def collect(self) -> tuple[list[Any], Writes]:
         t = self.app.rm.table
+        self.app._written(self.dirty)
         members_out = [key for key, at in self._membership.items() if at is None]
         members_in = [(*key, at) for key, at in self._membership.items() if at is not None]
         self.writes.add(
@@ -155,6 +156,44 @@ class Pass:
                 yield due, profile_id
 
 
+class NextPage:
+    """The next backfill page, read while the current one is evaluated and saved.
+
+    PostgreSQL reads it on its own core while this process evaluates. Profiles that this
+    process writes in the meantime (live batches between pages) are read again before use.
+    """
+
+    def __init__(self, app: SegmentsApplication, job: dict, after: str, size: int):
+        self.key = (job["name"], job["version"], after)
+        self.written: set[str] = set()
+        self._rows: list[Any] | None = None
+        self._error: BaseException | None = None
+        # A thread, or a green thread once eventlet has patched threading: either way the
+        # query is on the wire while the current page is evaluated.
+        self._reader = threading.Thread(target=self._read, args=(app, after, size),
+                                        name="segments-next-page", daemon=True)
+        self._reader.start()
+        time.sleep(0)  # let a green reader send its query before we stop yielding
+
+    def _read(self, app: SegmentsApplication, after: str, size: int) -> None:
+        try:
+            self._rows = app._page_rows(after, size)
+        except BaseException as error:  # re-raised where the page is used
+            self._error = error
+
+    def rows(self, app: SegmentsApplication) -> list[Any]:
+        self._reader.join()
+        if self._error is not None:
+            raise self._error
+        rows = self._rows or []
+        stale = self.written.intersection(row["profile_id"] for row in rows)
+        if not stale:
+            return rows
+        fresh = {row["profile_id"]: row for row in app._rows_of(stale)}
+        return [fresh[row["profile_id"]] if row["profile_id"] in stale else row
+                for row in rows if row["profile_id"] not in stale or row["profile_id"] in fresh]
+
+
 class SegmentsApplication(ServiceApplication):
     service_name = "segments"
     name = "segments"
@@ -170,6 +209,7 @@ class SegmentsApplication(ServiceApplication):
         self._lock = threading.RLock()
         self._definitions: tuple[int, Definitions] | None = None
         self._owner = uuid.uuid4().hex
+        self._next_page: NextPage | None = None
         # (when, profile_id): the next moment a window may change a profile's answers.
         self._expiries: list[tuple[float, str]] = [
             (row["due"], row["profile_id"]) for row in self.rm.query(
@@ -436,6 +476,9 @@ class SegmentsApplication(ServiceApplication):
                 break
             evaluated += self._backfill_page(job, page)
             done += 1
+        # A page read ahead and left for later would grow stale unwatched (other replicas'
+        # writes are not seen by `written`): read it again next time.
+        self._next_page = None
         return evaluated
 
     def _claim_backfill(self) -> dict | None:
@@ -452,11 +495,32 @@ class SegmentsApplication(ServiceApplication):
                 return claimed[0]
         return None
 
+    def _written(self, profile_ids: Iterable[str]) -> None:
+        if self._next_page is not None:
+            self._next_page.written.update(profile_ids)
+
+    def _page_rows(self, after: str, size: int) -> list[Any]:
+        return self.rm.query(f"SELECT profile_id, doc FROM {self.rm.table('profiles')} "
+                             "WHERE profile_id > %s ORDER BY profile_id LIMIT %s", [after, size])
+
+    def _rows_of(self, profile_ids: Iterable[str]) -> list[Any]:
+        return self.rm.query(f"SELECT profile_id, doc FROM {self.rm.table('profiles')} "
+                             "WHERE profile_id = ANY(%s)", [sorted(profile_ids)])
+
+    def _page(self, job: dict, size: int) -> list[Any]:
+        """This page's rows (read ahead if they were), and the next page set reading."""
+        ahead, self._next_page = self._next_page, None
+        if ahead is not None and ahead.key == (job["name"], job["version"], job["after"]):
+            rows = ahead.rows(self)
+        else:
+            rows = self._page_rows(job["after"], size)
+        if len(rows) == size and not self.rm.sqlite:  # SQLite reads are in-process anyway
+            self._next_page = NextPage(self, job, rows[-1]["profile_id"], size)
+        return rows
+
     def _backfill_page(self, job: dict, page: int) -> int:
-        table = self.rm.table("profiles")
         with self._lock:
-            rows = self.rm.query(f"SELECT profile_id, doc FROM {table} WHERE profile_id > %s "
-                                 "ORDER BY profile_id LIMIT %s", [job["after"], page])
+            rows = self._page(job, page)
             definitions, now = self.definitions(), self.clock()
             work = Pass(self, now)
             touched = [definition_key(job["name"])]

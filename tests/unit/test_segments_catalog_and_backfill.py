@@ -11,6 +11,7 @@ from segments_support import ADA, BOB, Clock, Feed, define, membership_changes
 from services.segments.application import DefinitionError, SegmentsApplication
 from services.segments.schemas import ComputedTraitSchema
 from shared.config import Settings
+from tessera.testing.platform import drop_database
 
 FRENCH = {"trait": "country", "op": "eq", "value": "FR"}
 BUYER = {"event": "Order Completed", "within_days": 30}
@@ -166,6 +167,45 @@ def test_a_rule_change_while_events_flow_ends_exact(app, feed):
     assert app.segment_sizes()["french_buyers"] == 30
     entries = [c["profile_id"] for c in membership_changes(app) if c["change"] == "entered"]
     assert sorted(entries) == everyone
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def either_app(request, tmp_path, clock):
+    """On PostgreSQL a backfill reads its next page while evaluating the current one."""
+    if request.param == "sqlite":
+        settings = Settings(data_dir=tmp_path)
+    else:
+        settings = Settings(database="postgres", postgres_dbname=f"segments_{uuid.uuid4().hex}")
+    made = SegmentsApplication(settings, clock=clock)
+    yield made
+    made.close()
+    if request.param == "postgres":
+        drop_database(settings.postgres_dbname)
+
+
+def test_a_profile_changed_live_after_its_page_was_read_ahead_is_judged_as_it_is_now(
+        either_app, clock):
+    app, feed = either_app, Feed(either_app, clock)
+    everyone = people(9)
+    for profile_id in everyone:
+        feed.order(profile_id, {"country": "FR"})
+    define(app, "french_buyers", {"and": [FRENCH, BUYER]})
+    moved = everyone[4]  # on the second page, read while the first is evaluated
+    backfill_page = app._backfill_page
+
+    def page_then_live_traffic(job, page):
+        evaluated = backfill_page(job, page)
+        if job["after"] == "":
+            feed.send(feed.item(moved, {"country": "DE"}))  # live, between two pages
+        return evaluated
+
+    app._backfill_page = page_then_live_traffic
+    app.run_backfills(page=3)
+
+    members = [m["profile_id"] for m in app.members("french_buyers")["members"]]
+    assert members == [p for p in everyone if p != moved]
+    assert moved not in [c["profile_id"] for c in membership_changes(app)]
+    assert app.preview({"trait": "country", "op": "eq", "value": "DE"})["size"] == 1
 
 
 def test_a_backfill_resumes_where_it_stopped_after_a_restart(tmp_path, clock):
