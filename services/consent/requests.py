@@ -84,7 +84,9 @@ def parse_time(value: str, field: str) -> datetime:
 
 
 def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """UTC, to the second; to the millisecond when there is one (steps taken now)."""
+    spec = "milliseconds" if moment.microsecond else "seconds"
+    return moment.astimezone(UTC).isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 def regulation_of(name: str) -> Regulation:

@@ -171,6 +171,10 @@ def subject_history(export: dict[str, Any]) -> list[dict[str, Any]]:
         for step in request["steps"]:
             add(step["at"], "consent", f"{request['kind']} request {step['step']}",
                 request_id=request["request_id"], by=step.get("by"))
+        if request["kind"] == "erasure" and request["status"] == "completed":
+            add(request["steps"][-1]["at"], "consent", "erased",
+                request_id=request["request_id"], ledger=(request["outcome"] or {}).get(
+                    "erasure"))
     for destination, outcomes in s["activation"]["outcomes"].items():
         for outcome in outcomes:
             add(outcome["at"], "activation", outcome["outcome"], destination=destination,

@@ -11,6 +11,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
+from services.identity.normalise import normalise_email
 from shared.envelope import utcnow_iso
 
 VIEWS_SCAN_LIMIT = 100_000
@@ -25,16 +26,18 @@ class PersonViewed(Aggregate):
 
 
 def _emails_of(event: dict[str, Any]) -> set[str]:
+    """The emails an event gives as its sender's (as identity reads them): not those that
+    merely appear in its properties, which may be someone else's (a gift's recipient)."""
     found = set()
-    for holder in (event.get("traits"), (event.get("context") or {}).get("traits"),
-                   event.get("properties")):
+    for holder in (event.get("traits"), (event.get("context") or {}).get("traits")):
         if isinstance(holder, dict) and isinstance(holder.get("email"), str):
-            found.add(holder["email"].strip().lower())
+            raw = holder["email"].strip().lower()
+            found.update(filter(None, (raw, normalise_email(raw))))
     return found
 
 
 def concerns(event: dict[str, Any], identifiers: dict[str, set[str]]) -> bool:
-    """Whether an accepted event names one of the person's identifiers."""
+    """Whether an accepted event is the person's: their user id, anonymous id or email."""
     return (str(event.get("userId")) in identifiers.get("user_id", ())
             or str(event.get("anonymousId")) in identifiers.get("anonymous_id", ())
             or bool(_emails_of(event) & identifiers.get("email", set())))

@@ -63,8 +63,10 @@ def household(platform):  # noqa: F811
     apps["gateway"].ingest("web", {"batch": [_identify(ADA), _identify(BYRON)]},
                            received_at=now)
     platform.drain()
+    gift = {"type": "track", "userId": BYRON["userId"], "event": "Gift Sent",
+            "properties": {"email": ADA["email"]}}  # his event, naming her: his, not hers
     apps["gateway"].ingest("web", {"batch": [_order(ADA), _order(BYRON), _order(ADA),
-                                             _order(BYRON)]}, received_at=now)
+                                             _order(BYRON), gift]}, received_at=now)
     platform.drain()
     ids = {name: apps["identity"].profile_id_for("user_id", person["userId"])
            for name, person in (("ada", ADA), ("byron", BYRON))}
@@ -121,8 +123,22 @@ def test_the_history_of_a_person_runs_in_time_order_across_services(household):
     assert whats.index(("consent", "decision: allow")) < whats.index(
         ("activation", "delivered"))
     assert ("gateway", "viewed") in whats
-    ats = [e["at"] for e in history]
-    assert len(ats) >= 8
+    assert len(history) >= 8
+
+
+def test_a_carried_out_erasure_shows_in_the_persons_history(household):
+    platform_, subjects, _, _ = household
+    consent = platform_.apps["consent"]
+    request = consent.file_request("erasure", "GDPR", [["email", ADA["email"]]], "officer")
+    consent.verify_request(request["request_id"], "identity_document", "officer")
+    consent.complete_request(request["request_id"], "officer",
+                             {"erasure": [{"recipients": {"ads": "delete requested"}}]})
+    history = subject_history(subjects.export([["email", ADA["email"]]]))
+    [erased] = [e for e in history if e["what"] == "erased"]
+    assert erased["detail"]["ledger"] == [{"recipients": {"ads": "delete requested"}}]
+    assert [e["what"] for e in history if e["service"] == "consent"][-4:] == [
+        "erasure request received", "erasure request verified",
+        "erasure request completed", "erased"]
 
 
 def test_a_rectification_corrects_the_profile_and_is_sent_again_to_its_destinations(
