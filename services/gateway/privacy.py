@@ -23,6 +23,8 @@ from shared.envelope import utcnow_iso
 EXPORT_FORMAT = "tessera.subject-export/1"
 EXPORTING_SERVICES = ("gateway", "contacts", "segments", "consent", "activation")
 IDENTIFIER_TYPES = ("user_id", "email", "anonymous_id", "phone")
+# Not an identifier the person gave, but how to find them after erasure took the others.
+PROFILE_ID = "profile_id"
 
 
 class SubjectNotFound(LookupError):
@@ -32,9 +34,9 @@ class SubjectNotFound(LookupError):
 def parse_identifier(text: str) -> list[str]:
     """'email:ada@example.com' -> ['email', 'ada@example.com'] (the type is checked)."""
     kind, sep, value = str(text).partition(":")
-    if not sep or not value or kind not in IDENTIFIER_TYPES:
+    if not sep or not value or kind not in (*IDENTIFIER_TYPES, PROFILE_ID):
         raise ValueError(f"identifier: '{text}' must be written type:value, the type one of "
-                         f"{list(IDENTIFIER_TYPES)}")
+                         f"{[*IDENTIFIER_TYPES, PROFILE_ID]}")
     return [kind, value.strip().lower() if kind == "email" else value.strip()]
 
 
@@ -44,9 +46,8 @@ class SubjectData:
 
     def export(self, identifiers: list[list[str]]) -> dict[str, Any]:
         """Everything every service holds on the person, and the list of recipients."""
-        identity = self.services["identity"].export_subject([], identifiers)
-        if not identity["profiles"]:
-            raise SubjectNotFound(f"no profile holds {identifiers}")
+        identity = self._identity_of(identifiers)
+        identifiers = [i for i in identifiers if i[0] != PROFILE_ID]
         profile_ids = identity["profile_ids"]
         known = sorted({tuple(i) for i in [*identity["identifiers"], *identifiers]})
         known_lists = [list(i) for i in known]
@@ -57,6 +58,14 @@ class SubjectData:
                 "subject": {"identifiers": known_lists, "profile_ids": profile_ids},
                 "recipients": sections["activation"]["recipients"],
                 "services": sections}
+
+    def _identity_of(self, identifiers: list[list[str]]) -> dict[str, Any]:
+        given_ids = [value for kind, value in identifiers if kind == PROFILE_ID]
+        identity = self.services["identity"].export_subject(
+            given_ids, [i for i in identifiers if i[0] != PROFILE_ID])
+        if not identity["profiles"]:
+            raise SubjectNotFound(f"no profile holds {identifiers}")
+        return identity
 
     # ---- carrying out a verified request ----------------------------------------------
     def carry_out(self, request: dict[str, Any], by: str) -> tuple[dict[str, Any], Any]:
@@ -89,9 +98,7 @@ class SubjectData:
                 request_id: str) -> dict[str, Any]:
         """Corrected traits on each of the person's profiles (source `dsr`), then sent
         again to every destination following a segment the person is in."""
-        identity = self.services["identity"].export_subject([], identifiers)
-        if not identity["profiles"]:
-            raise SubjectNotFound(f"no profile holds {identifiers}")
+        identity = self._identity_of(identifiers)
         rectified, planned = [], 0
         for profile in identity["profiles"]:
             profile_id = profile["profile_id"]
