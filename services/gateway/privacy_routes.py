@@ -12,6 +12,7 @@ import functools
 import json
 from typing import Any
 
+from nameko.exceptions import RemoteError
 from nameko.web.handlers import http
 from werkzeug.wrappers import Response
 
@@ -192,6 +193,10 @@ class PrivacyRoutes:
             outcome, result = self._subject_data().carry_out(ready["result"], by)
         except SubjectNotFound as missing:
             return _error(404, "subject_not_found", f"identifiers: {missing}", "identifiers")
+        except RemoteError as failed:  # e.g. a service without the RPC this kind needs
+            return _error(502, "not_carried_out", f"{ready['result']['kind']}: a service "
+                          f"refused ({failed.exc_type}: {failed.value}); the request stays "
+                          "open")
         completed = self._call(self.consent.complete_request, {
             "request_id": request_id, "completed_by": by, "outcome": outcome})
         if "error" in completed:
