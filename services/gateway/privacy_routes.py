@@ -9,6 +9,7 @@ of these; none of them changes configuration.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from typing import Any
 
@@ -83,6 +84,12 @@ def profile_ids_in(body: Any, depth: int = 0) -> set[str]:
     return found
 
 
+def token_fingerprint(authorization: str) -> str:
+    """Which credential was used, without keeping it: 12 hex digits of its SHA-256."""
+    token = authorization.removeprefix("Bearer ").strip()
+    return hashlib.sha256(token.encode()).hexdigest()[:12] if token else ""
+
+
 class _Timed:
     """A service's RPCs called through the gateway's timeout (`_call`)."""
 
@@ -114,7 +121,8 @@ class PrivacyRoutes:
             return response
         if shown:
             who, role = self._viewer(request)
-            self.app.record_view(who, role, sorted(shown), f"{request.method} {request.path}")
+            self.app.record_view(who, role, sorted(shown), f"{request.method} {request.path}",
+                                 token_fingerprint(request.headers.get("Authorization", "")))
         return response
 
     def _subject_data(self) -> SubjectData:

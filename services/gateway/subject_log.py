@@ -21,7 +21,8 @@ class PersonViewed(Aggregate):
     """One read of one or more people's data through the API."""
 
     @event("Viewed")
-    def __init__(self, viewer: str, role: str, profile_ids: list[str], what: str, at: str):
+    def __init__(self, viewer: str, role: str, profile_ids: list[str], what: str, at: str,
+                 token: str = ""):
         self.viewer = viewer
 
 
@@ -48,11 +49,13 @@ class GatewaySubjectData:
 
     ingest_event_class: type
 
-    def record_view(self, viewer: str, role: str, profile_ids: list[str], what: str) -> None:
+    def record_view(self, viewer: str, role: str, profile_ids: list[str], what: str,
+                    token: str = "") -> None:
+        """`token`: a fingerprint of the credential used (never the credential)."""
         ids = sorted({p for p in profile_ids if p})
         if ids:
             self.save_and_wake(PersonViewed(viewer=viewer, role=role, profile_ids=ids,
-                                            what=what, at=utcnow_iso()))
+                                            what=what, at=utcnow_iso(), token=token))
 
     def views(self, profile_id: str | None = None, viewer: str | None = None,
               limit: int = 100) -> list[dict[str, Any]]:
@@ -63,7 +66,7 @@ class GatewaySubjectData:
                 continue
             if viewer and seen.viewer != viewer:
                 continue
-            found.append({"viewer": seen.viewer, "role": seen.role,
+            found.append({"viewer": seen.viewer, "role": seen.role, "token": seen.token,
                           "profile_ids": seen.profile_ids, "what": seen.what, "at": seen.at})
         found.reverse()
         return found[:limit]

@@ -95,8 +95,9 @@ def test_the_audit_of_a_person_and_the_log_of_who_viewed_her(platform):
     views = platform.admin("GET", "/v1/audit/views",
                            params={"profile_id": ada["profile_id"]}).json()["views"]
     assert views[0]["what"] == "GET /v1/audit/subject"  # the audit itself is a view
-    assert any(v["what"] == f"GET /v1/profiles/{ada['profile_id']}"
-               and v["viewer"] == "analyst-lee" for v in views)
+    [lee] = [v for v in views if v["viewer"] == "analyst-lee"]
+    assert lee["what"] == f"GET /v1/profiles/{ada['profile_id']}"
+    assert lee["token"] and lee["token"] not in platform.admin_token
 
 
 def test_a_rectification_reaches_the_profile_and_the_destinations_that_have_her(
