@@ -22,7 +22,7 @@ from shared.envelope import utcnow_iso
 
 EXPORT_FORMAT = "tessera.subject-export/1"
 EXPORTING_SERVICES = ("gateway", "contacts", "segments", "consent", "activation")
-IDENTIFIER_TYPES = ("user_id", "email", "anonymous_id", "phone")
+IDENTIFIER_TYPES = ("user_id", "email", "anonymous_id", "phone", "crm_id")
 # Not an identifier the person gave, but how to find them after erasure took the others.
 PROFILE_ID = "profile_id"
 
