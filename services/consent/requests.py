@@ -151,6 +151,7 @@ class SubjectRequest(Aggregate):
         if not identifiers:
             raise RequestError("identifiers", "give at least one identifier of the person")
         received = parse_time(received_at, "received_at")
+        received = received.replace(microsecond=received.microsecond // 1000 * 1000)
         return cls(kind=kind, regulation=rules.name, identifiers=identifiers,
                    received_at=iso(received), due_at=iso(rules.answer_within.after(received)),
                    filed_by=filed_by, details=check_details(kind, details or {}), note=note)

@@ -3,9 +3,12 @@ one extension with notice, and the overdue report."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import calendar
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.consent.application import ConsentApplication
 from services.consent.requests import RequestError, SubjectRequest, overdue_report
@@ -117,3 +120,33 @@ def test_consent_keeps_requests_and_answers_them_by_status(tmp_path):
             app.request("6f0c2b1e-0000-4000-8000-000000000000")
     finally:
         app.close()
+
+
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 12, 31)))
+def test_any_gdpr_deadline_is_the_same_day_a_month_later_or_that_months_last_day(received):
+    request = SubjectRequest.file("access", "GDPR", ADA, received_at=received.isoformat(),
+                                  filed_by="officer")
+    start = datetime.fromisoformat(request.received_at.replace("Z", "+00:00"))
+    assert timedelta(0) <= received.replace(tzinfo=UTC) - start < timedelta(milliseconds=1)
+    due = datetime.fromisoformat(request.due_at.replace("Z", "+00:00"))
+    assert 28 <= (due - start).days <= 31 and due.time() == start.time()
+    assert (due.year * 12 + due.month) - (start.year * 12 + start.month) == 1
+    month_end = calendar.monthrange(due.year, due.month)[1]
+    assert due.day == min(start.day, month_end)
+    request.extend("notice", "officer", request.received_at)
+    extended = datetime.fromisoformat(request.due_at.replace("Z", "+00:00"))
+    assert (extended.year * 12 + extended.month) - (start.year * 12 + start.month) == 3
+    assert extended.day == min(start.day, calendar.monthrange(extended.year,
+                                                              extended.month)[1])
+
+
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 12, 31)))
+def test_any_ccpa_deadline_is_45_days_then_90_with_the_extension(received):
+    request = SubjectRequest.file("erasure", "CCPA", ADA, received_at=received.isoformat(),
+                                  filed_by="officer")
+    start = datetime.fromisoformat(request.received_at.replace("Z", "+00:00"))
+    assert datetime.fromisoformat(request.due_at.replace("Z", "+00:00")) - start == \
+        timedelta(days=45)
+    request.extend("notice", "officer", request.received_at)
+    assert datetime.fromisoformat(request.due_at.replace("Z", "+00:00")) - start == \
+        timedelta(days=90)
