@@ -28,6 +28,11 @@ from services.activation.domain import (
 from shared.envelope import utcnow_iso
 from shared.store import ServiceApplication
 
+LEDGER_OUTCOMES = {DestinationLedger.Delivered: "delivered",
+                   DestinationLedger.Suppressed: "suppressed",
+                   DestinationLedger.Skipped: "skipped",
+                   DestinationLedger.DeadLettered: "dead_lettered"}
+
 DecideMany = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
 
@@ -215,6 +220,64 @@ class ActivationApplication(ServiceApplication):
         ledger.replayed(letter_id)
         self.save_and_wake(ledger)
         return {"delivered": len(allowed), "suppressed": len(denied)}
+
+    # ---- data subject requests --------------------------------------------------------
+    def export_subject(self, profile_ids: list[str], identifiers: list[list[str]]
+                       ) -> dict[str, Any]:
+        """Every delivery planned for the person (with the traits it carried), every
+        outcome per destination (delivered, suppressed with the decision, skipped, dead
+        lettered), and the recipients: the destinations that received their data."""
+        mine = set(profile_ids)
+        planned = [dict(item, planned_at=stored.timestamp.isoformat())
+                   for stored in self.scan(DeliveryPlan.Planned)
+                   for item in stored.items if item["profile_id"] in mine]
+        outcomes: dict[str, list[dict[str, Any]]] = {}
+        for stored in self.scan(*LEDGER_OUTCOMES):
+            kind = LEDGER_OUTCOMES[type(stored)]
+            destination = self._ledger_name(stored.originator_id)
+            for item in stored.items:
+                if item["profile_id"] in mine:
+                    outcomes.setdefault(destination, []).append(
+                        {**summary(item), "outcome": kind,
+                         "at": stored.timestamp.isoformat()})
+        recipients = []
+        for name, seen in sorted(outcomes.items()):
+            delivered = [o for o in seen if o["outcome"] == "delivered"]
+            if not delivered:
+                continue
+            destination = self.destinations.get(name)
+            recipients.append({
+                "destination": name, "kind": destination.kind if destination else None,
+                "purposes": list(destination.purposes) if destination else [],
+                "first_delivery": delivered[0]["at"], "last_delivery": delivered[-1]["at"],
+                "deliveries": len(delivered)})
+        return {"service": "activation", "planned": planned, "outcomes": outcomes,
+                "recipients": recipients}
+
+    def _ledger_name(self, ledger_id: uuid.UUID) -> str:
+        for name in self.destinations:
+            if DestinationLedger.create_id(name) == ledger_id:
+                return name
+        found = self.find(ledger_id)
+        return found.destination if found is not None else str(ledger_id)
+
+    def plan_rectification(self, profile_id: str, segments: list[str],
+                           traits: dict[str, Any], request_id: str) -> int:
+        """Send a person's corrected traits again to every destination that follows a
+        segment they are in: an upsert for a CRM, a re-add for an audience, each decided
+        on consent at send time as any delivery."""
+        at = utcnow_iso()
+        planned = [
+            {"idempotency_key": f"{destination.name}:{profile_id}:{segment}:rectified:"
+                                f"{request_id}",
+             "destination": destination.name, "profile_id": profile_id, "segment": segment,
+             "action": "entered", "traits": traits, "occurred_at": at,
+             "cause": {"partition": "dsr", "position": 0}, "received_at": None}
+            for segment in sorted(segments)
+            for destination in self.destinations.values() if destination.follows(segment)]
+        if planned:
+            self.save_and_wake(DeliveryPlan(items=planned))
+        return len(planned)
 
     # ---- queries ----------------------------------------------------------------------
     def outcomes(self, destination: str) -> list[dict[str, Any]]:

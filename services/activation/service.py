@@ -63,5 +63,14 @@ class ActivationService:
         return [d.public() for d in self.app.destinations.values()]
 
     @rpc
+    def export_subject(self, profile_ids: list[str], identifiers: list[list[str]]):
+        return self.app.export_subject(profile_ids, identifiers)
+
+    @rpc
+    def plan_rectification(self, profile_id: str, segments: list[str], traits: dict,
+                           request_id: str):
+        return self.app.plan_rectification(profile_id, segments, traits, request_id)
+
+    @rpc
     def status(self):
         return service_status(self.name, self.app)

@@ -10,6 +10,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.utils import get_topic
 
 from services.consent.domain import ConsentRecord, DecisionBatch, ProfileLinks, decide, record_id
+from services.consent.request_desk import SubjectRequestDesk
 from shared.envelope import utcnow_iso
 from shared.store import ServiceApplication
 
@@ -24,7 +25,7 @@ class NotCaughtUp(Exception):
     """Consent has not yet read identity's log as far as a decision needs: ask again soon."""
 
 
-class ConsentApplication(ServiceApplication):
+class ConsentApplication(SubjectRequestDesk, ServiceApplication):
     service_name = "consent"
     name = "consent"
 

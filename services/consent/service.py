@@ -5,11 +5,12 @@ from __future__ import annotations
 from nameko.rpc import rpc
 
 from services.consent.application import ConsentApplication, NotCaughtUp
+from services.consent.request_rpcs import SubjectRequestRpcs
 from shared.contracts import IDENTITY_RESOLVED
 from shared.messaging.nameko_ext import ServiceApp, partitioned_handler, service_status
 
 
-class ConsentService:
+class ConsentService(SubjectRequestRpcs):
     name = "consent"
     app = ServiceApp(ConsentApplication)
 

@@ -13,13 +13,14 @@ from eventsourcing.persistence import IntegrityError
 
 from services.contacts.directory import Directory, DirectoryChanges, RecentlyWritten
 from services.contacts.domain import TIMELINE_TYPES, Account, ChangeBatch, Profile, summarise
-from services.contacts.policy import ContactsPolicy
+from services.contacts.policy import RECTIFICATION_SOURCE, ContactsPolicy
 from services.contacts.sales import deal_of, ticket_of
 from shared.partitions import partition_of
 from shared.store import ServiceApplication
 
 DEFAULT_ROLE = "member"
 API_SOURCE = "api"
+EXPORT_TIMELINE_LIMIT = 1_000_000
 
 
 class ContactError(ValueError):
@@ -385,6 +386,27 @@ class ContactsApplication(ServiceApplication):
                                     "author": stored.author, "timestamp": stored.at})
         entries.sort(key=lambda entry: entry.get("timestamp") or "", reverse=True)
         return entries[:limit]
+
+    def export_subject(self, profile_ids: list[str], identifiers: list[list[str]]
+                       ) -> dict[str, Any]:
+        """Each of the person's current profiles: traits with every source's value, stage
+        history, accounts, deals, tickets, and the whole timeline (events and notes)."""
+        profiles, seen = [], set()
+        for profile_id in profile_ids:
+            view = self.profile(profile_id)
+            if view is None or view["profile_id"] in seen:
+                continue
+            seen.add(view["profile_id"])
+            timeline = self.timeline(view["profile_id"], limit=EXPORT_TIMELINE_LIMIT) or []
+            profiles.append({**view, "timeline": timeline})
+        return {"service": "contacts", "profiles": profiles}
+
+    def rectify(self, profile_id: str, traits: dict[str, Any], request_id: str
+                ) -> dict[str, Any] | None:
+        """A data subject's corrected traits, from the `dsr` source, which outranks every
+        other source (contacts.policy): a later import or CRM pull does not undo them."""
+        return self.update_contact(profile_id, traits, f"dsr:{request_id}",
+                                   source=RECTIFICATION_SOURCE)
 
     def profile(self, profile_id: str) -> dict[str, Any] | None:
         try:

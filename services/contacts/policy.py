@@ -36,6 +36,8 @@ DEFAULT_STAGE_RULES: tuple[dict[str, Any], ...] = (
 )
 
 COPY_VALUE = "$value"
+# A data subject's rectification (GDPR Art. 16) outranks every source, ranked or not.
+RECTIFICATION_SOURCE = "dsr"
 
 
 class PolicyError(ValueError):
@@ -91,6 +93,8 @@ class ContactsPolicy:
         ranking = self.survivorship.get(trait, ())
 
         def place(source: str) -> int:
+            if source == RECTIFICATION_SOURCE:
+                return -1
             return ranking.index(source) if source in ranking else len(ranking)
 
         best = min(place(source) for source in candidates)

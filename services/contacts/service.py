@@ -51,6 +51,14 @@ class ContactsService:
         return self.app.timeline(profile_id, limit)
 
     @rpc
+    def export_subject(self, profile_ids: list[str], identifiers: list[list[str]]):
+        return self.app.export_subject(profile_ids, identifiers)
+
+    @rpc
+    def rectify(self, profile_id: str, traits: dict, request_id: str):
+        return self.app.rectify(profile_id, traits, request_id)
+
+    @rpc
     def status(self):
         return service_status(self.name, self.app)
 

@@ -15,6 +15,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from services.gateway.domain import Rejection, judge_batch
+from services.gateway.subject_log import GatewaySubjectData
 from shared.store import ServiceApplication
 
 SEEN_MESSAGE_IDS = 1_000_000
@@ -58,9 +59,10 @@ class _SeenMessages:
             self._seen.popitem(last=False)
 
 
-class GatewayApplication(ServiceApplication):
+class GatewayApplication(GatewaySubjectData, ServiceApplication):
     service_name = "gateway"
     name = "gateway"
+    ingest_event_class = IngestRequest.Received
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -128,6 +130,8 @@ class GatewayApplication(ServiceApplication):
                 start=start, stop=stop, limit=500)
             for notification in reversed(notifications):
                 received = self.mapper.to_domain_event(notification)
+                if not isinstance(received, IngestRequest.Received):
+                    continue  # e.g. a logged view of someone's data
                 if source and received.source != source:
                     continue
                 for rejection in reversed(received.rejected):

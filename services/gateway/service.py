@@ -29,6 +29,7 @@ from services.gateway.domain import (
     parse_body,
     write_key_from,
 )
+from services.gateway.privacy_routes import PrivacyRoutes
 from services.gateway.schemas import ConsentRequestSchema
 from services.gateway.translation import translator
 from services.identity.normalise import normalise_email
@@ -63,7 +64,7 @@ class Unavailable(Exception):
     pass
 
 
-class GatewayService(ContactsRoutes):
+class GatewayService(ContactsRoutes, PrivacyRoutes):
     name = "gateway"
     app = ServiceApp(GatewayApplication, translator)
     latency = RequestLatency()
@@ -434,7 +435,7 @@ class GatewayService(ContactsRoutes):
         if not token or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             return _error(401, "unauthorized", "admin token required (Authorization: Bearer)")
         try:
-            return handler(*args)
+            return self._log_views(request, handler(*args))
         except Unavailable as down:
             return _error(503, "unavailable", str(down))
 

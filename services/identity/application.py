@@ -804,6 +804,42 @@ class IdentityApplication(ServiceApplication):
         except (AggregateNotFoundError, ValueError):
             return {}
 
+    def export_subject(self, profile_ids: list[str], identifiers: list[list[str]]
+                       ) -> dict[str, Any]:
+        """What identity holds on one person: the profiles the given ids and identifiers
+        resolve to now, with their identifiers, records, edges and merge/split history.
+        Also the person's profile ids (absorbed ones too) and identifiers, which the other
+        services' exports are asked for."""
+        unit = _Unit(self)
+        roots: dict[str, IdentityProfile] = {}
+        for identifier_type, value in identifiers:
+            normalised = self._normalised(identifier_type, value) or value
+            link = unit.link(Identifier(identifier_type, normalised))
+            if link is not None and link.profile_id is not None:
+                root = unit.root(link.profile_id)
+                roots[str(root.id)] = root
+        for profile_id in profile_ids:
+            try:
+                root = unit.root(profile_id)
+            except (AggregateNotFoundError, ValueError):
+                continue
+            roots[str(root.id)] = root
+        profiles = []
+        for profile_id, root in sorted(roots.items()):
+            explained = self.explain(profile_id) or {}
+            profiles.append({"profile_id": profile_id, "first_seen": root.first_seen,
+                             "identifiers": dict(root.identifiers),
+                             "records": dict(root.records),
+                             "absorbed": sorted(root.absorbed), "split_from": root.split_from,
+                             "members": explained.get("members", []),
+                             "history": explained.get("history", [])})
+        return {"service": "identity", "profiles": profiles,
+                "profile_ids": sorted({pid for p in profiles
+                                       for pid in (p["profile_id"], *p["absorbed"])}),
+                "identifiers": sorted([kind, value] for p in profiles
+                                      for kind, values in p["identifiers"].items()
+                                      for value in values)}
+
     def generic_identifiers(self) -> list[dict[str, Any]]:
         """Values that stopped linking because they turned up with too many profiles."""
         found = []

@@ -35,6 +35,10 @@ class IdentityService:
         return self.app.identifiers_of_profile(profile_id)
 
     @rpc
+    def export_subject(self, profile_ids: list[str], identifiers: list[list[str]]):
+        return self.app.export_subject(profile_ids, identifiers)
+
+    @rpc
     def profile_count(self):
         return self.app.profile_count()
 

@@ -28,6 +28,7 @@ from services.segments.evaluation import (
     TIME,
     CycleError,
     Definitions,
+    EventLog,
     Key,
     MembershipChange,
     absorb,
@@ -577,6 +578,27 @@ class SegmentsApplication(ServiceApplication):
         return {"profile_id": profile_id,
                 "segments": {r["segment"]: r["entered_at"] for r in members},
                 "history": history}
+
+    def export_subject(self, profile_ids: list[str], identifiers: list[list[str]]
+                       ) -> dict[str, Any]:
+        """Per profile id of the person: segments' copy of the traits, computed traits,
+        the event counts segments keep, current memberships and their history."""
+        docs = self._load(profile_ids)
+        profiles = []
+        for profile_id in sorted(profile_ids):
+            memberships = self.memberships(profile_id)
+            doc = docs[profile_id]
+            if not memberships["history"] and not doc["traits"] and not doc["events"]:
+                continue  # segments never saw this id
+            events = doc["events"]
+            plain = {"traits": doc["traits"], "computed": doc["computed"],
+                     "events": dict(events.items() if isinstance(events, EventLog)
+                                    else events),
+                     "merged_into": doc["merged_into"]}
+            profiles.append({"profile_id": profile_id, "profile": plain,
+                             "segments": memberships["segments"],
+                             "history": memberships["history"]})
+        return {"service": "segments", "profiles": profiles}
 
     def computed_of(self, profile_id: str) -> dict[str, Any]:
         return dict(self._load([profile_id])[profile_id]["computed"])

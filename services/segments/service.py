@@ -92,6 +92,10 @@ class SegmentsService:
         return self.app.memberships(profile_id)
 
     @rpc
+    def export_subject(self, profile_ids: list[str], identifiers: list[list[str]]):
+        return self.app.export_subject(profile_ids, identifiers)
+
+    @rpc
     def status(self):
         running = sum(1 for b in self.app.backfills() if b["status"] == "running")
         return {**service_status(self.name, self.app), "backfills_running": running}
