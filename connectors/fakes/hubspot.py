@@ -1,9 +1,18 @@
-"""A fake of HubSpot's CRM v3 contacts API: batch upsert, GDPR delete, list.
+"""A fake of HubSpot's CRM v3 contacts API: batch upsert, batch read, update, merge,
+GDPR delete, list, search.
 
 Enforces: Bearer token (401 with HubSpot's error shape), at most 100 inputs, each with
 ``idProperty`` and ``id`` and object ``properties`` (400 VALIDATION_ERROR), an email id
-that looks like one. Contacts are kept by email: an upsert of a known email updates it.
-GDPR delete answers 204. Injected 429s carry HubSpot's rate-limit body and headers.
+that looks like one. Contacts are kept by email: an upsert of a known email updates it;
+an empty string clears a property (as HubSpot's update documents). GDPR delete answers
+204. Injected 429s carry HubSpot's rate-limit body and headers.
+
+Merge (``POST /crm/v3/objects/contacts/merge``, body ``{"primaryObjectId",
+"objectIdToMerge"}``, both required, both existing, different): the primary keeps its
+values, takes the other's where it has none, lists the other's email in
+``hs_additional_emails``; the other is gone. Batch read by email answers 207 with
+``errors`` for emails it does not hold. ``PATCH /crm/v3/objects/contacts/{id}`` updates
+one contact by id; an email already held by another contact is a 409 CONFLICT.
 """
 
 from __future__ import annotations
@@ -32,7 +41,9 @@ class FakeHubSpot(FakeVendor):
         self.contacts: dict[str, dict[str, Any]] = {}  # email -> {id, properties}
         self.sizes: list[int] = []
         self.deleted: list[str] = []
+        self.merges: list[tuple[str, str]] = []  # (primary id, merged id), in order
         self._clock_ms = FIRST_MODIFIED_MS
+        self._next_id = 1001
 
     def _touch(self, contact: dict[str, Any]) -> None:
         """Every write moves lastmodifieddate on (one second per write, never backwards)."""
@@ -42,8 +53,7 @@ class FakeHubSpot(FakeVendor):
     def edit(self, email: str, **properties: str) -> None:
         """A person in HubSpot changes a contact (or creates one)."""
         with self.lock:
-            contact = self.contacts.setdefault(
-                email, {"id": str(len(self.contacts) + 1001), "properties": {"email": email}})
+            contact = self.contacts.get(email) or self._new(email)
             contact["properties"].update(properties)
             self._touch(contact)
 
@@ -67,6 +77,12 @@ class FakeHubSpot(FakeVendor):
             return FakeResponse(200, {"results": [], "paging": None})
         if request.method == "POST" and path == "/crm/v3/objects/contacts/batch/upsert":
             return self._upsert(request.json())
+        if request.method == "POST" and path == "/crm/v3/objects/contacts/batch/read":
+            return self._batch_read(request.json())
+        if request.method == "POST" and path == "/crm/v3/objects/contacts/merge":
+            return self._merge(request.json())
+        if request.method == "PATCH" and path.startswith("/crm/v3/objects/contacts/"):
+            return self._update(path.rsplit("/", 1)[1], request.json())
         if request.method == "POST" and path == "/crm/v3/objects/contacts/gdpr-delete":
             return self._gdpr_delete(request.json())
         if request.method == "POST" and path == "/crm/v3/objects/contacts/search":
@@ -90,9 +106,9 @@ class FakeHubSpot(FakeVendor):
             for entry in inputs:
                 email = str(entry["id"]).lower()
                 new = email not in self.contacts
-                contact = self.contacts.setdefault(
-                    email, {"id": str(len(self.contacts) + 1001), "properties": {}})
-                contact["properties"].update(entry["properties"], email=email)
+                contact = self.contacts.get(email) or self._new(email)
+                _write(contact["properties"], entry["properties"])
+                contact["properties"]["email"] = email
                 self._touch(contact)
                 results.append({"id": contact["id"], "properties": contact["properties"],
                                 "archived": False, "new": new})
@@ -136,6 +152,86 @@ class FakeHubSpot(FakeVendor):
             self.deleted.append(key)  # an unknown email is blocklisted all the same
         return FakeResponse(204)
 
+    def _new(self, email: str) -> dict[str, Any]:
+        contact = {"id": str(self._next_id), "properties": {"email": email}}
+        self._next_id += 1
+        self.contacts[email] = contact
+        return contact
+
+    def _by_id(self, object_id: str) -> dict[str, Any] | None:
+        return next((c for c in self.contacts.values() if c["id"] == str(object_id)), None)
+
+    def _batch_read(self, body: dict[str, Any]) -> FakeResponse:
+        inputs = body.get("inputs")
+        if not isinstance(inputs, list) or not 1 <= len(inputs) <= MAX_INPUTS or not all(
+                isinstance(i, dict) and i.get("id") for i in inputs):
+            return _error(400, "VALIDATION_ERROR", f"inputs: 1 to {MAX_INPUTS} with an id")
+        by_email = body.get("idProperty") == "email"
+        if body.get("idProperty") not in (None, "email", "hs_object_id"):
+            return _error(400, "VALIDATION_ERROR", "idProperty must be a unique property")
+        wanted = set(body.get("properties") or ["email"])
+        results, missing = [], []
+        with self.lock:
+            for entry in inputs:
+                key = str(entry["id"])
+                contact = self.contacts.get(key.lower()) if by_email else self._by_id(key)
+                if contact is None:
+                    missing.append(key)
+                    continue
+                results.append({"id": contact["id"], "archived": False, "properties": {
+                    k: v for k, v in contact["properties"].items() if k in wanted}})
+        answer: dict[str, Any] = {"status": "COMPLETE", "results": results}
+        if missing:
+            answer.update(numErrors=1, errors=[{
+                "status": "error", "category": "OBJECT_NOT_FOUND",
+                "message": "Could not get some CONTACT objects, they may be deleted or not "
+                           "exist.", "context": {"ids": missing}}])
+            return FakeResponse(207, answer)
+        return FakeResponse(200, answer)
+
+    def _merge(self, body: dict[str, Any]) -> FakeResponse:
+        primary_id, other_id = body.get("primaryObjectId"), body.get("objectIdToMerge")
+        if not isinstance(primary_id, str) or not isinstance(other_id, str) \
+                or not primary_id or not other_id:
+            return _error(400, "VALIDATION_ERROR",
+                          "primaryObjectId and objectIdToMerge are required strings")
+        if primary_id == other_id:
+            return _error(400, "VALIDATION_ERROR", "cannot merge a contact with itself")
+        with self.lock:
+            primary, other = self._by_id(primary_id), self._by_id(other_id)
+            if primary is None or other is None:
+                return _error(404, "OBJECT_NOT_FOUND", "one of the contacts does not exist")
+            properties = primary["properties"]
+            for name, value in other["properties"].items():
+                if name not in properties and name != "email":
+                    properties[name] = value
+            emails = [e for e in properties.get("hs_additional_emails", "").split(";") if e]
+            properties["hs_additional_emails"] = ";".join(
+                [*emails, other["properties"]["email"]])
+            del self.contacts[other["properties"]["email"]]
+            self.merges.append((primary["id"], other["id"]))
+            self._touch(primary)
+            return FakeResponse(200, {"id": primary["id"], "properties": dict(properties),
+                                      "archived": False})
+
+    def _update(self, object_id: str, body: dict[str, Any]) -> FakeResponse:
+        if not isinstance((body or {}).get("properties"), dict):
+            return _error(400, "VALIDATION_ERROR", "properties: an object is required")
+        with self.lock:
+            contact = self._by_id(object_id)
+            if contact is None:
+                return _error(404, "OBJECT_NOT_FOUND", f"no contact {object_id}")
+            old_email = contact["properties"]["email"]
+            new_email = str(body["properties"].get("email") or old_email).lower()
+            if new_email != old_email and new_email in self.contacts:
+                return _error(409, "CONFLICT", f"{new_email} belongs to another contact")
+            _write(contact["properties"], body["properties"])
+            contact["properties"]["email"] = new_email
+            self.contacts[new_email] = self.contacts.pop(old_email)
+            self._touch(contact)
+            return FakeResponse(200, {"id": contact["id"],
+                                      "properties": dict(contact["properties"])})
+
     def batch_sizes(self) -> list[int]:
         with self.lock:
             return list(self.sizes)
@@ -143,3 +239,12 @@ class FakeHubSpot(FakeVendor):
     def subjects(self) -> list[str]:
         with self.lock:
             return list(self.contacts)
+
+
+def _write(properties: dict[str, Any], values: dict[str, Any]) -> None:
+    """Set the values; an empty string clears a property, as HubSpot documents."""
+    for name, value in values.items():
+        if value == "" or value is None:
+            properties.pop(name, None)
+        else:
+            properties[name] = value

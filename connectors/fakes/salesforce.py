@@ -5,7 +5,16 @@ else 401 ``[{"errorCode": "INVALID_SESSION_ID"}]``; at most 200 records; each wi
 ``attributes.type`` equal to the URI's object, no ``Id``, the external id field set, and
 ``LastName`` (per record: REQUIRED_FIELD_MISSING). Answers 200 with one result per
 record in order, and ``Sforce-Limit-Info`` on every response. ``expire_tokens()`` makes
-the current tokens invalid, as a session timeout does.
+the current tokens invalid, as a session timeout does. A field sent as ``null`` is cleared.
+
+Also: ``GET …/sobjects/Contact/{ext id field}/{value}`` (404 NOT_FOUND when no record),
+``PATCH …/sobjects/Contact/{Id}`` (204), and the SOAP API's ``merge()`` on
+``POST /services/Soap/u/{version}`` (partner namespace): a ``SessionHeader`` with a valid
+token (else a ``sf:INVALID_SESSION_ID`` fault, HTTP 500), at most 200 ``request``
+elements, each a ``masterRecord`` of type Contact with its ``Id`` and one or two
+``recordToMergeIds`` (three records at most, as Salesforce documents); external ids are
+not accepted. The victims are deleted (kept in ``merged_away`` with their
+``MasterRecordId``), fields the master lacks are filled from them.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
+import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,6 +35,13 @@ _QUERY = re.compile(r"^/services/data/(v\d+\.\d)/query(?:/(\w+)-(\d+))?$")
 _SOQL = re.compile(r"^SELECT (?P<fields>[\w, ]+) FROM Contact"
                    r"(?: WHERE SystemModstamp >= (?P<since>[\dT:.+Z-]+))?"
                    r" ORDER BY SystemModstamp(?: ASC)?(?:, Id(?: ASC)?)?$")
+_BY_EXTERNAL_ID = re.compile(r"^/services/data/v\d+\.\d/sobjects/(\w+)/(\w+)/([^/]+)$")
+_BY_ID = re.compile(r"^/services/data/v\d+\.\d/sobjects/(\w+)/(\w{15,18})$")
+_SOAP = re.compile(r"^/services/Soap/u/\d+\.\d$")
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+PARTNER = "urn:partner.soap.sforce.com"
+SOBJECT = "urn:sobject.partner.soap.sforce.com"
+MAX_MERGE_REQUESTS = 200
 FIRST_STAMP = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -44,6 +61,7 @@ class FakeSalesforce(FakeVendor):
         self.contacts: dict[str, dict[str, Any]] = {}  # external id -> record
         self.sizes: list[int] = []
         self.api_usage = 0
+        self.merged_away: dict[str, dict[str, Any]] = {}  # victim Id -> its last state
 
     def is_data_request(self, request: FakeRequest) -> bool:
         return request.path.startswith("/services/data/")
@@ -77,12 +95,20 @@ class FakeSalesforce(FakeVendor):
     def _route(self, request: FakeRequest) -> FakeResponse:
         if request.path == "/services/oauth2/token" and request.method == "POST":
             return self._token(request)
-        if request.bearer not in self.tokens:
+        if request.bearer not in self.tokens and not _SOAP.match(request.path):
             return FakeResponse(401, [{"message": "Session expired or invalid",
                                        "errorCode": "INVALID_SESSION_ID"}])
+        if request.method == "POST" and _SOAP.match(request.path):
+            return self._soap(request)
         query = _QUERY.match(request.path)
         if request.method == "GET" and query is not None:
             return self._query(query, request.query.get("q"))
+        found = _BY_EXTERNAL_ID.match(request.path)
+        if request.method == "GET" and found is not None:
+            return self._get_by_external_id(*found.groups())
+        by_id = _BY_ID.match(request.path)
+        if request.method == "PATCH" and by_id is not None:
+            return self._update_by_id(by_id.group(2), request.json())
         match = _UPSERT.match(request.path)
         if request.method != "PATCH" or match is None:
             return FakeResponse(404, [{"message": "The requested resource does not exist",
@@ -133,11 +159,98 @@ class FakeSalesforce(FakeVendor):
                     continue
                 created = key not in self.contacts
                 stored = self.contacts.setdefault(key, {"Id": "003" + secrets.token_hex(6)})
-                stored.update({k: v for k, v in record.items() if k != "attributes"})
+                _write(stored, {k: v for k, v in record.items() if k != "attributes"})
                 self._touch(stored)
                 results.append({"id": stored["Id"], "success": True, "errors": [],
                                 "created": created})
         return FakeResponse(200, results)
+
+    def _by_sf_id(self, record_id: str) -> tuple[str, dict[str, Any]] | None:
+        return next(((k, r) for k, r in self.contacts.items() if r["Id"] == record_id), None)
+
+    def _get_by_external_id(self, sobject: str, field: str, value: str) -> FakeResponse:
+        with self.lock:
+            record = self.contacts.get(value) if sobject == "Contact" else None
+            if record is None:
+                return FakeResponse(404, [{"message": "The requested resource does not "
+                                           "exist", "errorCode": "NOT_FOUND"}])
+            return FakeResponse(200, {"attributes": {"type": "Contact"}, **record,
+                                      field: value})
+
+    def _update_by_id(self, record_id: str, body: dict[str, Any]) -> FakeResponse:
+        if not isinstance(body, dict) or "Id" in body:
+            return FakeResponse(400, [{"message": "a body of fields, without Id",
+                                       "errorCode": "INVALID_FIELD", "fields": ["Id"]}])
+        with self.lock:
+            found = self._by_sf_id(record_id)
+            if found is None:
+                return FakeResponse(404, [{"message": "The requested resource does not "
+                                           "exist", "errorCode": "NOT_FOUND"}])
+            key, record = found
+            new_key = body.get(EXTERNAL_ID_FIELD, key)
+            _write(record, body)
+            self.contacts[new_key] = self.contacts.pop(key)
+            self._touch(record)
+        return FakeResponse(204)
+
+    # ---- SOAP merge() ------------------------------------------------------------------
+    def _soap(self, request: FakeRequest) -> FakeResponse:
+        if not request.headers.get("content-type", "").startswith("text/xml") \
+                or "soapaction" not in request.headers:
+            return _fault("soapenv:Client", "Content-Type text/xml and SOAPAction required")
+        try:
+            envelope = ET.fromstring(request.body)
+        except ET.ParseError as error:
+            return _fault("soapenv:Client", f"malformed XML: {error}")
+        session = envelope.findtext(f"{{{SOAP_ENV}}}Header/{{{PARTNER}}}SessionHeader/"
+                                    f"{{{PARTNER}}}sessionId")
+        with self.lock:
+            if session not in self.tokens:
+                return _fault("sf:INVALID_SESSION_ID", "INVALID_SESSION_ID: Invalid Session "
+                              "ID found in SessionHeader: Illegal Session")
+        merge = envelope.find(f"{{{SOAP_ENV}}}Body/{{{PARTNER}}}merge")
+        if merge is None:
+            return _fault("sf:INVALID_OPERATION", "this fake answers merge() only")
+        requests = merge.findall(f"{{{PARTNER}}}request")
+        if not 1 <= len(requests) <= MAX_MERGE_REQUESTS:
+            return _fault("sf:EXCEEDED_ID_LIMIT", f"1 to {MAX_MERGE_REQUESTS} merge requests")
+        results = [self._merge_one(r) for r in requests]
+        body = "".join(results)
+        return FakeResponse(200, (
+            f'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv='
+            f'"{SOAP_ENV}" xmlns="{PARTNER}"><soapenv:Body><mergeResponse>{body}'
+            f'</mergeResponse></soapenv:Body></soapenv:Envelope>').encode(),
+            {"Content-Type": "text/xml; charset=utf-8"})
+
+    def _merge_one(self, request: ET.Element) -> str:
+        master = request.find(f"{{{PARTNER}}}masterRecord")
+        victims = [e.text or "" for e in request.findall(f"{{{PARTNER}}}recordToMergeIds")]
+        if master is None or master.findtext(f"{{{SOBJECT}}}type") != "Contact":
+            return _merge_error("INVALID_TYPE", "masterRecord must be a Contact")
+        master_id = master.findtext(f"{{{SOBJECT}}}Id") or ""
+        if not 1 <= len(victims) <= 2:
+            return _merge_error("INVALID_FIELD", "one or two recordToMergeIds (three "
+                                "records at most)")
+        with self.lock:
+            found = self._by_sf_id(master_id)
+            losers = [self._by_sf_id(v) for v in victims]
+            if found is None or any(x is None for x in losers) or master_id in victims:
+                return _merge_error("ENTITY_IS_DELETED", "a record to merge does not exist "
+                                    "(external ids cannot be used with merge)")
+            _, kept = found
+            overrides = {child.tag.split("}")[1]: child.text for child in master
+                         if child.tag.split("}")[1] not in ("type", "Id", "fieldsToNull")}
+            for key, victim in losers:  # type: ignore[misc]
+                for name, value in victim.items():
+                    kept.setdefault(name, value)
+                self.merged_away[victim["Id"]] = dict(victim, MasterRecordId=master_id,
+                                                      IsDeleted=True)
+                del self.contacts[key]
+            _write(kept, overrides)
+            self._touch(kept)
+        merged = "".join(f"<mergedRecordIds>{v}</mergedRecordIds>" for v in victims)
+        return (f"<result><id>{master_id}</id>{merged}<success>true</success>"
+                "</result>")
 
     def _query(self, match: re.Match, soql: str | None) -> FakeResponse:
         version, cursor, offset = match.groups()
@@ -180,3 +293,29 @@ class FakeSalesforce(FakeVendor):
     def subjects(self) -> list[str]:
         with self.lock:
             return list(self.contacts)
+
+
+EXTERNAL_ID_FIELD = "Tessera_Profile_Id__c"  # the key records are kept by (the default)
+
+
+def _write(record: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Set the fields; ``null`` clears one, as in Salesforce's REST API."""
+    for name, value in fields.items():
+        if value is None:
+            record.pop(name, None)
+        else:
+            record[name] = value
+
+
+def _fault(code: str, message: str) -> FakeResponse:
+    return FakeResponse(500, (
+        f'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="{SOAP_ENV}"'
+        f' xmlns:sf="urn:fault.partner.soap.sforce.com"><soapenv:Body><soapenv:Fault>'
+        f"<faultcode>{code}</faultcode><faultstring>{message}</faultstring></soapenv:Fault>"
+        "</soapenv:Body></soapenv:Envelope>").encode(),
+        {"Content-Type": "text/xml; charset=utf-8"})
+
+
+def _merge_error(code: str, message: str) -> str:
+    return (f"<result><success>false</success><errors><statusCode>{code}</statusCode>"
+            f"<message>{message}</message></errors></result>")
