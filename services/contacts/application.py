@@ -357,7 +357,13 @@ class ContactsApplication(ServiceApplication):
                 split = unit.get_or_create(item["profile_id"])
                 for part in item["parts"]:
                     separated = unit.get_or_create(part["profile_id"])
-                    split.release(part["profile_id"])
+                    if part["profile_id"] in split.absorbed:
+                        # A profile merged in earlier takes back what it brought.
+                        trait_values, traits = split.without_part(separated, self.policy)
+                        split.separate(part["profile_id"], trait_values, traits,
+                                       sorted(separated.deals), sorted(separated.tickets))
+                    else:
+                        split.release(part["profile_id"])
                     if separated.merged_into is not None:
                         separated.restore(item["profile_id"])
                     directory.split(item["profile_id"], part["profile_id"],
