@@ -32,9 +32,19 @@ MAX_RECORDS = 200
 QUERY_BATCH = 2000  # records per query answer before nextRecordsUrl
 _UPSERT = re.compile(r"^/services/data/v\d+\.\d/composite/sobjects/(\w+)/(\w+)$")
 _QUERY = re.compile(r"^/services/data/(v\d+\.\d)/query(?:/(\w+)-(\d+))?$")
-_SOQL = re.compile(r"^SELECT (?P<fields>[\w, ]+) FROM Contact"
-                   r"(?: WHERE SystemModstamp >= (?P<since>[\dT:.+Z-]+))?"
-                   r" ORDER BY SystemModstamp(?: ASC)?(?:, Id(?: ASC)?)?$")
+_SOQL = re.compile(r"^SELECT (?P<fields>[\w., ]+) FROM (?P<object>Contact|Opportunity|Case)"
+                   r"(?: WHERE (?P<stamp>SystemModstamp|LastModifiedDate) >= "
+                   r"(?P<since>[\dT:.+Z-]+))?"
+                   r" ORDER BY (?P<order>SystemModstamp|LastModifiedDate)(?: ASC)?"
+                   r"(?:, Id(?: ASC)?)?$")
+# Fields of Opportunity and Case the fake knows (a query naming others is refused, as
+# Salesforce refuses an unknown field with INVALID_FIELD).
+OBJECT_FIELDS = {
+    "Opportunity": {"Id", "Name", "Amount", "StageName", "IsClosed", "IsWon", "AccountId",
+                    "ContactId", "CreatedDate", "LastModifiedDate", "SystemModstamp"},
+    "Case": {"Id", "Subject", "Status", "IsClosed", "AccountId", "ContactId", "CreatedDate",
+             "LastModifiedDate", "SystemModstamp"},
+}
 _BY_EXTERNAL_ID = re.compile(r"^/services/data/v\d+\.\d/sobjects/(\w+)/(\w+)/([^/]+)$")
 _BY_ID = re.compile(r"^/services/data/v\d+\.\d/sobjects/(\w+)/(\w{15,18})$")
 _SOAP = re.compile(r"^/services/Soap/u/\d+\.\d$")
@@ -62,6 +72,7 @@ class FakeSalesforce(FakeVendor):
         self.sizes: list[int] = []
         self.api_usage = 0
         self.merged_away: dict[str, dict[str, Any]] = {}  # victim Id -> its last state
+        self.objects: dict[str, dict[str, dict[str, Any]]] = {"Opportunity": {}, "Case": {}}
 
     def is_data_request(self, request: FakeRequest) -> bool:
         return request.path.startswith("/services/data/")
@@ -80,6 +91,31 @@ class FakeSalesforce(FakeVendor):
             record = self.contacts.setdefault(external_id, {"Id": "003" + secrets.token_hex(6)})
             record.update(fields)
             self._touch(record)
+
+    def _put(self, sobject: str, record_id: str | None, fields: dict[str, Any]) -> str:
+        with self.lock:
+            prefix = {"Opportunity": "006", "Case": "500"}[sobject]
+            record_id = record_id or prefix + secrets.token_hex(6)
+            record = self.objects[sobject].setdefault(record_id, {"Id": record_id})
+            if "CreatedDate" not in record:
+                record["CreatedDate"] = soql_datetime(self._stamp + timedelta(seconds=1))
+            record.update(fields)
+            self._touch(record)
+            record["LastModifiedDate"] = record["SystemModstamp"]
+            return record["Id"]
+
+    def edit_opportunity(self, opportunity_id: str | None = None, **fields: Any) -> str:
+        """Someone creates or changes an opportunity (Name, Amount, StageName, IsClosed,
+        IsWon, AccountId, ContactId: the Id of a contact here)."""
+        return self._put("Opportunity", opportunity_id, fields)
+
+    def edit_case(self, case_id: str | None = None, **fields: Any) -> str:
+        """Someone creates or changes a case (Subject, Status, IsClosed, AccountId,
+        ContactId)."""
+        return self._put("Case", case_id, fields)
+
+    def contact_id(self, external_id: str) -> str:
+        return self.contacts[external_id]["Id"]
 
     def expire_tokens(self) -> None:
         with self.lock:
@@ -252,6 +288,21 @@ class FakeSalesforce(FakeVendor):
         return (f"<result><id>{master_id}</id>{merged}<success>true</success>"
                 "</result>")
 
+    def _related_contact(self, row: dict[str, Any], names: list[str], version: str
+                         ) -> dict[str, Any]:
+        """``Contact.<field>`` in a query: the related contact, nested as Salesforce nests it
+        (``{"Contact": {"attributes": …, "<field>": …}}``, or null without one)."""
+        wanted = [n.split(".", 1)[1] for n in names if n.startswith("Contact.")]
+        if not wanted:
+            return {}
+        contact = next((c for c in self.contacts.values()
+                        if c["Id"] == row.get("ContactId")), None)
+        if contact is None:
+            return {"Contact": None}
+        return {"Contact": {"attributes": {"type": "Contact", "url": f"/services/data/"
+                                           f"{version}/sobjects/Contact/{contact['Id']}"},
+                            **{n: contact.get(n) for n in wanted}}}
+
     def _query(self, match: re.Match, soql: str | None) -> FakeResponse:
         version, cursor, offset = match.groups()
         if cursor is None:
@@ -260,15 +311,25 @@ class FakeSalesforce(FakeVendor):
                 return FakeResponse(400, [{"message": f"this fake cannot run {soql!r}",
                                            "errorCode": "MALFORMED_QUERY"}])
             names = [n.strip() for n in parsed["fields"].split(",")]
+            sobject, order = parsed["object"], parsed["order"]
+            if parsed["stamp"] not in (None, order):
+                return FakeResponse(400, [{"message": "this fake orders by the field it "
+                                           "filters on", "errorCode": "MALFORMED_QUERY"}])
+            unknown = [n for n in names if sobject in OBJECT_FIELDS and n not in OBJECT_FIELDS[
+                sobject] and not n.startswith("Contact.")]
+            if unknown:
+                return FakeResponse(400, [{"message": f"No such column '{unknown[0]}' on "
+                                           f"entity '{sobject}'", "errorCode": "INVALID_FIELD"}])
             since = parsed["since"] or ""
             with self.lock:
-                rows = sorted((r for r in self.contacts.values()
-                               if r["SystemModstamp"] >= since),
-                              key=lambda r: (r["SystemModstamp"], r["Id"]))
-                rows = [{"attributes": {"type": "Contact",
-                                        "url": f"/services/data/{version}/sobjects/Contact/"
+                source = self.contacts if sobject == "Contact" else self.objects[sobject]
+                rows = sorted((r for r in source.values() if r.get(order, "") >= since),
+                              key=lambda r: (r[order], r["Id"]))
+                rows = [{"attributes": {"type": sobject,
+                                        "url": f"/services/data/{version}/sobjects/{sobject}/"
                                                f"{r['Id']}"},
-                         **{n: r.get(n) for n in names}} for r in rows]
+                         **{n: r.get(n) for n in names if "." not in n},
+                         **self._related_contact(r, names, version)} for r in rows]
                 cursor = "01g" + secrets.token_hex(6)
                 self._cursors[cursor] = rows
             offset = 0
