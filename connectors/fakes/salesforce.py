@@ -15,6 +15,11 @@ elements, each a ``masterRecord`` of type Contact with its ``Id`` and one or two
 ``recordToMergeIds`` (three records at most, as Salesforce documents); external ids are
 not accepted. The victims are deleted (kept in ``merged_away`` with their
 ``MasterRecordId``), fields the master lacks are filled from them.
+
+Opportunities and cases (``edit_opportunity``, ``edit_case``) answer SOQL on
+``LastModifiedDate`` (or ``SystemModstamp``) with their standard fields, ``ContactId``
+and the relationship field ``Contact.Email`` (nested as ``{"Contact": {...}}``); an
+unknown field is refused with INVALID_FIELD.
 """
 
 from __future__ import annotations
