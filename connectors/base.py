@@ -57,6 +57,9 @@ class DeliveryItem:
     # ``{"profile_id", "traits"}`` with its traits from before the merge, so a CRM can find
     # the records it holds for each. Empty otherwise.
     merged_profiles: tuple = ()
+    # A split ("split"): the profile that was split. A CRM that never held it has nothing
+    # to part (and must not create records for people it was never sent).
+    split_from: str | None = None
 
 
 @dataclass(frozen=True)

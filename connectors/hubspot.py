@@ -153,11 +153,19 @@ class HubSpotContacts(HttpDestination):
         if operation != Capability.MERGE_PROFILES:
             return super().deliver(operation, destination, items)
         items = [item for item in items if self.sendable(operation, item)]
-        delivered = [i.idempotency_key for i in items
-                     if i.action != "merged" or self._merge(i)]
-        for request in self._upserts([i for i in items if i.action != "merged"]):
-            self.interpret(self.request(request), operation, items)
+        delivered = [i.idempotency_key for i in items if i.action == "merged" and self._merge(i)]
+        splits = [i for i in _split_groups(items) if self._holds_any(i)]
+        parts = [i for group in splits for i in group]
+        for request in self._upserts(parts):
+            self.interpret(self.request(request), operation, parts)
+        delivered += [i.idempotency_key for i in parts]
         return SendResult(delivered=delivered, status=200 if items else 0)
+
+    def _holds_any(self, parts: list[DeliveryItem]) -> bool:
+        """Whether HubSpot holds a contact of this split (by any part's email): a split of
+        someone HubSpot never held creates nothing there."""
+        emails = list(dict.fromkeys(normalise_email(i.traits["email"]) for i in parts))
+        return bool(_json(self.request(self._lookup(emails))).get("results"))
 
     def _merge(self, item: DeliveryItem) -> bool:
         """Fold the HubSpot contacts of every merged profile into one; False when HubSpot
@@ -224,3 +232,12 @@ def _emails_of(item: DeliveryItem) -> list[str]:
     emails = [item.traits.get("email"),
               *((p.get("traits") or {}).get("email") for p in item.merged_profiles)]
     return list(dict.fromkeys(normalise_email(e) for e in emails if e))
+
+
+def _split_groups(items: list[DeliveryItem]) -> list[list[DeliveryItem]]:
+    """The parts of each split in the batch, grouped by the profile that was split."""
+    groups: dict[str, list[DeliveryItem]] = {}
+    for item in items:
+        if item.action == "split":
+            groups.setdefault(item.split_from or item.profile_id, []).append(item)
+    return list(groups.values())

@@ -181,12 +181,15 @@ class SalesforceContacts(HttpDestination):
     def _deliver(self, operation, items, token) -> SendResult:
         if operation != Capability.MERGE_PROFILES:
             return self.interpret(self.request(self._upsert(items, token)), operation, items)
-        merges = [i for i in items if i.action == "merged"]
-        splits = [i for i in items if i.action != "merged"]
-        delivered = [i.idempotency_key for i in merges if self._merge(i, token)]
-        if splits:
-            self.interpret(self.request(self._upsert(splits, token)), operation, splits)
-            delivered += [i.idempotency_key for i in splits]
+        delivered = [i.idempotency_key for i in items
+                     if i.action == "merged" and self._merge(i, token)]
+        # A split of someone Salesforce never held creates nothing there: the split
+        # profile keeps its id, so its record (if any) is keyed by it.
+        parts = [i for i in items if i.action == "split"
+                 and self._record_id(i.split_from or i.profile_id, token)]
+        if parts:
+            self.interpret(self.request(self._upsert(parts, token)), operation, parts)
+            delivered += [i.idempotency_key for i in parts]
         return SendResult(delivered=delivered, status=200 if items else 0)
 
     # ---- merges --------------------------------------------------------------------

@@ -133,6 +133,7 @@ class DeliveryPlannedItem(_Item):
     received_at = fields.String(allow_none=True, load_default=None)
     # For a merge (action "merged"): every profile joined, the survivor first.
     merged_profiles = fields.List(fields.Nested(MergedProfile), load_default=list)
+    split_from = fields.String(allow_none=True, load_default=None)  # for a split
 
 
 SCHEMAS: dict[tuple[str, int], type[Schema]] = {

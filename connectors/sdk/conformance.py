@@ -273,7 +273,14 @@ def check_merges_and_splits_are_followed_when_declared(kit: Kit) -> None:
     splits = [DeliveryItem(idempotency_key=f"conformance:split:{i.profile_id}",
                            profile_id=i.profile_id, action="split", segment=None,
                            traits=i.traits, identifiers={}, occurred_at=i.occurred_at,
-                           decision_id="d-split") for i in (survivor, absorbed)]
+                           decision_id="d-split", split_from=survivor.profile_id)
+              for i in (survivor, absorbed)]
+    stranger, other = kit.items(2, start=10)
+    unknown_split = [DeliveryItem(idempotency_key=f"conformance:split:{i.profile_id}",
+                                  profile_id=i.profile_id, action="split", segment=None,
+                                  traits=i.traits, identifiers={}, occurred_at=i.occurred_at,
+                                  decision_id="d-split", split_from=stranger.profile_id)
+                     for i in (stranger, other)]
     with contextlib.closing(kit.connector()) as connector:
         _delivered_all(kit.deliver(connector, operation, [survivor, absorbed]),
                        [survivor, absorbed])
@@ -283,9 +290,13 @@ def check_merges_and_splits_are_followed_when_declared(kit: Kit) -> None:
         _delivered_all(kit.deliver(connector, Capability.MERGE_PROFILES, [merge]), [merge])
         assert len(kit.fake.subjects()) == after_merge, "a repeated merge changed the vendor"
         _delivered_all(kit.deliver(connector, Capability.MERGE_PROFILES, splits), splits)
+        after_split = len(kit.fake.subjects())
+        kit.deliver(connector, Capability.MERGE_PROFILES, unknown_split)
     assert after_merge == before - 1, \
         f"a merge of two records left {after_merge - before + 2} at the vendor"
-    assert len(kit.fake.subjects()) == before, "after the split, a part has no record"
+    assert after_split == before, "after the split, a part has no record"
+    assert len(kit.fake.subjects()) == before, \
+        "a split of someone the vendor never held created records there"
 
 
 def check_identifiers_are_hashed_as_the_worked_examples(kit: Kit) -> None:

@@ -92,6 +92,7 @@ class ActivationApplication(ServiceApplication):
                 "action": change["change"],
                 "traits": change.get("traits") or {},
                 "merged_profiles": change.get("merged_profiles") or [],
+                "split_from": change.get("split_from"),
                 "occurred_at": utcnow_iso(),
                 "cause": change["cause"],
                 "received_at": change.get("received_at"),
@@ -265,4 +266,5 @@ def _delivery_item(item: dict[str, Any]) -> DeliveryItem:
         action=item["action"], segment=item["segment"], traits=item["traits"],
         identifiers={}, occurred_at=item["occurred_at"], decision_id=item["decision_id"],
         received_at=item.get("received_at"),
-        merged_profiles=tuple(item.get("merged_profiles") or ()))
+        merged_profiles=tuple(item.get("merged_profiles") or ()),
+        split_from=item.get("split_from"))
