@@ -46,13 +46,20 @@ class DeliveryItem:
 
     idempotency_key: str
     profile_id: str
-    action: str  # "entered" | "exited" | "profile"
+    action: str  # "entered" | "exited" | "profile" | "erased" | "merged" | "split"
     segment: str | None
     traits: dict
     identifiers: dict
     occurred_at: str
     decision_id: str  # the consent decision this send relied on
     received_at: str | None = None  # when the gateway received the event behind this change
+    # A merge ("merged"): every profile it joined, the survivor first, each as
+    # ``{"profile_id", "traits"}`` with its traits from before the merge, so a CRM can find
+    # the records it holds for each. Empty otherwise.
+    merged_profiles: tuple = ()
+    # A split ("split"): the profile that was split. A CRM that never held it has nothing
+    # to part (and must not create records for people it was never sent).
+    split_from: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,26 @@
-"""HubSpot CRM contacts: batch upsert by email, and GDPR delete.
+"""HubSpot CRM contacts: batch upsert by email, GDPR delete, merges and splits.
 
     POST {base}/crm/v3/objects/contacts/batch/upsert     (at most 100 inputs)
       {"inputs": [{"idProperty": "email", "id": "<email>", "properties": {…}}]}
     POST {base}/crm/v3/objects/contacts/gdpr-delete      (one contact per call)
       {"objectId": "<email>", "idProperty": "email"}
     Authorization: Bearer <private app token>
+
+A merge of Tessera profiles (``merge_profiles``) merges their HubSpot contacts:
+
+    POST {base}/crm/v3/objects/contacts/batch/read   {"idProperty": "email",
+         "inputs": [{"id": "<email>"}, …], "properties": ["email"]}   (207: some missing)
+    POST {base}/crm/v3/objects/contacts/merge   {"primaryObjectId", "objectIdToMerge"}
+    PATCH {base}/crm/v3/objects/contacts/{id}   {"properties": {…}}   (the merged traits)
+
+The contacts are found by the emails each profile had before the merge; the primary is
+the one holding the survivor's email now (else its email before), and the merged traits
+are written onto it by id. Profiles HubSpot never held leave nothing to do. A split
+upserts each part by its own email with its recomputed traits, and clears (empty string,
+as HubSpot's update documents) the properties a part no longer has, so the survivor's
+contact keeps nothing of the part that left. Sources: developers.hubspot.com
+api-reference crm-contacts-v3 ``post-crm-v3-objects-contacts-merge``, contacts
+``batch/read`` (``idProperty``) and ``batch/update-contacts`` (clearing with "").
 
 Traits become contact properties through the destination's mapping (``first_name`` →
 ``firstname`` by default, as HubSpot names them). Upserts keyed by email are idempotent.
@@ -21,7 +37,12 @@ from typing import Any, ClassVar
 import httpx
 from marshmallow import fields, validate
 
-from connectors.base import DeliveryItem, PermanentDeliveryError, TransientDeliveryError
+from connectors.base import (
+    DeliveryItem,
+    PermanentDeliveryError,
+    SendResult,
+    TransientDeliveryError,
+)
 from connectors.sdk.destination import (
     Capability,
     DestinationConfigSchema,
@@ -73,7 +94,8 @@ class HubSpotConfig(DestinationConfigSchema):
 class HubSpotContacts(HttpDestination):
     name: ClassVar[str] = "hubspot"
     config_schema = HubSpotConfig
-    capabilities = frozenset({Capability.UPSERT_PROFILE, Capability.DELETE_SUBJECT})
+    capabilities = frozenset({Capability.UPSERT_PROFILE, Capability.DELETE_SUBJECT,
+                              Capability.MERGE_PROFILES})
     batch_size = 100
     rate_limit = 9.0  # 100 requests per 10 s on the smallest plans, with a margin
 
@@ -93,6 +115,13 @@ class HubSpotContacts(HttpDestination):
             properties[stamp_property] = sync_stamp(properties)
         return properties
 
+    def cleared_properties(self, item: DeliveryItem) -> dict[str, str]:
+        """The properties Tessera writes that this profile no longer has, as "" (cleared)."""
+        written = {self.mapping.get(t) or DEFAULT_PROPERTIES.get(t, t)
+                   for t in {*DEFAULT_PROPERTIES, *self.mapping}}
+        present = {self.mapping.get(t) or DEFAULT_PROPERTIES.get(t, t) for t in item.traits}
+        return dict.fromkeys(sorted(written - present - {"email"}), "")
+
     def sendable(self, operation, item: DeliveryItem) -> bool:
         return bool(item.traits.get("email"))  # contacts are keyed by email
 
@@ -102,10 +131,61 @@ class HubSpotContacts(HttpDestination):
             return [OutboundRequest("POST", self._url("/gdpr-delete"), self._auth(), json={
                 "objectId": normalise_email(i.traits["email"]), "idProperty": "email"})
                 for i in with_email]
+        if operation == Capability.MERGE_PROFILES:
+            merges = [i for i in with_email if i.action == "merged"]
+            splits = [i for i in with_email if i.action != "merged"]
+            return [self._lookup(_emails_of(i)) for i in merges] + self._upserts(splits)
+        return self._upserts(with_email)
+
+    def _upserts(self, items: list[DeliveryItem]) -> list[OutboundRequest]:
         inputs = [{"idProperty": "email", "id": normalise_email(i.traits["email"]),
-                   "properties": self.properties_of(i)} for i in with_email]
+                   "properties": dict(self.cleared_properties(i) if i.action == "split"
+                                      else {}, **self.properties_of(i))} for i in items]
         return [OutboundRequest("POST", self._url("/batch/upsert"), self._auth(),
                                 json={"inputs": inputs})] if inputs else []
+
+    def _lookup(self, emails: list[str]) -> OutboundRequest:
+        return OutboundRequest("POST", self._url("/batch/read"), self._auth(), json={
+            "idProperty": "email", "inputs": [{"id": e} for e in emails],
+            "properties": ["email"]})
+
+    def deliver(self, operation, destination, items):
+        if operation != Capability.MERGE_PROFILES:
+            return super().deliver(operation, destination, items)
+        items = [item for item in items if self.sendable(operation, item)]
+        delivered = [i.idempotency_key for i in items if i.action == "merged" and self._merge(i)]
+        splits = [i for i in _split_groups(items) if self._holds_any(i)]
+        parts = [i for group in splits for i in group]
+        for request in self._upserts(parts):
+            self.interpret(self.request(request), operation, parts)
+        delivered += [i.idempotency_key for i in parts]
+        return SendResult(delivered=delivered, status=200 if items else 0)
+
+    def _holds_any(self, parts: list[DeliveryItem]) -> bool:
+        """Whether HubSpot holds a contact of this split (by any part's email): a split of
+        someone HubSpot never held creates nothing there."""
+        emails = list(dict.fromkeys(normalise_email(i.traits["email"]) for i in parts))
+        return bool(_json(self.request(self._lookup(emails))).get("results"))
+
+    def _merge(self, item: DeliveryItem) -> bool:
+        """Fold the HubSpot contacts of every merged profile into one; False when HubSpot
+        held none of them (nothing to do). Repeating it finds one contact and only
+        writes the traits again."""
+        emails = _emails_of(item)
+        found = _json(self.request(self._lookup(emails))).get("results") or []
+        ids_by_email = {r["properties"].get("email"): r["id"] for r in found}
+        ids = list(dict.fromkeys(ids_by_email[e] for e in emails if e in ids_by_email))
+        if not ids:
+            return False
+        primary, others = ids[0], ids[1:]
+        for other in others:
+            merged = self.request(OutboundRequest("POST", self._url("/merge"), self._auth(),
+                                                  json={"primaryObjectId": primary,
+                                                        "objectIdToMerge": other}))
+            primary = str(_json(merged).get("id") or primary)  # HubSpot may give a new id
+        self.request(OutboundRequest("PATCH", self._url(f"/{primary}"), self._auth(),
+                                     json={"properties": self.properties_of(item)}))
+        return True
 
     def check(self) -> None:
         self.request(OutboundRequest("GET", self._url("?limit=1"), self._auth()))
@@ -145,3 +225,19 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _emails_of(item: DeliveryItem) -> list[str]:
+    """The survivor's email now, then each merged profile's from before the merge."""
+    emails = [item.traits.get("email"),
+              *((p.get("traits") or {}).get("email") for p in item.merged_profiles)]
+    return list(dict.fromkeys(normalise_email(e) for e in emails if e))
+
+
+def _split_groups(items: list[DeliveryItem]) -> list[list[DeliveryItem]]:
+    """The parts of each split in the batch, grouped by the profile that was split."""
+    groups: dict[str, list[DeliveryItem]] = {}
+    for item in items:
+        if item.action == "split":
+            groups.setdefault(item.split_from or item.profile_id, []).append(item)
+    return list(groups.values())

@@ -160,7 +160,9 @@ class WebhookConnector(HttpDestination):
 
     name: ClassVar[str] = "webhook"
     config_schema: ClassVar[type[Schema]] = WebhookConfigSchema
-    capabilities = frozenset(Capability)
+    # Merges and splits are not sent: receivers built before them would take a merge for
+    # a change of one profile (a webhook that wants them can subclass and add the capability).
+    capabilities = frozenset(Capability) - {Capability.MERGE_PROFILES}
     batch_size = 100
     secret_headers = frozenset({SIGNATURE_HEADER.lower(), "webhook-signature"})
 

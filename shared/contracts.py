@@ -13,6 +13,9 @@ INGEST_RECEIVED = "ingest.received"
 IDENTITY_RESOLVED = "identity.resolved"
 IDENTITY_PROFILE_SPLIT = "identity.profile_split"
 PROFILE_CHANGED = "contacts.profile_changed"
+# The profile changes that were merges or splits, for destinations that hold records of
+# people (CRMs): who was merged into whom, or which profile a split part came from.
+PROFILE_RECONCILED = "contacts.profile_reconciled"
 MEMBERSHIP_CHANGED = "segments.membership_changed"
 DELIVERY_PLANNED = "activation.delivery_planned"
 
@@ -22,6 +25,7 @@ CONSUMERS: dict[str, tuple[str, ...]] = {
     IDENTITY_RESOLVED: ("contacts", "consent"),
     IDENTITY_PROFILE_SPLIT: ("contacts",),
     PROFILE_CHANGED: ("segments",),
+    PROFILE_RECONCILED: ("activation",),
     MEMBERSHIP_CHANGED: ("activation",),
     DELIVERY_PLANNED: ("activation",),
 }
@@ -87,6 +91,25 @@ class ProfileChangedItem(_Item):
     received_at = fields.String(allow_none=True, load_default=None)
 
 
+class MergedProfile(Schema):
+    profile_id = fields.String(required=True)
+    traits = fields.Dict(required=True)  # as they were just before the merge
+
+
+class ProfileReconciledItem(_Item):
+    """A merge (`merged_profiles`: every profile joined, the survivor first) or a split
+    (`split_from`: the profile split; every part is announced, the split one included),
+    with the profile's traits after it."""
+
+    profile_id = fields.String(required=True)
+    change = fields.String(required=True, validate=validate.OneOf(["merged", "split"]))
+    traits = fields.Dict(required=True)
+    merged_profiles = fields.List(fields.Nested(MergedProfile), load_default=list)
+    split_from = fields.String(allow_none=True, load_default=None)
+    cause = fields.Nested(Cause, required=True)
+    received_at = fields.String(allow_none=True, load_default=None)
+
+
 class MembershipChangedItem(_Item):
     profile_id = fields.String(required=True)
     segment = fields.String(required=True)
@@ -108,6 +131,9 @@ class DeliveryPlannedItem(_Item):
     occurred_at = fields.String(required=True)
     cause = fields.Nested(Cause, required=True)
     received_at = fields.String(allow_none=True, load_default=None)
+    # For a merge (action "merged"): every profile joined, the survivor first.
+    merged_profiles = fields.List(fields.Nested(MergedProfile), load_default=list)
+    split_from = fields.String(allow_none=True, load_default=None)  # for a split
 
 
 SCHEMAS: dict[tuple[str, int], type[Schema]] = {
@@ -115,6 +141,7 @@ SCHEMAS: dict[tuple[str, int], type[Schema]] = {
     (IDENTITY_RESOLVED, 1): IdentityResolvedItem,
     (IDENTITY_PROFILE_SPLIT, 1): ProfileSplitItem,
     (PROFILE_CHANGED, 1): ProfileChangedItem,
+    (PROFILE_RECONCILED, 1): ProfileReconciledItem,
     (MEMBERSHIP_CHANGED, 1): MembershipChangedItem,
     (DELIVERY_PLANNED, 1): DeliveryPlannedItem,
 }
@@ -157,6 +184,18 @@ EXAMPLES: dict[tuple[str, int], dict] = {
         "traits": {"email": "ada@example.com", "country": "FR"},
         "event": {"type": "track", "event": "Order Completed", "timestamp": _TRACK["timestamp"]},
         "merged_from": [],
+        "cause": _CAUSE,
+    },
+    (PROFILE_RECONCILED, 1): {
+        "position": 90_001,
+        "profile_id": "0b6f7d0e-9c55-4f57-a1c6-1f2d3e4f5a6b",
+        "change": "merged",
+        "traits": {"email": "ada@example.com", "phone": "+33612345678"},
+        "merged_profiles": [
+            {"profile_id": "0b6f7d0e-9c55-4f57-a1c6-1f2d3e4f5a6b",
+             "traits": {"email": "ada@example.com"}},
+            {"profile_id": "5d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+             "traits": {"email": "ada.l@example.org", "phone": "+33612345678"}}],
         "cause": _CAUSE,
     },
     (MEMBERSHIP_CHANGED, 1): {

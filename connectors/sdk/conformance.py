@@ -21,6 +21,7 @@ the fake received and holds:
   another 4xx is never retried;
 - delivering the same items twice changes nothing at the vendor;
 - remove and delete work when declared;
+- merges leave one record and splits one per part, when ``merge_profiles`` is declared;
 - identifiers are normalised and hashed as the worked examples say (when it hashes).
 """
 
@@ -255,6 +256,49 @@ def check_delete_erases_the_subject_when_declared(kit: Kit) -> None:
     assert len(kit.fake.subjects()) == before - 1, "the deleted subject is still there"
 
 
+def check_merges_and_splits_are_followed_when_declared(kit: Kit) -> None:
+    """Two profiles merged leave one record at the vendor, and a merge sent again changes
+    nothing; split again, each part has its own record."""
+    if Capability.MERGE_PROFILES not in kit.cls.capabilities:
+        raise Skip("does not declare merge_profiles")
+    operation = _first_operation(kit.cls)
+    survivor, absorbed = kit.items(2)
+    merged_traits = dict(absorbed.traits, **survivor.traits)
+    merge = DeliveryItem(
+        idempotency_key="conformance:merge", profile_id=survivor.profile_id, action="merged",
+        segment=None, traits=merged_traits, identifiers={}, occurred_at=survivor.occurred_at,
+        decision_id="d-merge", merged_profiles=(
+            {"profile_id": survivor.profile_id, "traits": survivor.traits},
+            {"profile_id": absorbed.profile_id, "traits": absorbed.traits}))
+    splits = [DeliveryItem(idempotency_key=f"conformance:split:{i.profile_id}",
+                           profile_id=i.profile_id, action="split", segment=None,
+                           traits=i.traits, identifiers={}, occurred_at=i.occurred_at,
+                           decision_id="d-split", split_from=survivor.profile_id)
+              for i in (survivor, absorbed)]
+    stranger, other = kit.items(2, start=10)
+    unknown_split = [DeliveryItem(idempotency_key=f"conformance:split:{i.profile_id}",
+                                  profile_id=i.profile_id, action="split", segment=None,
+                                  traits=i.traits, identifiers={}, occurred_at=i.occurred_at,
+                                  decision_id="d-split", split_from=stranger.profile_id)
+                     for i in (stranger, other)]
+    with contextlib.closing(kit.connector()) as connector:
+        _delivered_all(kit.deliver(connector, operation, [survivor, absorbed]),
+                       [survivor, absorbed])
+        before = len(kit.fake.subjects())
+        _delivered_all(kit.deliver(connector, Capability.MERGE_PROFILES, [merge]), [merge])
+        after_merge = len(kit.fake.subjects())
+        _delivered_all(kit.deliver(connector, Capability.MERGE_PROFILES, [merge]), [merge])
+        assert len(kit.fake.subjects()) == after_merge, "a repeated merge changed the vendor"
+        _delivered_all(kit.deliver(connector, Capability.MERGE_PROFILES, splits), splits)
+        after_split = len(kit.fake.subjects())
+        kit.deliver(connector, Capability.MERGE_PROFILES, unknown_split)
+    assert after_merge == before - 1, \
+        f"a merge of two records left {after_merge - before + 2} at the vendor"
+    assert after_split == before, "after the split, a part has no record"
+    assert len(kit.fake.subjects()) == before, \
+        "a split of someone the vendor never held created records there"
+
+
 def check_identifiers_are_hashed_as_the_worked_examples(kit: Kit) -> None:
     network = kit.cls.hashing
     if network is None:
@@ -291,6 +335,7 @@ CHECKS: list[Callable[[Kit], None]] = [
     check_delivering_twice_changes_nothing,
     check_remove_takes_people_out_when_declared,
     check_delete_erases_the_subject_when_declared,
+    check_merges_and_splits_are_followed_when_declared,
     check_identifiers_are_hashed_as_the_worked_examples,
 ]
 

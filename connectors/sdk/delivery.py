@@ -73,6 +73,8 @@ def operations_for(action: str, sync: frozenset[str]) -> list[Capability]:
         operations.append(Capability.REMOVE_FROM_AUDIENCE)
     if action == "erased":
         operations.append(Capability.DELETE_SUBJECT)
+    if action in ("merged", "split"):  # identity changed who this is: whatever the sync
+        operations.append(Capability.MERGE_PROFILES)
     if action in ("entered", "message") and MESSAGE_ON_ENTRY in sync:
         operations.append(Capability.SEND_MESSAGE)
     return operations
@@ -223,7 +225,7 @@ def deliver_batches(connector, destination: str, batches: list[Batch], *, attemp
 class _SendOnly:
     """A pre-SDK connector (only ``send``) seen as a Destination that does everything."""
 
-    capabilities = frozenset(Capability)
+    capabilities = frozenset(Capability) - {Capability.MERGE_PROFILES}
     batch_size = 1000
     rate_limit = None
 

@@ -55,6 +55,9 @@ class Capability(enum.StrEnum):
     REMOVE_FROM_AUDIENCE = "remove_from_audience"
     SEND_MESSAGE = "send_message"
     DELETE_SUBJECT = "delete_subject"
+    # Follow identity: a merge folds the absorbed profiles' records into the survivor's;
+    # a split upserts each part with its own recomputed traits, clearing what it lost.
+    MERGE_PROFILES = "merge_profiles"
 
 
 class DestinationConfigSchema(Schema):

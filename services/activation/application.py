@@ -78,6 +78,37 @@ class ActivationApplication(ServiceApplication):
                             position=fresh[-1]["position"])
         return len(planned)
 
+    def plan_reconciliations(self, tracking_key: str, changes: list[dict[str, Any]]) -> int:
+        """Merges and splits, planned for each destination whose connector follows them
+        (declares ``merge_profiles``): from here on they travel as any delivery does —
+        their destination's queue, consent at send time, retries, dead letters."""
+        fresh = self.fresh_items(tracking_key, changes)
+        if not fresh:
+            return 0
+        following = [d for d in self.destinations.values()
+                     if Capability.MERGE_PROFILES in self._connector(d).capabilities]
+        planned = [
+            {
+                "idempotency_key": idempotency_key(destination.name, dict(
+                    change, segment="", change=change["change"])),
+                "destination": destination.name,
+                "profile_id": change["profile_id"],
+                "segment": None,
+                "action": change["change"],
+                "traits": change.get("traits") or {},
+                "merged_profiles": change.get("merged_profiles") or [],
+                "split_from": change.get("split_from"),
+                "occurred_at": utcnow_iso(),
+                "cause": change["cause"],
+                "received_at": change.get("received_at"),
+            }
+            for change in fresh for destination in following
+        ]
+        aggregates = [DeliveryPlan(items=planned)] if planned else []
+        self.save_processed(*aggregates, tracking_key=tracking_key,
+                            position=fresh[-1]["position"])
+        return len(planned)
+
     # ---- delivering -------------------------------------------------------------------
     def deliver(self, tracking_key: str, destination_name: str, items: list[dict[str, Any]],
                 decide_many: DecideMany) -> dict[str, int]:
@@ -297,4 +328,6 @@ def _delivery_item(item: dict[str, Any]) -> DeliveryItem:
         idempotency_key=item["idempotency_key"], profile_id=item["profile_id"],
         action=item["action"], segment=item["segment"], traits=item["traits"],
         identifiers={}, occurred_at=item["occurred_at"], decision_id=item["decision_id"],
-        received_at=item.get("received_at"))
+        received_at=item.get("received_at"),
+        merged_profiles=tuple(item.get("merged_profiles") or ()),
+        split_from=item.get("split_from"))

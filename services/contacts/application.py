@@ -107,14 +107,20 @@ class ContactsApplication(ServiceApplication):
         changes = []
         for item in fresh:
             survivor = unit.current(item["profile_id"])
+            # What each record looked like before the merge: a CRM finds its records by it.
+            merged_profiles = [{"profile_id": survivor.profile_id,
+                                "traits": dict(survivor.traits)}]
             for absorbed_id in item.get("merged_from", ()):
-                self._fold(unit, absorbed_id, survivor, pending_timeline, directory)
+                folded = self._fold(unit, absorbed_id, survivor, pending_timeline, directory)
+                if folded is not None:
+                    merged_profiles.append({"profile_id": absorbed_id, "traits": folded})
             change = self._apply(survivor, item, pending_timeline, directory)
             changes.append({
                 "profile_id": survivor.profile_id,
                 "traits": survivor.announced_traits(),
                 "event": change,
                 "merged_from": list(item.get("merged_from", ())),
+                "merged_profiles": merged_profiles if len(merged_profiles) > 1 else [],
                 "cause": {"partition": partition, "position": item["position"]},
                 "received_at": item["event"].get("receivedAt"),
             })
@@ -187,11 +193,14 @@ class ContactsApplication(ServiceApplication):
             directory.account_event(account_id, profile.profile_id, entry)
 
     def _fold(self, unit: _Unit, absorbed_id: str, survivor: Profile, timeline: dict,
-              directory: DirectoryChanges) -> None:
+              directory: DirectoryChanges) -> dict[str, Any] | None:
+        """Fold the absorbed profile into the survivor; its traits from before, or None
+        when it was folded already."""
         # Created if unseen: its own events may still be in flight on another partition.
         absorbed = unit.get_or_create(absorbed_id)
         if absorbed.merged_into is not None or absorbed is survivor:
-            return
+            return None
+        traits_before = dict(absorbed.traits)
         # Entries of this very batch not yet recorded on the absorbed profile move over.
         timeline.setdefault(survivor.profile_id, []).extend(timeline.pop(absorbed_id, []))
         survivor.absorb(absorbed_id, dict(absorbed.traits), absorbed.events_total)
@@ -205,6 +214,7 @@ class ContactsApplication(ServiceApplication):
             survivor.consider_stage(absorbed.stage, {"kind": "merge", "from": absorbed_id},
                                     self.policy)
         directory.merged(absorbed_id, survivor.profile_id)
+        return traits_before
 
     # ---- commands from people (API, CLI) ----------------------------------------------
     def update_contact(self, profile_id: str, traits: dict[str, Any], author: str,
@@ -348,7 +358,13 @@ class ContactsApplication(ServiceApplication):
                 split = unit.get_or_create(item["profile_id"])
                 for part in item["parts"]:
                     separated = unit.get_or_create(part["profile_id"])
-                    split.release(part["profile_id"])
+                    if part["profile_id"] in split.absorbed:
+                        # A profile merged in earlier takes back what it brought.
+                        trait_values, traits = split.without_part(separated, self.policy)
+                        split.separate(part["profile_id"], trait_values, traits,
+                                       sorted(separated.deals), sorted(separated.tickets))
+                    else:
+                        split.release(part["profile_id"])
                     if separated.merged_into is not None:
                         separated.restore(item["profile_id"])
                     directory.split(item["profile_id"], part["profile_id"],

@@ -208,10 +208,51 @@ class Profile(Aggregate):
 
     @event("PartReleased")
     def release(self, profile_id: str) -> None:
-        """Identity split a part off: a profile merged in earlier is no longer ours.
-        Traits it filled in stay (we cannot tell them apart afterwards); its timeline goes."""
+        """Identity split a part off: a profile merged in earlier is no longer ours; its
+        timeline goes. (Its traits go too: see `without_part` and `separate`.)"""
         if profile_id in self.absorbed:
             self.absorbed.remove(profile_id)
+
+    def without_part(self, part: Profile, policy: ContactsPolicy
+                     ) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, Any]]:
+        """Trait values and winning traits once what `part` brought in the merge is out.
+
+        The part's own record (frozen when it was merged) says what it brought: each
+        (source, value, time) it held is taken out of ours, and each trait wins again
+        among what is left. A trait only the part gave us goes. What its identifiers said
+        after the merge landed here and cannot be told apart: it stays.
+        """
+        values = {trait: {source: dict(said) for source, said in by_source.items()}
+                  for trait, by_source in self.trait_values.items()}
+        for trait, by_source in part.trait_values.items():
+            mine = values.get(trait, {})
+            for source, said in by_source.items():
+                if mine.get(source) == said:
+                    del mine[source]
+            if not mine:
+                values.pop(trait, None)
+        traits = {}
+        for trait, value in self.traits.items():
+            if trait in values:
+                traits[trait] = values[trait][policy.winner(trait, values[trait])]["value"]
+            elif trait in self.trait_values:
+                continue  # every value of it was the part's
+            elif part.traits.get(trait, _MISSING) != value:
+                traits[trait] = value  # set without a source (a person's edit): ours
+        return values, traits
+
+    @event("PartSeparated")
+    def separate(self, profile_id: str, trait_values: dict[str, dict[str, dict[str, Any]]],
+                 traits: dict[str, Any], deal_ids: list[str], ticket_ids: list[str]) -> None:
+        """A part split off, taking what it brought: traits, deals and tickets."""
+        if profile_id in self.absorbed:
+            self.absorbed.remove(profile_id)
+        self.trait_values = trait_values
+        self.traits = traits
+        for deal_id in deal_ids:
+            self.deals.pop(deal_id, None)
+        for ticket_id in ticket_ids:
+            self.tickets.pop(ticket_id, None)
 
     @event("Restored")
     def restore(self, split_from: str) -> None:

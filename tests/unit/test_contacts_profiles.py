@@ -243,3 +243,32 @@ def test_after_a_split_the_parts_identifiers_find_the_part_again(app):
     app.apply_splits(SPLIT_KEY, "0", [{**split(1, ADA, BOB), "parts": [part]}])
 
     assert [c["profile_id"] for c in app.search(identifier="bob@example.com")] == [BOB]
+
+
+def test_a_split_takes_back_the_traits_and_deals_the_part_brought(app):
+    app.apply_batch(KEY, "0", [identify(1, ADA, email="ada@example.com", plan="pro"),
+                               identify(2, BOB, email="bob@example.org", phone="+33612345678"),
+                               track(3, BOB, "Deal Updated", deal_id="d-1", amount=500)])
+    app.apply_batch(KEY, "0", [resolved(4, ADA, merged_from=(BOB,), type="identify")])
+    merged = app.profile(ADA)
+    assert merged["traits"]["phone"] == "+33612345678"
+    assert merged["sales"]["open_deal_value"] == 500
+
+    app.apply_splits(SPLIT_KEY, "0", [split(1, ADA, BOB)])
+
+    assert app.profile(ADA)["traits"] == {"email": "ada@example.com", "plan": "pro"}
+    assert app.profile(ADA)["deals"] == {}
+    assert app.profile(BOB)["traits"] == {"email": "bob@example.org", "phone": "+33612345678"}
+    announced = {c["profile_id"]: c["traits"] for c in changes(app)[-2:]}
+    assert "phone" not in announced[ADA] and "open_deal_value" not in announced[ADA]
+    assert announced[BOB]["open_deal_value"] == 500
+
+
+def test_a_merge_announces_each_profile_as_it_was_before(app):
+    app.apply_batch(KEY, "0", [identify(1, ADA, email="ada@example.com"),
+                               identify(2, BOB, email="bob@example.org")])
+    app.apply_batch(KEY, "0", [resolved(3, ADA, merged_from=(BOB,), type="identify")])
+    [merge] = changes(app)[-1:]
+    assert merge["merged_profiles"] == [
+        {"profile_id": ADA, "traits": {"email": "ada@example.com"}},
+        {"profile_id": BOB, "traits": {"email": "bob@example.org"}}]

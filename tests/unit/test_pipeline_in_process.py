@@ -95,8 +95,12 @@ def drain(apps, relays, broker) -> None:
             e.tracking_key, e.items),
         ("segments", "contacts.profile_changed"): lambda e: apps["segments"].apply_batch(
             e.tracking_key, e.items),
+        ("contacts", "identity.profile_split"): lambda e: apps["contacts"].apply_splits(
+            e.tracking_key, e.partition, e.items),
         ("activation", "segments.membership_changed"): lambda e: apps["activation"].plan(
             e.tracking_key, e.items),
+        ("activation", "contacts.profile_reconciled"): lambda e: apps[
+            "activation"].plan_reconciliations(e.tracking_key, e.items),
         ("activation", "activation.delivery_planned"): lambda e: apps["activation"].deliver(
             e.tracking_key, e.partition, e.items, apps["consent"].decide_many),
     }

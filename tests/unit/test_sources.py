@@ -3,6 +3,8 @@ cap, cursor on lastmodifieddate, our own writes not pulled back)."""
 
 from __future__ import annotations
 
+import json
+
 from connectors.fakes.hubspot import FakeHubSpot
 from connectors.sdk.source_conformance import source_conformance_tests
 from connectors.sources.csv_file import CsvSource
@@ -84,3 +86,17 @@ def test_the_command_line_runs_the_source_kit(capsys):
 
     assert main(["connector", "test", "hubspot", "--source"]) == 0
     assert capsys.readouterr().out.strip().endswith("hubspot: 5 passed, 0 failed, 0 skipped")
+
+
+def test_a_cursor_left_by_a_pull_before_deals_and_tickets_still_counts_for_contacts():
+    with FakeHubSpot(token="t") as fake:
+        fake.edit("old@example.com", firstname="Old")
+        source = hubspot_source(fake, "t")
+        _, cursor = pull_all(source)
+        contacts_cursor = json.loads(cursor)["contacts"]
+        fake.edit("new@example.com", firstname="New")
+        calls, _ = pull_all(source, contacts_cursor)  # a plain cursor, as older pulls left
+        assert {c["traits"]["email"] for c in calls} == {"old@example.com", "new@example.com"}
+        assert "{" not in contacts_cursor
+        assert json.loads(pull_all(source, contacts_cursor)[1])["contacts"] > contacts_cursor
+        source.close()
