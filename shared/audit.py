@@ -6,7 +6,8 @@ version, topic and the state bytes exactly as they sit in the store (ciphertext,
 is encrypted per subject), never decoded content. Shredding a subject's key therefore
 changes nothing that is chained, and verification needs no key but the public one.
 
-    digest_i = SHA-256(len|originator id, version, len|topic, len|state)
+    digest_i = SHA-256(sizes || originator id || topic || state), where sizes packs the
+               lengths of originator id, topic, state and the version (big-endian)
     chain_0  = SHA-256("tessera.audit.v1" 0x00 service)
     chain_i  = SHA-256(chain_{i-1} || notification id_i || digest_i)
 
@@ -50,7 +51,7 @@ DEFAULT_SEAL_SECONDS = 10.0
 EMBEDDED_SIGNING_KEY_FILE = "audit-signing-key.pem"
 EMBEDDED_PUBLIC_KEY_FILE = "audit-public-key.txt"
 
-_LENGTH = struct.Struct(">I")
+_SIZES = struct.Struct(">IqII")  # originator id length, version, topic length, state length
 _INT64 = struct.Struct(">q")
 _CHECKPOINT_LABEL = b"tessera.audit.checkpoint.v1\n"
 
@@ -62,12 +63,11 @@ def genesis(service: str) -> bytes:
 
 def event_digest(originator_id: str, version: int, topic: str, state: bytes) -> bytes:
     """The stored event's own fingerprint; its position is chained separately, so that an
-    event moved elsewhere is recognised as moved."""
+    event moved elsewhere is recognised as moved. The lengths come first, so no two
+    events encode alike."""
     oid, top = originator_id.encode(), topic.encode()
-    return hashlib.sha256(b"".join((
-        _LENGTH.pack(len(oid)), oid, _INT64.pack(version),
-        _LENGTH.pack(len(top)), top, _LENGTH.pack(len(state)), state,
-    ))).digest()
+    return hashlib.sha256(_SIZES.pack(len(oid), version, len(top), len(state))
+                          + oid + top + state).digest()
 
 
 def next_link(previous: bytes, notification_id: int, digest: bytes) -> bytes:
@@ -306,19 +306,21 @@ class AuditStore:
         """One consistent view of events, ledger and checkpoints, for verification."""
         yield
 
-    def events(self, after: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
-        statement = ("SELECT notification_id, originator_id, originator_version, topic, "
+    def events(self, after: int = 0, limit: int | None = None) -> Iterator[tuple]:
+        """Plain rows shaped as StoredEvent, in notification order (the hot path)."""
+        statement = ("SELECT notification_id, {originator_id}, originator_version, topic, "
                      "state FROM {events} WHERE notification_id > %s ORDER BY notification_id")
         params: list[Any] = [after]
         if limit is not None:
             statement += " LIMIT %s"
             params.append(limit)
-        yield from map(StoredEvent._make, self._rows(self.sql(statement), params))
+        yield from self._rows(self.sql(statement), params)
 
-    def ledger(self) -> Iterator[LedgerRow]:
+    def ledger(self) -> Iterator[tuple]:
+        """Plain rows shaped as LedgerRow, in notification order."""
         statement = ("SELECT notification_id, originator_id, originator_version, digest "
                      "FROM {ledger} ORDER BY notification_id")
-        yield from map(LedgerRow._make, self._rows(self.sql(statement), ()))
+        yield from self._rows(self.sql(statement), ())
 
     def positions_of(self, originator_id: str, version: int) -> list[int]:
         """The notification ids at which the store keeps this event (one, or none)."""
@@ -371,7 +373,7 @@ class SQLiteAuditStore(AuditStore):
         self.connection = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None,
                                           check_same_thread=False)
         self.tables = {"events": "stored_events", "ledger": "audit_ledger",
-                       "checkpoints": "audit_checkpoints"}
+                       "checkpoints": "audit_checkpoints", "originator_id": "originator_id"}
         if create:
             self.create_tables()
 
@@ -407,7 +409,7 @@ class SQLiteAuditStore(AuditStore):
         while rows := cursor.fetchmany(READ_BATCH):
             yield from rows
 
-    def events(self, after: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
+    def events(self, after: int = 0, limit: int | None = None) -> Iterator[tuple]:
         # In SQLite the notification id of an event is the rowid of its row.
         statement = ("SELECT rowid, originator_id, originator_version, topic, state "
                      "FROM stored_events WHERE rowid > ? ORDER BY rowid")
@@ -417,7 +419,7 @@ class SQLiteAuditStore(AuditStore):
             params.append(limit)
         cursor = self.connection.execute(statement, params)
         while rows := cursor.fetchmany(READ_BATCH):
-            yield from map(StoredEvent._make, rows)
+            yield from rows
 
     def positions_of(self, originator_id: str, version: int) -> list[int]:
         return [row[0] for row in self.connection.execute(
@@ -469,6 +471,7 @@ class PostgresAuditStore(AuditStore):
         self.tables = {name: f'"{service}".{table}' for name, table in (
             ("events", f'"{service}_events"'), ("ledger", "audit_ledger"),
             ("checkpoints", "audit_checkpoints"))}
+        self.tables["originator_id"] = "originator_id::text"  # a uuid column here
         self._cursors = 0
         if create:
             self.create_tables()
@@ -515,10 +518,6 @@ class PostgresAuditStore(AuditStore):
             cursor.itersize = READ_BATCH
             cursor.execute(statement, tuple(params))
             yield from cursor
-
-    def events(self, after: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
-        for nid, oid, version, topic, state in super().events(after, limit):
-            yield StoredEvent(nid, str(oid), version, topic, state)
 
     def positions_of(self, originator_id: str, version: int) -> list[int]:
         statement = self.sql("SELECT notification_id FROM {events} "
@@ -577,7 +576,8 @@ class Sealer:
             after, count, chain = ((latest.notification_id, latest.event_count,
                                     latest.chain_head) if latest is not None
                                    else (0, 0, genesis(self.store.service)))
-            events = list(self.store.events(after=after, limit=self.batch))
+            events = list(map(StoredEvent._make,
+                              self.store.events(after=after, limit=self.batch)))
             if not events:
                 return sealed
             ledger = []
@@ -693,6 +693,10 @@ class ServiceReport:
         return not self.findings and self.missing is None
 
 
+def _ledger_row(row: tuple | None) -> LedgerRow | None:
+    return None if row is None else LedgerRow._make(row)
+
+
 def _event_name(originator_id: str, version: int) -> str:
     return f"originator {originator_id} version {version}"
 
@@ -760,30 +764,27 @@ class _Verification:
         ledger = self.store.ledger()
         entry = next(ledger, None)
         sealed_to = checkpoints[-1].notification_id if checkpoints else 0
-        for event in self.store.events():
-            nid = event.notification_id
-            digest = event_digest(event.originator_id, event.version, event.topic, event.state)
-            while entry is not None and entry.notification_id < nid:
-                self._deleted(entry, later_event=event)
-                entry = next(ledger, None)
-            if entry is not None and entry.notification_id == nid:
-                if entry.digest != digest:
-                    self._differs(event, entry)
-                entry = next(ledger, None)
-            elif nid <= sealed_to:
-                self.add(Finding("inserted", f"an event at notification {nid} "
-                                 f"({_event_name(event.originator_id, event.version)}) was "
-                                 "never chained: it was inserted after sealing", nid,
-                                 event.originator_id, event.version))
+        sha256, pack_sizes, pack_id = hashlib.sha256, _SIZES.pack, _INT64.pack
+        unsealed = 0
+        for row in self.store.events():
+            nid, oid, version, topic, state = row
+            oid_bytes, topic_bytes = oid.encode(), topic.encode()
+            digest = sha256(pack_sizes(len(oid_bytes), version, len(topic_bytes), len(state))
+                            + oid_bytes + topic_bytes + state).digest()
+            if entry is not None and entry[0] == nid and entry[3] == digest:
+                entry = next(ledger, None)  # the usual case: stored as chained
+            else:
+                entry = self._compare(StoredEvent._make(row), digest, entry, ledger, sealed_to)
             while pending and pending[-1].notification_id < nid:
                 chain, count = self._check(pending.pop(), chain, count, last, tail=False)
-            chain = next_link(chain, nid, digest)
+            chain = sha256(chain + pack_id(nid) + digest).digest()
             count += 1
             last = nid
             if nid > sealed_to:
-                report.unsealed += 1
+                unsealed += 1
+        report.unsealed = unsealed
         report.events = count
-        first_missing = entry
+        first_missing = _ledger_row(entry)
         ledger.close()
         while pending:
             chain, count = self._check(pending.pop(), chain, count, last,
@@ -793,6 +794,26 @@ class _Verification:
         if report.events and not checkpoints and not report.findings:
             self.add(Finding("no_checkpoint", f"{report.events} events are stored and no "
                              "checkpoint signed by a trusted key vouches for them"))
+
+    def _compare(self, event: StoredEvent, digest: bytes, entry: LedgerRow | None,
+                 ledger: Iterator[LedgerRow], sealed_to: int) -> LedgerRow | None:
+        """The stored event differs from the ledger's next entry: say how. Returns the
+        ledger entry to compare the next event with."""
+        nid = event.notification_id
+        entry = _ledger_row(entry)
+        while entry is not None and entry.notification_id < nid:
+            self._deleted(entry, later_event=event)
+            entry = _ledger_row(next(ledger, None))
+        if entry is not None and entry.notification_id == nid:
+            if entry.digest != digest:
+                self._differs(event, entry)
+            return next(ledger, None)
+        if nid <= sealed_to:
+            self.add(Finding("inserted", f"an event at notification {nid} "
+                             f"({_event_name(event.originator_id, event.version)}) was "
+                             "never chained: it was inserted after sealing", nid,
+                             event.originator_id, event.version))
+        return entry
 
     def _check(self, checkpoint: Checkpoint, chain: bytes, count: int, last: int,
                first_missing: LedgerRow | None = None, tail: bool = True
