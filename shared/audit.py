@@ -686,6 +686,7 @@ class ServiceReport:
     checkpoints: int = 0
     unsealed: int = 0  # stored after the latest checkpoint: not vouched for yet
     findings: list[Finding] = field(default_factory=list)
+    unlisted: int = 0  # findings past the first MAX_FINDINGS, counted only
     missing: str | None = None  # why there is nothing to check
 
     @property
@@ -719,6 +720,8 @@ class _Verification:
     def add(self, finding: Finding) -> None:
         if len(self.report.findings) < self.MAX_FINDINGS:
             self.report.findings.append(finding)
+        else:
+            self.report.unlisted += 1
 
     def run(self) -> ServiceReport:
         report = self.report

@@ -98,6 +98,8 @@ def cmd_verify(args) -> int:
         print(_summary(report, ok))
         for finding in report.findings:
             print(f"    {finding.kind}: {finding.message}")
+        if report.unlisted:
+            print(f"    … and {report.unlisted} more finding(s) after these")
         if args.strict and report.unsealed:
             print(f"    unsealed: {report.unsealed} events stored after the latest checkpoint")
     elapsed = time.perf_counter() - started
