@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import heapq
 import logging
 import os
 import sqlite3
@@ -335,12 +336,20 @@ class AuditStore:
             return nid
         return None
 
-    def checkpoints(self) -> list[Checkpoint]:
+    def checkpoints(self) -> Iterator[Checkpoint]:
+        """In chain order, streamed: a long-running service has millions of them."""
         statement = ("SELECT id, notification_id, event_count, chain_head, created_at, key_id, "
-                     "signature FROM {checkpoints} ORDER BY id")
-        return [Checkpoint(self.service, nid, count, bytes(head), created, kid, bytes(sig), number)
-                for number, nid, count, head, created, kid, sig
-                in self._rows(self.sql(statement), ())]
+                     "signature FROM {checkpoints} ORDER BY notification_id, event_count, id")
+        for number, nid, count, head, created, kid, sig in self._rows(self.sql(statement), ()):
+            yield Checkpoint(self.service, nid, count, bytes(head), created, kid, bytes(sig),
+                             number)
+
+    def sealed_to(self) -> int:
+        """The notification id the newest checkpoint ends at (0: none)."""
+        statement = "SELECT max(notification_id) FROM {checkpoints}"
+        for (nid,) in self._rows(self.sql(statement), ()):
+            return nid or 0
+        return 0
 
     def latest_checkpoint(self) -> Checkpoint | None:
         statement = ("SELECT id, notification_id, event_count, chain_head, created_at, key_id, "
@@ -385,7 +394,9 @@ class SQLiteAuditStore(AuditStore):
             "CREATE TABLE IF NOT EXISTS audit_checkpoints (id INTEGER PRIMARY KEY "
             "AUTOINCREMENT, notification_id INTEGER NOT NULL, event_count INTEGER NOT NULL, "
             "chain_head BLOB NOT NULL, created_at TEXT NOT NULL, key_id TEXT NOT NULL, "
-            "signature BLOB NOT NULL);")
+            "signature BLOB NOT NULL);"
+            "CREATE INDEX IF NOT EXISTS audit_checkpoints_position "
+            "ON audit_checkpoints (notification_id);")
 
     def has_audit_tables(self) -> bool:
         names = {row[0] for row in self.connection.execute(
@@ -490,6 +501,9 @@ class PostgresAuditStore(AuditStore):
                 "notification_id bigint NOT NULL, event_count bigint NOT NULL, "
                 "chain_head bytea NOT NULL, created_at text NOT NULL, key_id text NOT NULL, "
                 "signature bytea NOT NULL)"))
+            self.connection.execute(self.sql(
+                "CREATE INDEX IF NOT EXISTS audit_checkpoints_position "
+                "ON {checkpoints} (notification_id)"))
 
     def has_audit_tables(self) -> bool:
         row = self.connection.execute(
@@ -568,10 +582,12 @@ class Sealer:
         self.signing_key = signing_key
         self.batch = batch
 
+    MAX_RACES = 10
+
     def seal(self) -> int:
         """Seal everything stored so far; returns how many events it chained."""
-        sealed = 0
-        while True:
+        sealed = races = 0
+        while races < self.MAX_RACES:
             latest = self.store.latest_checkpoint()
             after, count, chain = ((latest.notification_id, latest.event_count,
                                     latest.chain_head) if latest is not None
@@ -591,8 +607,9 @@ class Sealer:
                                          events[-1].notification_id, count + len(events), chain)
             if self.store.append(after, ledger, checkpoint):
                 sealed += len(events)
-            elif sealed > 100 * self.batch:  # pragma: no cover - a runaway race
-                return sealed
+            else:  # another sealer (a replica losing leadership) got there first
+                races += 1
+        return sealed
 
 
 class SealingTimer:
@@ -637,6 +654,8 @@ class SealingTimer:
 
     def stop(self) -> None:
         """Seal what is left (a replica going away leaves nothing unsealed), then close."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         try:
             self.seal_once()
@@ -670,7 +689,7 @@ def seal_seconds() -> float:
 @dataclass(frozen=True)
 class Finding:
     """One thing wrong, and where: `kind` is altered, deleted, reordered, inserted,
-    tail_cut, chain_mismatch, bad_signature, unknown_key, no_checkpoint, ledger."""
+    tail_cut, chain_mismatch, bad_signature, unknown_key, no_checkpoint."""
 
     kind: str
     message: str
@@ -692,6 +711,10 @@ class ServiceReport:
     @property
     def ok(self) -> bool:
         return not self.findings and self.missing is None
+
+
+def _chain_order(checkpoint: Checkpoint) -> tuple[int, int]:
+    return checkpoint.notification_id, checkpoint.event_count
 
 
 def _ledger_row(row: tuple | None) -> LedgerRow | None:
@@ -733,15 +756,15 @@ class _Verification:
                                  "stored: this history was never sealed, or its seals were "
                                  "removed"))
             return report
-        signed = self._signed_checkpoints(self.store.checkpoints() + self.anchors)
-        report.checkpoints = len(signed)
-        self._walk(signed)
+        in_order = heapq.merge(self.store.checkpoints(), sorted(self.anchors, key=_chain_order),
+                               key=_chain_order)
+        sealed_to = max([self.store.sealed_to(), *(a.notification_id for a in self.anchors)])
+        self._walk(self._signed(in_order), sealed_to)
         return report
 
-    def _signed_checkpoints(self, checkpoints: list[Checkpoint]) -> list[Checkpoint]:
-        """Those whose signature holds under a trusted key, in chain order; the others are
-        findings (a chain recomputed without the signing key ends here)."""
-        good = []
+    def _signed(self, checkpoints: Iterable[Checkpoint]) -> Iterator[Checkpoint]:
+        """Those whose signature holds under a trusted key; the others are findings (a
+        chain recomputed without the signing key ends here)."""
         for checkpoint in checkpoints:
             key = self.trusted.get(checkpoint.key_id)
             if key is None:
@@ -757,16 +780,15 @@ class _Verification:
                                  f"that key {checkpoint.key_id} did not make: the "
                                  "checkpoint was forged or edited", checkpoint.notification_id))
                 continue
-            good.append(checkpoint)
-        return sorted(good, key=lambda c: (c.notification_id, c.event_count))
+            self.report.checkpoints += 1
+            yield checkpoint
 
-    def _walk(self, checkpoints: list[Checkpoint]) -> None:
+    def _walk(self, checkpoints: Iterator[Checkpoint], sealed_to: int) -> None:
         report = self.report
-        pending = list(reversed(checkpoints))  # popped from the end: lowest first
+        upcoming = next(checkpoints, None)
         chain, count, last = genesis(self.store.service), 0, 0
         ledger = self.store.ledger()
         entry = next(ledger, None)
-        sealed_to = checkpoints[-1].notification_id if checkpoints else 0
         sha256, pack_sizes, pack_id = hashlib.sha256, _SIZES.pack, _INT64.pack
         unsealed = 0
         for row in self.store.events():
@@ -778,8 +800,9 @@ class _Verification:
                 entry = next(ledger, None)  # the usual case: stored as chained
             else:
                 entry = self._compare(StoredEvent._make(row), digest, entry, ledger, sealed_to)
-            while pending and pending[-1].notification_id < nid:
-                chain, count = self._check(pending.pop(), chain, count, last, tail=False)
+            while upcoming is not None and upcoming.notification_id < nid:
+                chain, count = self._check(upcoming, chain, count, last, tail=False)
+                upcoming = next(checkpoints, None)
             chain = sha256(chain + pack_id(nid) + digest).digest()
             count += 1
             last = nid
@@ -789,12 +812,13 @@ class _Verification:
         report.events = count
         first_missing = _ledger_row(entry)
         ledger.close()
-        while pending:
-            chain, count = self._check(pending.pop(), chain, count, last,
+        while upcoming is not None:
+            chain, count = self._check(upcoming, chain, count, last,
                                        first_missing=first_missing)
+            upcoming = next(checkpoints, None)
         if first_missing is not None and not any(f.kind == "tail_cut" for f in report.findings):
             self._deleted(first_missing, later_event=None)
-        if report.events and not checkpoints and not report.findings:
+        if report.events and not report.checkpoints and not report.findings:
             self.add(Finding("no_checkpoint", f"{report.events} events are stored and no "
                              "checkpoint signed by a trusted key vouches for them"))
 

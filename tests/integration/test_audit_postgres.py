@@ -203,3 +203,21 @@ def test_a_tail_cut_with_its_seals_is_caught_by_anchors_kept_outside(history, ca
 
     assert code == 1
     assert "tail_cut: tail cut off" in out and "anchored checkpoint" in out
+
+
+def test_only_the_leading_replica_seals(history, monkeypatch):
+    from shared.audit import SealingTimer, signing_key_pem
+
+    monkeypatch.setenv("TESSERA_AUDIT_SIGNING_KEY", signing_key_pem(SIGNING_KEY).decode())
+    attacker = Tampering(history, "consent")  # here, simply a writer of one more event
+    attacker.run(f"INSERT INTO {attacker.events} (originator_id, originator_version, topic, "
+                 "state) VALUES (%s, 1, 'late:Event', %s)",
+                 "9f1c1c1e-0000-4000-8000-000000000001", b"\x00")
+    attacker.close()
+    leader, follower = SealingTimer(history, "consent"), SealingTimer(history, "consent")
+    try:
+        assert leader.seal_once() == 1
+        assert follower.seal_once() == 0
+    finally:
+        leader.stop()
+        follower.stop()

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import sqlite3
+from datetime import UTC, datetime
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -275,3 +276,26 @@ def test_a_malformed_key_is_named_with_its_variable(monkeypatch):
     monkeypatch.setenv("TESSERA_AUDIT_SIGNING_KEY", "not a key")
     with pytest.raises(ValueError, match="TESSERA_AUDIT_SIGNING_KEY: not an Ed25519"):
         configured_signing_key(Settings())
+
+
+def test_a_service_seals_what_it_stored_when_it_stops(tmp_path, monkeypatch, capsys):
+    from services.gateway.application import GatewayApplication
+    from shared.audit import SealingTimer
+
+    for name in list(os.environ):
+        if name.startswith("TESSERA_"):
+            monkeypatch.delenv(name)
+    settings = Settings(data_dir=tmp_path, write_keys={"wk": "web"})
+    gateway = GatewayApplication(settings)
+    gateway.ingest("web", {"batch": [{"type": "identify", "userId": "ada"}]},
+                   received_at=datetime.now(UTC))
+    gateway.close()
+    timer = SealingTimer(settings, "gateway")
+
+    timer.stop()
+    timer.stop()  # nameko may stop a dependency twice: the second does nothing
+
+    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path))
+    code, out = verify(capsys, "--service", "gateway", "--strict")
+    assert code == 0, out
+    assert "gateway     OK    1 events, 1 signed checkpoints" in out
