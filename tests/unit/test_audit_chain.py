@@ -17,6 +17,7 @@ from shared.audit import (
     SERVICES,
     Sealer,
     configured_signing_key,
+    event_digest,
     open_audit_store,
     parse_public_keys,
     public_key_text,
@@ -299,3 +300,39 @@ def test_a_service_seals_what_it_stored_when_it_stops(tmp_path, monkeypatch, cap
     code, out = verify(capsys, "--service", "gateway", "--strict")
     assert code == 0, out
     assert "gateway     OK    1 events, 1 signed checkpoints" in out
+
+
+def test_an_event_altered_together_with_its_ledger_row_is_caught_by_its_checkpoint(
+        history, capsys):
+    """The ledger only names places; what proves anything is the signed checkpoint."""
+    attacker = Tampering(history, "identity")
+    victim = attacker.rows()[4]
+    attacker.alter(victim.notification_id)
+    [(state,)] = attacker.run("SELECT state FROM stored_events WHERE rowid = ?",
+                              victim.notification_id)
+    attacker.run("UPDATE audit_ledger SET digest = ? WHERE notification_id = ?",
+                 event_digest(victim.originator_id, victim.version,
+                              attacker.run("SELECT topic FROM stored_events WHERE rowid = ?",
+                                           victim.notification_id)[0][0], state),
+                 victim.notification_id)
+    attacker.close()
+
+    code, out = verify(capsys, "--service", "identity")
+
+    assert code == 1
+    assert first_finding(out).startswith("chain_mismatch: the chain recomputed from the "
+                                         "stored events")
+    assert "    altered:" not in out  # the ledger was made to agree: it cannot say which
+
+
+def test_an_edited_checkpoint_fails_its_signature(history, capsys):
+    attacker = Tampering(history, "consent")
+    attacker.run("UPDATE audit_checkpoints SET event_count = event_count + 1 "
+                 "WHERE id = (SELECT max(id) FROM audit_checkpoints)")
+    attacker.close()
+
+    code, out = verify(capsys, "--service", "consent")
+
+    assert code == 1
+    assert re.match(r"bad_signature: checkpoint #\d+ .* has a signature that key \w+ did not "
+                    r"make: the checkpoint was forged or edited", first_finding(out))
