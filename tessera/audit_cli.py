@@ -76,7 +76,12 @@ def _where(settings: Settings) -> str:
 
 
 def cmd_verify(args) -> int:
-    from shared.audit import Checkpoint, trusted_public_keys, verify_service
+    from shared.audit import (
+        Checkpoint,
+        ServiceReport,
+        trusted_public_keys,
+        verify_service,
+    )
 
     settings = Settings.from_env()
     try:
@@ -90,7 +95,10 @@ def cmd_verify(args) -> int:
           f"{', '.join(sorted(trusted))} from {source}")
     started, total, failed = time.perf_counter(), 0, []
     for service in _services(args.services):
-        report = verify_service(settings, service, trusted, anchors)
+        try:
+            report = verify_service(settings, service, trusted, anchors)
+        except Exception as error:  # unreadable (unreachable, corrupt): not verified
+            report = ServiceReport(service, missing=f"could not be read: {error}")
         total += report.events
         ok = report.ok and not (args.strict and report.unsealed)
         if not ok:

@@ -336,3 +336,21 @@ def test_an_edited_checkpoint_fails_its_signature(history, capsys):
     assert code == 1
     assert re.match(r"bad_signature: checkpoint #\d+ .* has a signature that key \w+ did not "
                     r"make: the checkpoint was forged or edited", first_finding(out))
+
+
+def test_a_key_made_by_keygen_seals_from_a_file_and_its_printed_public_key_verifies(
+        history, capsys, monkeypatch, tmp_path):
+    key_file = tmp_path / "audit.pem"
+    capsys.readouterr()
+    assert main(["audit", "keygen", "--output", str(key_file)]) == 0
+    public = capsys.readouterr().out.split("TESSERA_AUDIT_PUBLIC_KEYS: ")[1].strip()
+    assert key_file.stat().st_mode & 0o077 == 0
+    assert main(["audit", "keygen", "--output", str(key_file)]) == 2  # never overwrites a key
+    Tampering(history, "segments").forget_seals()
+    monkeypatch.setenv("TESSERA_AUDIT_SIGNING_KEY_FILE", str(key_file))
+
+    assert main(["audit", "seal", "--service", "segments"]) == 0
+    monkeypatch.setenv("TESSERA_AUDIT_PUBLIC_KEYS", public)
+    code, out = verify(capsys, "--service", "segments", "--strict")
+
+    assert code == 0, out
