@@ -354,3 +354,19 @@ def test_a_key_made_by_keygen_seals_from_a_file_and_its_printed_public_key_verif
     code, out = verify(capsys, "--service", "segments", "--strict")
 
     assert code == 0, out
+
+
+def test_verify_joins_a_tessera_audit_command_that_another_module_made_first():
+    import argparse
+
+    from tessera import audit_chain_cli
+
+    parser = argparse.ArgumentParser(prog="tessera")
+    commands = parser.add_subparsers(dest="command", required=True)
+    theirs = commands.add_parser("audit").add_subparsers(dest="audit_command", required=True)
+    theirs.add_parser("subject").add_argument("identifier")
+
+    audit_chain_cli.add_commands(commands)
+
+    assert parser.parse_args(["audit", "subject", "email:a@b.c"]).identifier == "email:a@b.c"
+    assert parser.parse_args(["audit", "verify", "--strict"]).strict is True

@@ -24,15 +24,17 @@ from shared.config import Settings
 
 
 def audit_subcommands(commands) -> argparse._SubParsersAction:
-    """The subcommands of `tessera audit`, created once: other modules add theirs here."""
-    existing = commands.choices.get("audit")
-    if existing is None:
-        existing = commands.add_parser(
-            "audit", help="verify the tamper-evident history of every service",
+    """The subcommands of `tessera audit`, whoever created it: other modules (the data
+    subject requests' `audit subject`, `views`, …) add theirs to the same parser, and
+    argparse refuses a second parser of one name."""
+    audit = commands.choices.get("audit")
+    if audit is None:
+        audit = commands.add_parser(
+            "audit", help="verify every service's tamper-evident history, and more",
             description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-        existing.set_defaults(_audit_subcommands=existing.add_subparsers(
-            dest="audit_command", required=True))
-    return existing.get_default("_audit_subcommands")
+        audit.add_subparsers(dest="audit_command", required=True)
+    return next(action for action in audit._actions
+                if isinstance(action, argparse._SubParsersAction))
 
 
 def add_commands(commands) -> None:
