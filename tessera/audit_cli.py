@@ -18,7 +18,8 @@ from tessera.dsr_cli import ActorApi, with_actor
 
 
 def add_commands(commands) -> None:
-    audit = commands.add_parser("audit", help="a person's history, the view log, Art. 30")
+    audit = commands.add_parser(
+        "audit", help="verify the hash chains, a person's history, the view log, Art. 30")
     actions = audit.add_subparsers(dest="audit_command", required=True)
     subject = actions.add_parser("subject", help="one person's cross-service history")
     subject.add_argument("identifier", help="type:value, e.g. email:ada@example.com")

@@ -7,6 +7,7 @@
     tessera traits …           computed traits: list, define, delete
     tessera identity explain P why each identifier belongs to profile P (admin API)
     tessera migrate [svc …]    create the services' schemas and tables on PostgreSQL, exit
+    tessera audit verify …     recompute every service's hash chain, check signed checkpoints
     tessera connector …        list, test (conformance kit), new, dry-run connectors
     tessera dlq …              list, show, replay dead letters (admin API)
     tessera import FILE …      a CSV file through the gateway (streaming, resumable)
@@ -183,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     from tessera import audit_cli, dsr_cli
     dsr_cli.add_commands(commands)
     audit_cli.add_commands(commands)
+    from tessera import audit_chain_cli  # last: it joins a `tessera audit` made by others
+    audit_chain_cli.add_commands(commands)
     args = parser.parse_args(argv)
     return args.func(args)
 

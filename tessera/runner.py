@@ -79,11 +79,14 @@ def start_ops_server(settings: Settings):
 
 def migrate(settings: Settings, names: list[str] | None = None) -> list[str]:
     """Create each service's database schema and tables, then close: the init Job's work."""
+    from shared.audit import open_audit_store
+
     classes = service_classes()
     _known(classes, names)
     migrated = []
     for name in names or list(classes):
         app = classes[name].app.factory(settings)
         app.close()
+        open_audit_store(settings, name, create=True).close()  # its ledger and checkpoints
         migrated.append(name)
     return migrated

@@ -26,6 +26,7 @@ from nameko.extensions import DependencyProvider, Entrypoint, register_entrypoin
 from nameko.messaging import QueueConsumer  # noqa: E402
 
 from shared import logs, ops  # noqa: E402
+from shared.audit import SealingTimer  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.envelope import Envelope, load_envelope  # noqa: E402
 from shared.leadership import relay_leadership  # noqa: E402
@@ -74,10 +75,12 @@ class ServiceApp(DependencyProvider):
         self.translator = translator
         self.app = None
         self.relay: OutboxRelay | None = None
+        self.sealing: SealingTimer | None = None
 
     def setup(self):
         settings = settings_of(self.container)
         self.app = self.factory(settings)
+        self.sealing = SealingTimer(settings, self.container.service_name)
         self.app.relay = None
         if self.translator is not None:
             self.relay = OutboxRelay(
@@ -105,6 +108,7 @@ class ServiceApp(DependencyProvider):
         if self.relay is not None:
             self.container.spawn_managed_thread(self.relay.run, identifier="outbox-relay")
         self.container.spawn_managed_thread(self._flush_tracking, identifier="tracking-flush")
+        self.container.spawn_managed_thread(self.sealing.run, identifier="audit-sealing")
 
     def _flush_tracking(self):
         while not self._stopping:
@@ -124,6 +128,8 @@ class ServiceApp(DependencyProvider):
                 self.relay.finish()
         with contextlib.suppress(Exception):
             self.app.flush_tracking()
+        if self.sealing is not None:
+            self.sealing.stop()  # seals what this replica's last work stored
         with contextlib.suppress(Exception):
             self.app.close()
 
