@@ -29,6 +29,7 @@ from eventsourcing.persistence import IntegrityError, ProcessRecorder, Tracking
 from eventsourcing.utils import get_topic
 
 from shared.config import Settings
+from shared.privacy import KeyedHash, Privacy, PrivacyMapper, SubjectKeys, privacy_secret, rules_of
 from shared.readmodel import READ_MODEL_WRITES, ReadModel, Writes
 
 try:  # Only real mode needs PostgreSQL (and libpq); embedded mode must start without it.
@@ -122,6 +123,9 @@ class ServiceApplication(Application):
     """Base of every service's application."""
 
     service_name = "service"
+    # Topic of the service's privacy rules (services/<name>/privacy.py:RULES): which fields
+    # of which stored events are whose personal data (shared.privacy).
+    privacy_rules: str | None = None
 
     def __init__(self, settings: Settings, env: dict[str, str] | None = None):
         self.settings = settings
@@ -133,9 +137,38 @@ class ServiceApplication(Application):
                 super().__init__(env=merged)
         else:
             super().__init__(env=merged)
+        self._install_privacy()
         self._tracked: dict[str, int] = {}
         self._tracking_to_flush: dict[str, int] = {}
         self._listeners: list[Callable[[], None]] = []
+
+    def _install_privacy(self) -> None:
+        """Per-subject encryption of personal data in stored events (shared.privacy)."""
+        hashed = KeyedHash(privacy_secret(self.settings.data_dir))
+        schema = self.service_name if self.settings.database == "postgres" else None
+        keys = SubjectKeys(self.process_recorder.datastore, schema, hashed)
+        self.privacy = Privacy(hashed, keys, rules_of(type(self)))
+        if self.privacy.rules:
+            mapper = PrivacyMapper(self.mapper.transcoder, self.privacy.rules, keys,
+                                   compressor=self.mapper.compressor)
+            self.mapper = self.events.mapper = mapper
+            if self.snapshots is not None:
+                self.snapshots.mapper = mapper
+
+    def _record(self, processing: ProcessingEvent) -> list[Any]:
+        """New subject keys are written in the transaction of the events sealed with them."""
+        if not isinstance(self.mapper, PrivacyMapper):
+            return super()._record(processing)
+        self.mapper.prefetch(processing.events)
+        given = processing.saved_kwargs.get(READ_MODEL_WRITES)
+        with self.mapper.subject_cipher.saving() as new_keys:
+            # Filled while the events are mapped, read when the recorder runs the writes.
+            writes = Writes([(self.privacy.keys.insert_statement(), new_keys, None)])
+            writes.extend(given)
+            processing.saved_kwargs[READ_MODEL_WRITES] = writes
+            recordings = super()._record(processing)
+        self.privacy.keys.saved(new_keys)
+        return recordings
 
     def construct_recorder(self):
         # A process recorder keeps tracking records in the same transaction as events.

@@ -33,6 +33,7 @@ DecideMany = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
 class ActivationApplication(ServiceApplication):
     service_name = "activation"
+    privacy_rules = "services.activation.privacy:RULES"
     name = "activation"
     snapshotting_intervals = {DestinationLedger: 200}
 

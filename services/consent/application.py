@@ -26,6 +26,7 @@ class NotCaughtUp(Exception):
 
 class ConsentApplication(ServiceApplication):
     service_name = "consent"
+    privacy_rules = "services.consent.privacy:RULES"
     name = "consent"
 
     def __init__(self, *args, **kwargs):

@@ -68,6 +68,7 @@ class _NotFound(Exception):
 
 class ContactsApplication(ServiceApplication):
     service_name = "contacts"
+    privacy_rules = "services.contacts.privacy:RULES"
     name = "contacts"
 
     def __init__(self, settings, env: dict[str, str] | None = None, *,

@@ -60,6 +60,7 @@ class _SeenMessages:
 
 class GatewayApplication(ServiceApplication):
     service_name = "gateway"
+    privacy_rules = "services.gateway.privacy:RULES"
     name = "gateway"
 
     def __init__(self, *args, **kwargs):

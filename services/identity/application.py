@@ -140,6 +140,7 @@ def _one_writer(method):
 
 class IdentityApplication(ServiceApplication):
     service_name = "identity"
+    privacy_rules = "services.identity.privacy:RULES"
     name = "identity"
 
     def __init__(self, settings, env=None, policy: IdentityPolicy | None = None):

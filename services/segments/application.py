@@ -157,6 +157,7 @@ class Pass:
 
 class SegmentsApplication(ServiceApplication):
     service_name = "segments"
+    privacy_rules = "services.segments.privacy:RULES"
     name = "segments"
 
     def __init__(self, *args, clock: Callable[[], float] = time.time, **kwargs):
