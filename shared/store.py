@@ -170,6 +170,44 @@ class ServiceApplication(Application):
         self.privacy.keys.saved(new_keys)
         return recordings
 
+    # ---- erasure (shared.privacy) --------------------------------------------------------
+    def shred_subjects(self, subjects: Iterable[str]) -> int:
+        """Erasure's common part: the subjects' keys go, and every decrypted copy this
+        process holds (cached aggregates, snapshots) with them. Returns the keys shredded."""
+        return self.shred_subjects_by_hash(self.privacy.hashed(s) for s in subjects)
+
+    def shred_subjects_by_hash(self, subject_hashes: Iterable[str]) -> int:
+        """The same, by the subjects' keyed hashes (what the erasure log keeps)."""
+        shredded = self.privacy.keys.shred(subject_hashes)
+        self.purge_snapshots()
+        self.forget_cached_state()
+        return shredded
+
+    def purge_snapshots(self) -> None:
+        """Snapshots are decrypted state: all of them go (they are taken again)."""
+        if self.snapshots is None:
+            return
+        recorder = self.snapshots.recorder
+        table = recorder.events_table_name
+        if self.settings.database == "postgres":
+            table = f'"{recorder.datastore.schema}".{table}'
+        with recorder.datastore.transaction(commit=True) as cursor:
+            cursor.execute(f"DELETE FROM {table}")
+
+    def compact_store(self) -> None:
+        """SQLite keeps deleted rows' bytes in free pages and its WAL until rewritten:
+        after an erasure the file is rewritten so nothing erased can be read back from it.
+        (PostgreSQL's dead tuples are not readable through SQL; its VACUUM reclaims them.)"""
+        if self.settings.database != "sqlite":
+            return
+        import sqlite3
+
+        path = self.settings.data_dir / f"{self.service_name}.sqlite"
+        with contextlib.closing(sqlite3.connect(path, timeout=30, isolation_level=None)) as db:
+            db.execute("PRAGMA secure_delete = ON")
+            db.execute("VACUUM")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def construct_recorder(self):
         # A process recorder keeps tracking records in the same transaction as events.
         return self.factory.process_recorder()
