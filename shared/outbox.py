@@ -21,6 +21,7 @@ from eventsourcing.persistence import Tracking
 from shared.envelope import Envelope, position_of
 from shared.leadership import Leadership, SoleProcess
 from shared.partitions import partition_of
+from shared.privacy import is_erased
 from shared.store import ServiceApplication
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,8 @@ class OutboxRelay:
         for notification in notifications:
             domain_event = self.app.mapper.to_domain_event(notification)
             for index, (stream, partition, item) in enumerate(self.translate(domain_event)):
+                if is_erased(item):  # its person was erased before it was published
+                    continue
                 item["position"] = position_of(notification.id, index)
                 grouped.setdefault((stream, partition), []).append(item)
         envelopes = []

@@ -180,6 +180,7 @@ class SubjectKeys:
 
     def key(self, subject_hash: str) -> bytes | None:
         """The key to decrypt with; None if shredded or never created."""
+        self._refresh_tombstones()
         with self._lock:
             if subject_hash in self._new:
                 return self._new[subject_hash]
@@ -192,6 +193,7 @@ class SubjectKeys:
         """The subject's key, created if it has none, and whether it is still unsaved.
         A shredded subject gets a key that is never stored: what is written for it now
         is erased as it is written."""
+        self._refresh_tombstones()
         with self._lock:
             if subject_hash in self._new:
                 return self._new[subject_hash], True
@@ -251,7 +253,8 @@ class SubjectKeys:
     def _refresh_tombstones(self) -> None:
         """Keys shredded by another replica stop working here within a second."""
         now = time.monotonic()
-        if now - self._refreshed_at < TOMBSTONE_REFRESH_SECONDS:
+        if now - self._refreshed_at < TOMBSTONE_REFRESH_SECONDS and \
+                TOMBSTONE_REFRESH_SECONDS > 0:
             return
         self._refreshed_at = now
         with self.datastore.transaction(commit=False) as cursor:
