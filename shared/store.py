@@ -166,7 +166,11 @@ class ServiceApplication(Application):
             writes = Writes([(self.privacy.keys.insert_statement(), new_keys, None)])
             writes.extend(given)
             processing.saved_kwargs[READ_MODEL_WRITES] = writes
-            recordings = super()._record(processing)
+            try:
+                recordings = super()._record(processing)
+            except Exception:
+                self.privacy.keys.unsaved(new_keys)
+                raise
         self.privacy.keys.saved(new_keys)
         return recordings
 
