@@ -92,14 +92,18 @@ def privacy_secret(data_dir: Path) -> bytes:
     with contextlib.suppress(FileNotFoundError):
         return path.read_bytes().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    generated = secrets.token_hex(32).encode()
-    try:  # two services starting together: the first one to write wins
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-            f.write(generated)
+    # Written whole under another name, then linked into place: services starting
+    # together never read a half-written secret, and the first link wins.
+    draft = path.with_name(f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+    with os.fdopen(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+        f.write(secrets.token_hex(32).encode())
+    try:
+        os.link(draft, path)
     except FileExistsError:
-        time.sleep(0.05)
-        return path.read_bytes().strip()
-    return generated
+        pass
+    finally:
+        draft.unlink()
+    return path.read_bytes().strip()
 
 
 class KeyedHash:

@@ -12,6 +12,7 @@
     tessera import FILE …      a CSV file through the gateway (streaming, resumable)
     tessera pull hubspot …     what changed in a CRM since the last pull, through the gateway
     tessera contacts …         contacts: search, show, update, stage, note, bulk; accounts …
+    tessera privacy erase T:V  erase a person everywhere; reapply-erasures after a restore
 
 Every service process has an operations port (TESSERA_OPS_PORT): /livez, /readyz, /metrics.
 """
@@ -178,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     import_cli.add_commands(commands)
     from tessera import contacts_cli
     contacts_cli.add_commands(commands)
+    from tessera import privacy_cli
+    privacy_cli.add_commands(commands)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -637,18 +637,30 @@ class IdentityApplication(ServiceApplication):
 
     # ---- erasure of a person (services/consent/erasure.py drives it) ----------------------
     def subject_of(self, identifier_type: str, value: str) -> dict[str, Any]:
-        """Everything that names the person behind an identifier: their profile, the
-        profiles merged into it, and every identifier linked to them."""
+        """Everything that names the person behind an identifier: the profile it links
+        to, the profiles merged into it, every identifier linked to them, and the
+        profiles this identifier was seen on but could not join (another user id: a CRM
+        row of the same person). Only the identifier asked about is followed that way: a
+        shared phone or address must not reach a household member."""
         unit = _Unit(self)
         identifier = Identifier(identifier_type, self._normalised(identifier_type, value)
                                 or str(value).strip())
         link = unit.link(identifier)
-        if link is None or link.profile_id is None:
-            return {"profile_ids": [], "identifiers": [[identifier.type, identifier.value]]}
-        root = unit.root(link.profile_id)
         found = {(identifier.type, identifier.value)}
-        found.update((kind, v) for kind, values in root.identifiers.items() for v in values)
-        return {"profile_ids": sorted({str(root.id), *root.absorbed}),
+        if link is None:
+            return {"profile_ids": [], "identifiers": [list(identifier_) for identifier_ in found]}
+        roots: dict[str, IdentityProfile] = {}
+        for profile_id in [link.profile_id, *link.seen_with]:
+            if profile_id is None:
+                continue
+            with contextlib.suppress(AggregateNotFoundError, ValueError):
+                root = unit.root(profile_id)
+                roots[str(root.id)] = root
+        profiles: set[str] = set()
+        for root in roots.values():
+            profiles.update({str(root.id), *root.absorbed})
+            found.update((kind, v) for kind, values in root.identifiers.items() for v in values)
+        return {"profile_ids": sorted(profiles),
                 "identifiers": [list(i) for i in sorted(found)]}
 
     @_one_writer
