@@ -190,7 +190,8 @@ class SubjectKeys:
                 rows = cursor.fetchall()
             with self._lock:
                 for row in rows:
-                    self._keys[row[0]] = bytes(row[1]) if row[1] is not None else None
+                    key = row["key"]
+                    self._keys[row["subject"]] = None if key is None else bytes(key)
                 # Known to have no key as of now: a writer creates one without asking again.
                 if len(self._absent) >= HASHES_REMEMBERED:
                     self._absent.clear()
@@ -271,7 +272,7 @@ class SubjectKeys:
                 cursor.execute(self._sql(f"SELECT key FROM {self.table} WHERE subject = %s"),
                                (subject_hash,))
                 row = cursor.fetchone()
-                shredded += int(row is not None and row[0] is not None)
+                shredded += int(row is not None and row["key"] is not None)
                 cursor.execute(self._sql(
                     f"INSERT INTO {self.table} (subject, key, erased_at) VALUES (%s, NULL, %s) "
                     "ON CONFLICT (subject) DO UPDATE SET key = NULL, erased_at = excluded.erased_at"
@@ -301,8 +302,8 @@ class SubjectKeys:
             rows = cursor.fetchall()
         with self._lock:
             for row in rows:
-                self._keys[row[0]] = None
-                self._tombstones_seen = max(self._tombstones_seen, row[1])
+                self._keys[row["subject"]] = None
+                self._tombstones_seen = max(self._tombstones_seen, row["erased_at"])
 
 
 # ---- the cipher -----------------------------------------------------------------------

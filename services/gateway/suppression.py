@@ -71,8 +71,8 @@ class SuppressionList:
                              (self._seen_up_to,))
         with self._lock:
             for row in rows:
-                self._hashes.add(row[0])
-                self._seen_up_to = max(self._seen_up_to, row[1])
+                self._hashes.add(row["hash"])
+                self._seen_up_to = max(self._seen_up_to, row["added_at"])
 
     def add(self, identifiers: Iterable[Iterable[str]], request_id: str | None = None,
             hashes: Iterable[str] = ()) -> list[str]:

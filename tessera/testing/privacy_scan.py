@@ -92,10 +92,7 @@ def scan_rabbitmq(vhost: str, needles: dict[str, bytes]) -> list[str]:
     """Every message still in a queue of the virtual host (read, then put back)."""
     import amqp
 
-    listed = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name",
-                             "messages"], check=True, capture_output=True, text=True,
-                            timeout=60).stdout.splitlines()
-    queues = [line.split("\t")[0] for line in listed if "\t" in line]
+    queues = list(queue_depths(vhost))
     found = []
     with amqp.Connection("127.0.0.1:5672", userid="guest", password="guest",
                          virtual_host=vhost) as connection:
@@ -111,6 +108,8 @@ def scan_rabbitmq(vhost: str, needles: dict[str, bytes]) -> list[str]:
 
 
 def queue_depths(vhost: str) -> dict[str, int]:
+    """Each queue of the virtual host and the messages in it (rabbitmqctl's header and
+    any other line without a count are left out)."""
     listed = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name",
                              "messages"], check=True, capture_output=True, text=True,
                             timeout=60).stdout.splitlines()

@@ -136,6 +136,7 @@ def test_an_erased_person_is_nowhere_and_does_not_come_back(platform, vendors, t
     assert any(i["traits"].get("email") == ann.email for i in receiver.items())
     profile = platform.admin("GET", "/v1/profiles", params={"userId": ann_id}).json()
     assert profile["traits"]["phone"]
+    assert scan_everything(platform, ann) != []  # the scan sees the read models' copies
 
     erased = tessera(platform, "privacy", "erase", f"email:{ann.email}", "--by", "dpo")
     assert erased.returncode == 0, erased.stderr + erased.stdout
