@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -201,16 +202,33 @@ class ServiceApplication(Application):
     def compact_store(self) -> None:
         """SQLite keeps deleted rows' bytes in free pages and its WAL until rewritten:
         after an erasure the file is rewritten so nothing erased can be read back from it.
-        (PostgreSQL's dead tuples are not readable through SQL; its VACUUM reclaims them.)"""
+        (PostgreSQL's dead tuples are not readable through SQL; its VACUUM reclaims them.)
+
+        VACUUM may renumber rowids of tables without an INTEGER PRIMARY KEY, and the
+        notification ids of eventsourcing's SQLite table are rowids: SQLite's VACUUM
+        copies tables whole (rowids kept), and we check that it did."""
         if self.settings.database != "sqlite":
             return
         import sqlite3
 
         path = self.settings.data_dir / f"{self.service_name}.sqlite"
+        table = self.process_recorder.events_table_name
+        fingerprint = (f"SELECT count(*), max(rowid), sum(rowid * (originator_version + "
+                       f"length(topic))) FROM {table}")
         with contextlib.closing(sqlite3.connect(path, timeout=30, isolation_level=None)) as db:
+            before = db.execute(fingerprint).fetchone()
             db.execute("PRAGMA secure_delete = ON")
             db.execute("VACUUM")
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            after = db.execute(fingerprint).fetchone()
+            if after != before:
+                raise RuntimeError(f"VACUUM renumbered the notifications of {path}: "
+                                   f"{before} became {after}")
+            for _ in range(50):  # a reader still on an old snapshot holds the WAL back
+                busy, *_ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return
+                time.sleep(0.1)
+            raise RuntimeError(f"{path}: the WAL could not be emptied after an erasure")
 
     def construct_recorder(self):
         # A process recorder keeps tracking records in the same transaction as events.
