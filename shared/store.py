@@ -185,6 +185,7 @@ class ServiceApplication(Application):
         """The same, by the subjects' keyed hashes (what the erasure log keeps)."""
         shredded = self.privacy.keys.shred(subject_hashes)
         self.purge_snapshots()
+        self.flush_tracking()  # what is only remembered would be forgotten with the cache
         self.forget_cached_state()
         return shredded
 

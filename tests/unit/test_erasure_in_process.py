@@ -197,3 +197,26 @@ def test_a_bad_erasure_request_names_the_field_and_the_rule(world, identifier, r
     with pytest.raises(ErasureError, match=re.escape(rule)) as refused:
         world.erasure.erase(identifier, requested_by="dpo@example.org")
     assert str(refused.value).startswith("identifier:")
+
+
+def test_an_erased_persons_dead_letters_keep_no_data_and_are_never_sent_again(world):
+    world.receiver.fail_next(100, status=500)  # every attempt of every send fails
+    track_the_household(world)
+    activation = world.apps["activation"]
+    [letter] = activation.dead_letters("ads")
+    assert {i["traits"].get("email") for i in letter["items"]} >= {ANN.email}
+    world.receiver.clear()
+    world.receiver.fail_next(0)
+
+    world.erasure.erase(["email", ANN.email], requested_by="dpo@example.org")
+
+    [letter] = activation.dead_letters("ads")
+    ann_items = [i for i in letter["items"] if i.get("_erased")]
+    assert ann_items and all(set(i) <= {"idempotency_key", "profile_id", "destination",
+                                        "segment", "action", "decision_id", "reason", "position",
+                                        "_erased"} for i in ann_items)
+    assert scan_files(world.settings.data_dir, ANN.needles()) == []
+    activation.replay("ads", letter["id"], world.apps["consent"].decide_many)
+    assert ANN.email not in {i["traits"].get("email") for i in world.receiver.items()}
+    assert "leopold.household@example.org" in {
+        i["traits"].get("email") for i in world.receiver.items()}
