@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -30,7 +31,15 @@ from eventsourcing.persistence import IntegrityError, ProcessRecorder, Tracking
 from eventsourcing.utils import get_topic
 
 from shared.config import Settings
-from shared.privacy import KeyedHash, Privacy, PrivacyMapper, SubjectKeys, privacy_secret, rules_of
+from shared.privacy import (
+    SECRET_ENV,
+    KeyedHash,
+    Privacy,
+    PrivacyMapper,
+    SubjectKeys,
+    privacy_secret,
+    rules_of,
+)
 from shared.readmodel import READ_MODEL_WRITES, ReadModel, Writes
 
 try:  # Only real mode needs PostgreSQL (and libpq); embedded mode must start without it.
@@ -120,6 +129,28 @@ def _schema_lock(settings: Settings, schema: str):
         yield  # the lock goes with the connection
 
 
+def service_privacy_secret(settings: Settings) -> bytes:
+    """The secret of keyed hashes (shared.privacy): TESSERA_PRIVACY_SECRET, the same on
+    every replica. Without it, embedded mode generates one into the data directory and
+    real mode keeps a generated one in the database, so that all replicas agree (weaker:
+    whoever reads the database reads the secret; set the variable in production).
+    Losing the secret makes every stored event read as erased: back it up."""
+    if os.environ.get(SECRET_ENV) or settings.database != "postgres":
+        return privacy_secret(settings.data_dir)
+    ensure_postgres_database(settings)
+    with psycopg.connect(postgres_conninfo(settings), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext('tessera.privacy_log'))")
+        with _created_concurrently():
+            conn.execute("CREATE SCHEMA IF NOT EXISTS privacy_log")
+        conn.execute("CREATE TABLE IF NOT EXISTS privacy_log.secret "
+                     "(id INTEGER PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute("INSERT INTO privacy_log.secret VALUES (1, %s) ON CONFLICT DO NOTHING",
+                     (secrets.token_hex(32),))
+        value = conn.execute("SELECT value FROM privacy_log.secret WHERE id = 1").fetchone()[0]
+        conn.execute("SELECT pg_advisory_unlock(hashtext('tessera.privacy_log'))")
+    return value.encode()
+
+
 class ServiceApplication(Application):
     """Base of every service's application."""
 
@@ -145,7 +176,7 @@ class ServiceApplication(Application):
 
     def _install_privacy(self) -> None:
         """Per-subject encryption of personal data in stored events (shared.privacy)."""
-        hashed = KeyedHash(privacy_secret(self.settings.data_dir))
+        hashed = KeyedHash(service_privacy_secret(self.settings))
         schema = self.service_name if self.settings.database == "postgres" else None
         keys = SubjectKeys(self.process_recorder.datastore, schema, hashed)
         self.privacy = Privacy(hashed, keys, rules_of(type(self)))
