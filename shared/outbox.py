@@ -120,7 +120,7 @@ class OutboxRelay:
     def _envelopes(self, notifications) -> list[Envelope]:
         grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for notification in notifications:
-            domain_event = self.app.mapper.to_domain_event(notification)
+            domain_event = self.app.recorded_event(notification)
             for index, (stream, partition, item) in enumerate(self.translate(domain_event)):
                 if is_erased(item):  # its person was erased before it was published
                     continue

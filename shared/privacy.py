@@ -429,13 +429,15 @@ class Own:
         kept = {*self.keep, "timestamp", "originator_topic", "class_version"}
         if self.subject_field is not None:
             kept.add(self.subject_field)
-        other_fields = {name for name, _ in self.others}
-        mine = [n for n in state if n not in kept and n not in other_fields]
+        # Another person's fields go under their key when the event names them, else
+        # under the stream's: nothing personal is ever left unsealed.
+        others = {name: state.get(owner) for name, owner in self.others}
+        mine = [n for n in state if n not in kept and not others.get(n)]
         parts = [(self.own_subject(state, stream_id), mine)]
         by_person: dict[str, list[str]] = {}
-        for name, owner_field in self.others:
-            if name in state and state.get(owner_field):
-                by_person.setdefault(subject_of_profile(str(state[owner_field])), []).append(name)
+        for name, owner in others.items():
+            if name in state and owner:
+                by_person.setdefault(subject_of_profile(str(owner)), []).append(name)
         parts.extend(by_person.items())
         return [(s, names) for s, names in parts if names]
 

@@ -49,6 +49,7 @@ except ImportError:  # pragma: no cover - depends on the machine
     psycopg = None
 
 AGGREGATE_CACHE_SIZE = 200_000
+RECENTLY_RECORDED = 256  # the relay is woken by each save: a short memory suffices
 
 
 def store_env(service: str, settings: Settings) -> dict[str, str]:
@@ -172,6 +173,9 @@ class ServiceApplication(Application):
         self._install_privacy()
         self._tracked: dict[str, int] = {}
         self._tracking_to_flush: dict[str, int] = {}
+        # The events this process recorded last, by notification id: the outbox relay
+        # publishes them without decoding (and decrypting) what it has just encoded.
+        self._recently_recorded: dict[int, Any] = {}
         self._listeners: list[Callable[[], None]] = []
 
     def _install_privacy(self) -> None:
@@ -218,6 +222,7 @@ class ServiceApplication(Application):
         self.purge_snapshots()
         self.flush_tracking()  # what is only remembered would be forgotten with the cache
         self.forget_cached_state()
+        self._recently_recorded.clear()  # decrypted: the relay reads the store again
         return shredded
 
     def purge_snapshots(self) -> None:
@@ -271,6 +276,21 @@ class ServiceApplication(Application):
         recorder = self.recorder
         assert isinstance(recorder, ProcessRecorder)
         return recorder
+
+    def _notify(self, recordings: list[Any]) -> None:
+        super()._notify(recordings)
+        recent = self._recently_recorded
+        for recording in recordings:
+            recent[recording.notification.id] = recording.domain_event
+        if len(recent) > RECENTLY_RECORDED:
+            for notification_id in sorted(recent)[:len(recent) - RECENTLY_RECORDED // 2]:
+                recent.pop(notification_id, None)
+
+    def recorded_event(self, notification: Any) -> Any:
+        """The domain event of a notification: the one this process recorded, if it still
+        remembers it, else decoded from the store."""
+        found = self._recently_recorded.pop(notification.id, None)
+        return found if found is not None else self.mapper.to_domain_event(notification)
 
     def read_model(self) -> ReadModel:
         """Tables beside the event store, in the same file or schema (shared.readmodel)."""
