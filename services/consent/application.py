@@ -137,8 +137,9 @@ class ConsentApplication(ServiceApplication):
         they name profiles and purposes only."""
         named = {tuple(i) for i in identifiers}
         for profile_id in profile_ids:
-            links = self.find(_uuid_or_none(profile_id))
-            if links is not None and isinstance(links, ProfileLinks):
+            stream = _uuid_or_none(profile_id)
+            links = self.find(stream) if stream is not None else None
+            if isinstance(links, ProfileLinks):
                 named.update(tuple(i) for i in links.identifiers)
         subjects = [subject_of_profile(p) for p in profile_ids]
         subjects += [subject_of_stream(record_id(t, v)) for t, v in named]

@@ -220,3 +220,24 @@ def test_an_erased_persons_dead_letters_keep_no_data_and_are_never_sent_again(wo
     assert ANN.email not in {i["traits"].get("email") for i in world.receiver.items()}
     assert "leopold.household@example.org" in {
         i["traits"].get("email") for i in world.receiver.items()}
+
+
+def test_every_service_rebuilds_from_its_store_after_an_erasure(world):
+    track_the_household(world)
+    leo_id = world.apps["identity"].profile_id_for("user_id", "leo-1")
+    world.erasure.erase(["email", ANN.email], requested_by="dpo@example.org")
+
+    settings = world.settings
+    rebuilt = {cls.service_name: cls(settings) for cls in (
+        GatewayApplication, IdentityApplication, ContactsApplication, SegmentsApplication,
+        ConsentApplication)}
+    rebuilt["activation"] = ActivationApplication(settings, destinations=[])
+    try:
+        assert rebuilt["identity"].profile_id_for("user_id", "leo-1") == leo_id
+        assert rebuilt["identity"].profile_id_for("user_id", "ann-1") is None
+        assert rebuilt["contacts"].profile(leo_id)["traits"]["first_name"] == "Leopold"
+        assert rebuilt["gateway"].counts()["accepted"] == 7  # counts survive erasure
+        assert rebuilt["consent"].consent_of(leo_id)["records"]
+    finally:
+        for app in rebuilt.values():
+            app.close()

@@ -200,3 +200,22 @@ def test_every_stored_event_class_has_a_privacy_rule(rules):
     missing = {cls.__qualname__ for m in modules for cls in _stored_event_classes(m)
                if cls not in declared and not cls.__name__.startswith("Erased")}
     assert not missing, f"no privacy rule for {sorted(missing)} in services/{service}/privacy.py"
+
+
+def test_a_relay_reading_an_erased_persons_events_publishes_nothing_of_them(settings):
+    from services.gateway.translation import translator
+    from shared.outbox import OutboxRelay
+
+    gateway = GatewayApplication(settings)
+    gateway.ingest("web", {"batch": [
+        {"type": "identify", "userId": "ann", "traits": {"email": EMAIL}},
+        {"type": "identify", "userId": "bob", "traits": {"email": "bob@example.com"}},
+    ]}, received_at=datetime.now(UTC))
+    gateway.shred_subjects(["user_id:ann"])
+
+    published = []
+    publisher = type("Publisher", (), {"publish": lambda self, e: published.extend(e)})()
+    restarted = GatewayApplication(settings)
+    OutboxRelay(restarted, translator(2), publisher).relay_once()
+    items = [item for envelope in published for item in envelope.items]
+    assert [item["event"]["userId"] for item in items] == ["bob"]
