@@ -219,3 +219,25 @@ def test_a_relay_reading_an_erased_persons_events_publishes_nothing_of_them(sett
     OutboxRelay(restarted, translator(2), publisher).relay_once()
     items = [item for envelope in published for item in envelope.items]
     assert [item["event"]["userId"] for item in items] == ["bob"]
+
+
+def test_erasure_drops_snapshots_which_hold_decrypted_state(settings):
+    from services.activation.application import ActivationApplication
+
+    activation = ActivationApplication(settings, destinations=[])
+    ledger = activation._ledger("ads")
+    profile_id = str(uuid.uuid4())
+    item = {"idempotency_key": f"ads:{profile_id}:x", "profile_id": profile_id,
+            "destination": "ads", "segment": "buyers", "action": "entered",
+            "traits": {"email": EMAIL}}
+    ledger.dead_letter("letter-1", [item], "HTTP 500", "2026-11-30T00:00:00Z")
+    while ledger.version < 200:  # the ledger is snapshotted every 200 events
+        ledger.skipped_batch([])
+    activation.save(ledger)
+    assert EMAIL.encode() in stored_bytes(settings, "activation")  # in the snapshot
+
+    activation.erase_subject([profile_id], [["email", EMAIL]])
+
+    assert EMAIL.encode() not in stored_bytes(settings, "activation")
+    [letter] = activation.dead_letters("ads")
+    assert is_erased(letter["items"][0]) and "traits" not in letter["items"][0]
