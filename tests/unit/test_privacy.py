@@ -241,3 +241,41 @@ def test_erasure_drops_snapshots_which_hold_decrypted_state(settings):
     assert EMAIL.encode() not in stored_bytes(settings, "activation")
     [letter] = activation.dead_letters("ads")
     assert is_erased(letter["items"][0]) and "traits" not in letter["items"][0]
+
+
+@pytest.fixture
+def postgres_settings(tmp_path):
+    from tessera.testing.platform import drop_database
+
+    settings = Settings(database="postgres", data_dir=tmp_path,
+                        postgres_dbname=f"privacy_{uuid.uuid4().hex}")
+    yield settings
+    drop_database(settings.postgres_dbname)
+
+
+def test_on_postgres_two_replicas_creating_one_subjects_key_never_lose_events(
+        postgres_settings):
+    """Two gateways see a new user id at once: the second save fails (and is retried
+    with the key the first one stored) instead of storing events under a lost key."""
+    first, second = GatewayApplication(postgres_settings), GatewayApplication(postgres_settings)
+    try:
+        subject = first.privacy.hashed("user_id:ann")
+        second.privacy.keys.key_for_writing(subject)  # the second makes its own new key...
+        # ...while the first stores another:
+        first.ingest("web", {"batch": [{"type": "identify", "userId": "ann",
+                                        "traits": {"email": EMAIL}}]},
+                     received_at=datetime.now(UTC))
+        event = {"type": "identify", "userId": "ann", "traits": {"plan": "pro"}}
+        with pytest.raises(Exception, match="division by zero"):
+            second.ingest("web", {"batch": [event]}, received_at=datetime.now(UTC))
+        second.ingest("web", {"batch": [event]}, received_at=datetime.now(UTC))  # the retry
+
+        reader = GatewayApplication(postgres_settings)
+        requests = list(reader.scan(IngestRequest.Received))
+        assert [r.accepted[0]["traits"] for r in requests] == [{"email": EMAIL},
+                                                                {"plan": "pro"}]
+        assert not any(is_erased(r.accepted[0]) for r in requests)
+        reader.close()
+    finally:
+        first.close()
+        second.close()
