@@ -21,6 +21,7 @@ from eventsourcing.persistence import Tracking
 from shared.envelope import Envelope, position_of
 from shared.leadership import Leadership, SoleProcess
 from shared.partitions import partition_of
+from shared.privacy import is_erased
 from shared.store import ServiceApplication
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,10 @@ class OutboxRelay:
     def _envelopes(self, notifications) -> list[Envelope]:
         grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for notification in notifications:
-            domain_event = self.app.mapper.to_domain_event(notification)
+            domain_event = self.app.recorded_event(notification)
             for index, (stream, partition, item) in enumerate(self.translate(domain_event)):
+                if is_erased(item):  # its person was erased before it was published
+                    continue
                 item["position"] = position_of(notification.id, index)
                 grouped.setdefault((stream, partition), []).append(item)
         envelopes = []

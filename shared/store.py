@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -29,6 +31,15 @@ from eventsourcing.persistence import IntegrityError, ProcessRecorder, Tracking
 from eventsourcing.utils import get_topic
 
 from shared.config import Settings
+from shared.privacy import (
+    SECRET_ENV,
+    KeyedHash,
+    Privacy,
+    PrivacyMapper,
+    SubjectKeys,
+    privacy_secret,
+    rules_of,
+)
 from shared.readmodel import READ_MODEL_WRITES, ReadModel, Writes
 
 try:  # Only real mode needs PostgreSQL (and libpq); embedded mode must start without it.
@@ -38,6 +49,7 @@ except ImportError:  # pragma: no cover - depends on the machine
     psycopg = None
 
 AGGREGATE_CACHE_SIZE = 200_000
+RECENTLY_RECORDED = 256  # the relay is woken by each save: a short memory suffices
 
 
 def store_env(service: str, settings: Settings) -> dict[str, str]:
@@ -118,10 +130,35 @@ def _schema_lock(settings: Settings, schema: str):
         yield  # the lock goes with the connection
 
 
+def service_privacy_secret(settings: Settings) -> bytes:
+    """The secret of keyed hashes (shared.privacy): TESSERA_PRIVACY_SECRET, the same on
+    every replica. Without it, embedded mode generates one into the data directory and
+    real mode keeps a generated one in the database, so that all replicas agree (weaker:
+    whoever reads the database reads the secret; set the variable in production).
+    Losing the secret makes every stored event read as erased: back it up."""
+    if os.environ.get(SECRET_ENV) or settings.database != "postgres":
+        return privacy_secret(settings.data_dir)
+    ensure_postgres_database(settings)
+    with psycopg.connect(postgres_conninfo(settings), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext('tessera.privacy_log'))")
+        with _created_concurrently():
+            conn.execute("CREATE SCHEMA IF NOT EXISTS privacy_log")
+        conn.execute("CREATE TABLE IF NOT EXISTS privacy_log.secret "
+                     "(id INTEGER PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute("INSERT INTO privacy_log.secret VALUES (1, %s) ON CONFLICT DO NOTHING",
+                     (secrets.token_hex(32),))
+        value = conn.execute("SELECT value FROM privacy_log.secret WHERE id = 1").fetchone()[0]
+        conn.execute("SELECT pg_advisory_unlock(hashtext('tessera.privacy_log'))")
+    return value.encode()
+
+
 class ServiceApplication(Application):
     """Base of every service's application."""
 
     service_name = "service"
+    # Topic of the service's privacy rules (services/<name>/privacy.py:RULES): which fields
+    # of which stored events are whose personal data (shared.privacy).
+    privacy_rules: str | None = None
 
     def __init__(self, settings: Settings, env: dict[str, str] | None = None):
         self.settings = settings
@@ -133,9 +170,102 @@ class ServiceApplication(Application):
                 super().__init__(env=merged)
         else:
             super().__init__(env=merged)
+        self._install_privacy()
         self._tracked: dict[str, int] = {}
         self._tracking_to_flush: dict[str, int] = {}
+        # The events this process recorded last, by notification id: the outbox relay
+        # publishes them without decoding (and decrypting) what it has just encoded.
+        self._recently_recorded: dict[int, Any] = {}
         self._listeners: list[Callable[[], None]] = []
+
+    def _install_privacy(self) -> None:
+        """Per-subject encryption of personal data in stored events (shared.privacy)."""
+        hashed = KeyedHash(service_privacy_secret(self.settings))
+        schema = self.service_name if self.settings.database == "postgres" else None
+        keys = SubjectKeys(self.process_recorder.datastore, schema, hashed)
+        self.privacy = Privacy(hashed, keys, rules_of(type(self)))
+        if self.privacy.rules:
+            mapper = PrivacyMapper(self.mapper.transcoder, self.privacy.rules, keys,
+                                   compressor=self.mapper.compressor)
+            self.mapper = self.events.mapper = mapper
+            if self.snapshots is not None:
+                self.snapshots.mapper = mapper
+
+    def _record(self, processing: ProcessingEvent) -> list[Any]:
+        """New subject keys are written in the transaction of the events sealed with them."""
+        if not isinstance(self.mapper, PrivacyMapper):
+            return super()._record(processing)
+        self.mapper.prefetch(processing.events)
+        given = processing.saved_kwargs.get(READ_MODEL_WRITES)
+        with self.mapper.subject_cipher.saving() as new_keys:
+            # Filled while the events are mapped, read when the recorder runs the writes.
+            writes = Writes([(self.privacy.keys.insert_statement(), new_keys, None)])
+            writes.extend(given)
+            processing.saved_kwargs[READ_MODEL_WRITES] = writes
+            try:
+                recordings = super()._record(processing)
+            except Exception:
+                self.privacy.keys.unsaved(new_keys)
+                raise
+        self.privacy.keys.saved(new_keys)
+        return recordings
+
+    # ---- erasure (shared.privacy) --------------------------------------------------------
+    def shred_subjects(self, subjects: Iterable[str]) -> int:
+        """Erasure's common part: the subjects' keys go, and every decrypted copy this
+        process holds (cached aggregates, snapshots) with them. Returns the keys shredded."""
+        return self.shred_subjects_by_hash(self.privacy.hashed(s) for s in subjects)
+
+    def shred_subjects_by_hash(self, subject_hashes: Iterable[str]) -> int:
+        """The same, by the subjects' keyed hashes (what the erasure log keeps)."""
+        shredded = self.privacy.keys.shred(subject_hashes)
+        self.purge_snapshots()
+        self.flush_tracking()  # what is only remembered would be forgotten with the cache
+        self.forget_cached_state()
+        self._recently_recorded.clear()  # decrypted: the relay reads the store again
+        return shredded
+
+    def purge_snapshots(self) -> None:
+        """Snapshots are decrypted state: all of them go (they are taken again)."""
+        if self.snapshots is None:
+            return
+        recorder = self.snapshots.recorder
+        table = recorder.events_table_name
+        if self.settings.database == "postgres":
+            table = f'"{recorder.datastore.schema}".{table}'
+        with recorder.datastore.transaction(commit=True) as cursor:
+            cursor.execute(f"DELETE FROM {table}")
+
+    def compact_store(self) -> None:
+        """SQLite keeps deleted rows' bytes in free pages and its WAL until rewritten:
+        after an erasure the file is rewritten so nothing erased can be read back from it.
+        (PostgreSQL's dead tuples are not readable through SQL; its VACUUM reclaims them.)
+
+        VACUUM may renumber rowids of tables without an INTEGER PRIMARY KEY, and the
+        notification ids of eventsourcing's SQLite table are rowids: SQLite's VACUUM
+        copies tables whole (rowids kept), and we check that it did."""
+        if self.settings.database != "sqlite":
+            return
+        import sqlite3
+
+        path = self.settings.data_dir / f"{self.service_name}.sqlite"
+        table = self.process_recorder.events_table_name
+        fingerprint = (f"SELECT count(*), max(rowid), sum(rowid * (originator_version + "
+                       f"length(topic))) FROM {table}")
+        with contextlib.closing(sqlite3.connect(path, timeout=30, isolation_level=None)) as db:
+            before = db.execute(fingerprint).fetchone()
+            db.execute("PRAGMA secure_delete = ON")
+            db.execute("VACUUM")
+            after = db.execute(fingerprint).fetchone()
+            if after != before:
+                raise RuntimeError(f"VACUUM renumbered the notifications of {path}: "
+                                   f"{before} became {after}")
+            for _ in range(50):  # a reader still on an old snapshot holds the WAL back
+                busy, *_ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return
+                time.sleep(0.1)
+            raise RuntimeError(f"{path}: the WAL could not be emptied after an erasure")
 
     def construct_recorder(self):
         # A process recorder keeps tracking records in the same transaction as events.
@@ -146,6 +276,21 @@ class ServiceApplication(Application):
         recorder = self.recorder
         assert isinstance(recorder, ProcessRecorder)
         return recorder
+
+    def _notify(self, recordings: list[Any]) -> None:
+        super()._notify(recordings)
+        recent = self._recently_recorded
+        for recording in recordings:
+            recent[recording.notification.id] = recording.domain_event
+        if len(recent) > RECENTLY_RECORDED:
+            for notification_id in sorted(recent)[:len(recent) - RECENTLY_RECORDED // 2]:
+                recent.pop(notification_id, None)
+
+    def recorded_event(self, notification: Any) -> Any:
+        """The domain event of a notification: the one this process recorded, if it still
+        remembers it, else decoded from the store."""
+        found = self._recently_recorded.pop(notification.id, None)
+        return found if found is not None else self.mapper.to_domain_event(notification)
 
     def read_model(self) -> ReadModel:
         """Tables beside the event store, in the same file or schema (shared.readmodel)."""

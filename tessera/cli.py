@@ -15,6 +15,7 @@
     tessera contacts …         contacts: search, show, update, stage, note, bulk; accounts …
     tessera dsr …              data subject requests: file, verify, extend, complete, overdue
     tessera audit …            subject (one person's history), views, processing (Art. 30)
+    tessera privacy erase T:V  erase a person everywhere; reapply-erasures after a restore
 
 Every service process has an operations port (TESSERA_OPS_PORT): /livez, /readyz, /metrics.
 """
@@ -186,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     audit_cli.add_commands(commands)
     from tessera import audit_chain_cli  # last: it joins a `tessera audit` made by others
     audit_chain_cli.add_commands(commands)
+    from tessera import privacy_cli
+    privacy_cli.add_commands(commands)
     args = parser.parse_args(argv)
     return args.func(args)
 

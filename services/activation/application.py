@@ -26,6 +26,7 @@ from services.activation.domain import (
     summary,
 )
 from shared.envelope import utcnow_iso
+from shared.privacy import is_erased, subject_of_profile
 from shared.store import ServiceApplication
 
 LEDGER_OUTCOMES = {DestinationLedger.Delivered: "delivered",
@@ -38,6 +39,7 @@ DecideMany = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
 class ActivationApplication(ServiceApplication):
     service_name = "activation"
+    privacy_rules = "services.activation.privacy:RULES"
     name = "activation"
     snapshotting_intervals = {DestinationLedger: 200}
 
@@ -236,7 +238,9 @@ class ActivationApplication(ServiceApplication):
         if letter is None:
             raise KeyError(letter_id)
         destination = self.destinations[destination_name]
-        allowed, denied = self._decide(destination, letter["items"], decide_many)
+        # Items of people erased since are not sent again (their traits are gone).
+        items = [i for i in letter["items"] if not is_erased(i)]
+        allowed, denied = self._decide(destination, items, decide_many) if items else ([], [])
         try:
             if denied:
                 ledger.suppressed_batch([summary(i) for i in denied])
@@ -309,6 +313,45 @@ class ActivationApplication(ServiceApplication):
         if planned:
             self.save_and_wake(DeliveryPlan(items=planned))
         return len(planned)
+    # ---- erasure ----------------------------------------------------------------------
+    def erase_subject(self, profile_ids: list[str], identifiers: list[list[str]],
+                      subject_hashes: list[str] = ()) -> dict[str, Any]:
+        """Erasure (services/consent/erasure.py): the profiles' keys go, and with them the
+        traits of their planned, delivered and dead-lettered items; the ledgers' snapshots
+        (decrypted dead letters) are dropped and taken again."""
+        hashes = {*(self.privacy.hashed(subject_of_profile(p)) for p in profile_ids),
+                  *subject_hashes}
+        shredded = self.shred_subjects_by_hash(hashes)
+        self.compact_store()
+        return {"service": self.service_name, "keys_shredded": shredded,
+                "subject_hashes": sorted(hashes)}
+
+    def delete_at_destinations(self, identifiers: list[list[str]],
+                               only: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Ask each destination that can delete a person to delete this one. Returns, per
+        destination, "confirmed", "failed" (with the error; the caller retries) or
+        "unsupported" (the connector declares no delete_subject)."""
+        emails = sorted({v for t, v in identifiers if t == "email"})
+        phones = sorted({v for t, v in identifiers if t == "phone"})
+        outcomes: dict[str, dict[str, Any]] = {}
+        for name, destination in self.destinations.items():
+            if only is not None and name not in only:
+                continue
+            connector = self._connector(destination)
+            if Capability.DELETE_SUBJECT not in connector.capabilities:
+                outcomes[name] = {"status": "unsupported"}
+                continue
+            items = [DeliveryItem(
+                idempotency_key=f"{name}:erase:{index}", profile_id="", action="erased",
+                segment=None, traits={"email": email, **({"phone": phones[0]} if phones else {})},
+                identifiers={}, occurred_at=utcnow_iso(), decision_id="")
+                for index, email in enumerate(emails or [None])]
+            try:
+                connector.deliver(Capability.DELETE_SUBJECT, name, items)
+                outcomes[name] = {"status": "confirmed"}
+            except Exception as failed:  # recorded on the erasure ledger, retried from there
+                outcomes[name] = {"status": "failed", "error": f"{type(failed).__name__}"}
+        return outcomes
 
     # ---- queries ----------------------------------------------------------------------
     def outcomes(self, destination: str) -> list[dict[str, Any]]:

@@ -76,5 +76,14 @@ class ActivationService:
         return self.app.plan_rectification(profile_id, segments, traits, request_id)
 
     @rpc
+    def erase_subject(self, profile_ids: list[str], identifiers: list[list[str]], **hashes):
+        """Erasure of one person in this service (services/consent/erasure.py)."""
+        return self.app.erase_subject(profile_ids, identifiers, **hashes)
+
+    @rpc
+    def delete_at_destinations(self, identifiers: list[list[str]], only: list[str] | None = None):
+        return self.app.delete_at_destinations(identifiers, only)
+
+    @rpc
     def status(self):
         return service_status(self.name, self.app)

@@ -12,6 +12,7 @@ from eventsourcing.utils import get_topic
 from services.consent.domain import ConsentRecord, DecisionBatch, ProfileLinks, decide, record_id
 from services.consent.request_desk import SubjectRequestDesk
 from shared.envelope import utcnow_iso
+from shared.privacy import subject_of_identifier, subject_of_profile, subject_of_stream
 from shared.store import ServiceApplication
 
 KNOWN_PURPOSES = frozenset({"advertising", "marketing", "analytics", "personalization",
@@ -27,6 +28,7 @@ class NotCaughtUp(Exception):
 
 class ConsentApplication(SubjectRequestDesk, ServiceApplication):
     service_name = "consent"
+    privacy_rules = "services.consent.privacy:RULES"
     name = "consent"
 
     def __init__(self, *args, **kwargs):
@@ -128,6 +130,27 @@ class ConsentApplication(SubjectRequestDesk, ServiceApplication):
         if absorbed.merged_into is None and absorbed is not survivor:
             absorbed.merge_into(survivor.profile_id)
 
+    # ---- erasure ----------------------------------------------------------------------
+    def erase_subject(self, profile_ids: list[str], identifiers: list[list[str]],
+                      subject_hashes: list[str] = ()) -> dict[str, Any]:
+        """Erasure (services/consent/erasure.py): the keys of the person's links and of
+        the consent records kept against each of their identifiers go. Decisions stay:
+        they name profiles and purposes only."""
+        named = {tuple(i) for i in identifiers}
+        for profile_id in profile_ids:
+            stream = _uuid_or_none(profile_id)
+            links = self.find(stream) if stream is not None else None
+            if isinstance(links, ProfileLinks):
+                named.update(tuple(i) for i in links.identifiers)
+        subjects = [subject_of_profile(p) for p in profile_ids]
+        subjects += [subject_of_stream(record_id(t, v)) for t, v in named]
+        subjects += [subject_of_identifier(t, v) for t, v in named]  # their requests
+        hashes = {*(self.privacy.hashed(s) for s in subjects), *subject_hashes}
+        shredded = self.shred_subjects_by_hash(hashes)
+        self.compact_store()
+        return {"service": self.service_name, "keys_shredded": shredded,
+                "subject_hashes": sorted(hashes)}
+
     # ---- deciding ---------------------------------------------------------------------
     def caught_up(self, after: dict[str, Any] | None) -> bool:
         if not after or not after.get("position"):
@@ -200,3 +223,10 @@ class ConsentApplication(SubjectRequestDesk, ServiceApplication):
             return batch.decisions[int(index)]
         except (AggregateNotFoundError, ValueError, IndexError):
             return None
+
+
+def _uuid_or_none(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from nameko.rpc import rpc
+import eventlet
+from nameko.rpc import RpcProxy, rpc
 
 from services.consent.application import ConsentApplication, NotCaughtUp
+from services.consent.erasure import Erasure, ErasureError, ErasureLog
 from services.consent.request_rpcs import SubjectRequestRpcs
 from shared.contracts import IDENTITY_RESOLVED
 from shared.messaging.nameko_ext import ServiceApp, partitioned_handler, service_status
@@ -13,6 +15,11 @@ from shared.messaging.nameko_ext import ServiceApp, partitioned_handler, service
 class ConsentService(SubjectRequestRpcs):
     name = "consent"
     app = ServiceApp(ConsentApplication)
+    gateway = RpcProxy("gateway")
+    identity = RpcProxy("identity")
+    contacts = RpcProxy("contacts")
+    segments = RpcProxy("segments")
+    activation = RpcProxy("activation")
 
     @partitioned_handler(IDENTITY_RESOLVED, "consent")
     def on_identity_resolved(self, envelope):
@@ -37,6 +44,34 @@ class ConsentService(SubjectRequestRpcs):
     @rpc
     def decision(self, decision_id: str):
         return self.app.decision(decision_id)
+
+    # ---- erasure (services/consent/erasure.py) -----------------------------------------
+    @rpc
+    def erase_subject(self, profile_ids: list[str], identifiers: list[list[str]], **hashes):
+        return self.app.erase_subject(profile_ids, identifiers, **hashes)
+
+    @rpc
+    def erase(self, identifier: list[str], requested_by: str, request_id: str | None = None):
+        """Erase the person behind `identifier` everywhere; what was erased, and the
+        per-recipient ledger of deletion requests."""
+        try:
+            return self._erasure().erase(identifier, requested_by, request_id)
+        except ErasureError as refused:
+            return {"error": {"code": "invalid_erasure", "message": str(refused)}}
+
+    @rpc
+    def reapply_erasures(self):
+        return self._erasure().reapply()
+
+    def _erasure(self) -> Erasure:
+        return Erasure(ErasureLog(self.app.settings), self._call)
+
+    def _call(self, service: str, method: str, **kwargs):
+        if service == self.name:
+            return getattr(self.app, method)(**kwargs)
+        timeout = max(60.0, 6 * self.app.settings.rpc_timeout)  # SQLite files are rewritten
+        with eventlet.Timeout(timeout):
+            return getattr(getattr(self, service), method)(**kwargs)
 
     @rpc
     def status(self):

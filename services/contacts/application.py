@@ -16,6 +16,7 @@ from services.contacts.domain import TIMELINE_TYPES, Account, ChangeBatch, Profi
 from services.contacts.policy import RECTIFICATION_SOURCE, ContactsPolicy
 from services.contacts.sales import deal_of, ticket_of
 from shared.partitions import partition_of
+from shared.privacy import subject_of_profile
 from shared.store import ServiceApplication
 
 DEFAULT_ROLE = "member"
@@ -69,6 +70,7 @@ class _NotFound(Exception):
 
 class ContactsApplication(ServiceApplication):
     service_name = "contacts"
+    privacy_rules = "services.contacts.privacy:RULES"
     name = "contacts"
 
     def __init__(self, settings, env: dict[str, str] | None = None, *,
@@ -91,6 +93,25 @@ class ContactsApplication(ServiceApplication):
 
     def _lock_of(self, partition: str) -> threading.RLock:
         return self._partition_locks.setdefault(partition, threading.RLock())
+
+    # ---- erasure ----------------------------------------------------------------------
+    def erase_subject(self, profile_ids: list[str], identifiers: list[list[str]],
+                      subject_hashes: list[str] = ()) -> dict[str, Any]:
+        """Erasure (services/consent/erasure.py): the profiles' keys go, and so do their
+        directory rows (searchable, hence readable: they are purged, not shredded)."""
+        rm = self.directory.rm
+        for profile_id in profile_ids:
+            for table in ("contacts", "contact_identifiers", "contact_accounts",
+                          "account_activity"):
+                rm.execute(f"DELETE FROM {rm.table(table)} WHERE profile_id = %s",
+                           (profile_id,))
+        self.recently_written.forget()
+        hashes = {*(self.privacy.hashed(subject_of_profile(p)) for p in profile_ids),
+                  *subject_hashes}
+        shredded = self.shred_subjects_by_hash(hashes)
+        self.compact_store()
+        return {"service": self.service_name, "keys_shredded": shredded,
+                "subject_hashes": sorted(hashes)}
 
     def apply_batch(self, tracking_key: str, partition: str, items: list[dict[str, Any]]) -> int:
         with self._lock_of(partition):

@@ -59,6 +59,11 @@ class ContactsService:
         return self.app.rectify(profile_id, traits, request_id)
 
     @rpc
+    def erase_subject(self, profile_ids: list[str], identifiers: list[list[str]], **hashes):
+        """Erasure of one person in this service (services/consent/erasure.py)."""
+        return self.app.erase_subject(profile_ids, identifiers, **hashes)
+
+    @rpc
     def status(self):
         return service_status(self.name, self.app)
 

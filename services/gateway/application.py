@@ -16,6 +16,8 @@ from eventsourcing.domain import Aggregate, event
 
 from services.gateway.domain import Rejection, judge_batch
 from services.gateway.subject_log import GatewaySubjectData
+from services.gateway.suppression import SuppressionList
+from shared.privacy import subject_of_identifier
 from shared.store import ServiceApplication
 
 SEEN_MESSAGE_IDS = 1_000_000
@@ -37,6 +39,7 @@ class IngestRequest(Aggregate):
 class IngestOutcome:
     accepted: int = 0
     duplicates: int = 0
+    suppressed: int = 0  # events of erased people, dropped (services/gateway/suppression.py)
     rejected: list[Rejection] = field(default_factory=list)
 
 
@@ -61,11 +64,13 @@ class _SeenMessages:
 
 class GatewayApplication(GatewaySubjectData, ServiceApplication):
     service_name = "gateway"
+    privacy_rules = "services.gateway.privacy:RULES"
     name = "gateway"
     ingest_event_class = IngestRequest.Received
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.suppression = SuppressionList(self.read_model(), self.privacy.hashed)
         self._seen = _SeenMessages(SEEN_MESSAGE_IDS)
         self._warm_seen()
 
@@ -87,6 +92,8 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
                path_type: str | None = None) -> IngestOutcome:
         accepted, rejected = judge_batch(body, received_at=received_at, path_type=path_type)
         outcome = IngestOutcome(rejected=rejected)
+        accepted, suppressed = self._suppressed(accepted)
+        outcome.suppressed = len(suppressed)
         fresh = []
         in_request: set[str] = set()
         for item in accepted:
@@ -99,11 +106,11 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
         # Claimed before saving, so a concurrent retry of the same request is recognised.
         for item in fresh:
             self._seen.add((source, item["messageId"]))
-        if fresh or rejected:
+        if fresh or rejected or suppressed:
             try:
                 self.save_and_wake(IngestRequest(
                     source=source, accepted=fresh,
-                    rejected=[_rejection_record(r) for r in rejected],
+                    rejected=[_rejection_record(r) for r in rejected] + suppressed,
                     received_at=received_at.isoformat()))
             except Exception:
                 for item in fresh:
@@ -111,6 +118,35 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
                 raise
         outcome.accepted = len(fresh)
         return outcome
+
+    def _suppressed(self, accepted: list[dict[str, Any]]
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Events of erased people leave only a record that names nobody."""
+        kept, dropped = [], []
+        for index, item in enumerate(accepted):
+            if self.suppression.suppresses(item):
+                dropped.append(_rejection_record(Rejection(
+                    index=index, message_id=item.get("messageId"), field="identifiers",
+                    rule="erased", message="the person was erased: event dropped",
+                    redacted={})))
+            else:
+                kept.append(item)
+        return kept, dropped
+
+    # ---- erasure ----------------------------------------------------------------------
+    def erase_subject(self, profile_ids: list[str], identifiers: list[list[str]],
+                      request_id: str | None = None, subject_hashes: list[str] = (),
+                      suppression_hashes: list[str] = ()) -> dict[str, Any]:
+        """Before identity, events belong to their user id or anonymous id: those keys go;
+        every identifier is suppressed, so the person is not brought back."""
+        subjects = [subject_of_identifier(t, v) for t, v in identifiers]
+        hashes = {*(self.privacy.hashed(s) for s in subjects), *subject_hashes}
+        shredded = self.privacy.keys.shred(hashes)
+        self.forget_cached_state()
+        suppressed = self.suppression.add(identifiers, request_id, suppression_hashes)
+        self.compact_store()
+        return {"service": self.service_name, "keys_shredded": shredded,
+                "subject_hashes": sorted(hashes), "suppression_hashes": suppressed}
 
     def counts(self) -> dict[str, int]:
         accepted = rejected = 0

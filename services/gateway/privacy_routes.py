@@ -17,17 +17,17 @@ from nameko.exceptions import RemoteError
 from nameko.web.handlers import http
 from werkzeug.wrappers import Response
 
-from services.gateway.privacy import (
-    SubjectData,
-    SubjectNotFound,
-    parse_identifier,
-    subject_history,
-)
 from services.gateway.processing_records import (
     ProcessingConfigError,
     load_processing_config,
     records_of_processing,
     render_markdown,
+)
+from services.gateway.subject_data import (
+    SubjectData,
+    SubjectNotFound,
+    parse_identifier,
+    subject_history,
 )
 from shared.envelope import utcnow_iso
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import eventlet
 from marshmallow import ValidationError
-from nameko.rpc import RpcProxy
+from nameko.rpc import RpcProxy, rpc
 from nameko.web.handlers import http
 from werkzeug.wrappers import Response
 
@@ -99,7 +99,8 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
             outcome = self.app.ingest(source, body, received_at=received_at, path_type=path_type)
         except BadRequest as refused:
             return _error(refused.status, refused.code, refused.message)
-        if outcome.accepted == 0 and outcome.duplicates == 0 and outcome.rejected:
+        if outcome.accepted == 0 and outcome.duplicates == 0 and not outcome.suppressed \
+                and outcome.rejected:
             first = outcome.rejected[0]
             return _error(400, first.rule, first.message)
         return _json(200, {"success": True})
@@ -129,6 +130,39 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
         records = self._call(self.consent.record_consent, identifiers, purposes,
                              source=f"api:{source}", **receipt)
         return _json(200, {"success": True, "records": records})
+
+    # ---- privacy: erasure (docs/privacy.md) ---------------------------------------------
+    @http("POST", "/v1/privacy/erasures")
+    def request_erasure(self, request):
+        def answer(body):
+            identifier = body.get("identifier")
+            requested_by = body.get("requested_by") or "admin-api"
+            outcome = self._call_long(self.consent.erase, identifier, requested_by,
+                                      body.get("request_id"))
+            if "error" in outcome:
+                return _json(400, outcome["error"])
+            return _json(200, outcome)
+        return self._admin(request, self._with_json_body, request, answer)
+
+    @http("POST", "/v1/privacy/erasures/reapply")
+    def reapply_erasures(self, request):
+        return self._admin(request, lambda: _json(
+            200, self._call_long(self.consent.reapply_erasures)))
+
+    @rpc
+    def erase_subject(self, profile_ids: list[str], identifiers: list[list[str]], **extra):
+        """Erasure of one person at the door: keys, suppression list (services/gateway)."""
+        return self.app.erase_subject(profile_ids, identifiers, **extra)
+
+    def _call_long(self, remote, /, *args):
+        """An erasure visits every service and every destination: more than one call's
+        worth of time."""
+        timeout = max(120.0, 10 * self.app.settings.rpc_timeout)
+        try:
+            with eventlet.Timeout(timeout):
+                return remote(*args)
+        except eventlet.Timeout as expired:
+            raise Unavailable(f"the erasure did not finish within {timeout}s") from expired
 
     # ---- one-click unsubscribe (RFC 8058) ----------------------------------------------
     @http("POST", "/u/<string:token>")

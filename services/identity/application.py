@@ -9,6 +9,7 @@ when it falls apart.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import uuid
@@ -46,6 +47,7 @@ from services.identity.matching import (
 )
 from services.identity.normalise import normalise_email, normalise_phone
 from services.identity.policy import IdentityPolicy
+from shared.privacy import is_erased, subject_of_profile, subject_of_stream
 from shared.store import ServiceApplication
 
 # A record this many bits short of the review threshold against its best single record may
@@ -140,6 +142,7 @@ def _one_writer(method):
 
 class IdentityApplication(ServiceApplication):
     service_name = "identity"
+    privacy_rules = "services.identity.privacy:RULES"
     name = "identity"
 
     def __init__(self, settings, env=None, policy: IdentityPolicy | None = None):
@@ -515,6 +518,8 @@ class IdentityApplication(ServiceApplication):
         self._index_position = newest
 
     def _index(self, stored: Any) -> None:
+        if is_erased(stored):  # an erased person's records are not matched against
+            return
         profile_id = str(stored.originator_id)
         if isinstance(stored, IdentityProfile.Created):
             record = getattr(stored, "record", None)
@@ -629,6 +634,77 @@ class IdentityApplication(ServiceApplication):
         profile.remove_node(node(RECORD, record_id), reason)
         self.match_index.remove(record_id)
         return self._save_split(unit, profile, reason)
+
+    # ---- erasure of a person (services/consent/erasure.py drives it) ----------------------
+    def subject_of(self, identifier_type: str, value: str) -> dict[str, Any]:
+        """Everything that names the person behind an identifier: the profile it links
+        to, the profiles merged into it, every identifier linked to them, and the
+        profiles this identifier was seen on but could not join (another user id: a CRM
+        row of the same person). Only the identifier asked about is followed that way: a
+        shared phone or address must not reach a household member."""
+        unit = _Unit(self)
+        identifier = Identifier(identifier_type, self._normalised(identifier_type, value)
+                                or str(value).strip())
+        link = unit.link(identifier)
+        found = {(identifier.type, identifier.value)}
+        if link is None:
+            return {"profile_ids": [], "identifiers": [list(identifier_) for identifier_ in found]}
+        roots: dict[str, IdentityProfile] = {}
+        for profile_id in [link.profile_id, *link.seen_with]:
+            if profile_id is None:
+                continue
+            with contextlib.suppress(AggregateNotFoundError, ValueError):
+                root = unit.root(profile_id)
+                roots[str(root.id)] = root
+        profiles: set[str] = set()
+        for root in roots.values():
+            profiles.update({str(root.id), *root.absorbed})
+            found.update((kind, v) for kind, values in root.identifiers.items() for v in values)
+        return {"profile_ids": sorted(profiles),
+                "identifiers": [list(i) for i in sorted(found)]}
+
+    @_one_writer
+    def erase_subject(self, profile_ids: list[str], identifiers: list[list[str]],
+                      subject_hashes: list[str] = ()) -> dict[str, Any]:
+        """The person leaves the graph (every node, every link), the match index forgets
+        their records, then their keys are shredded: profiles and identifier links."""
+        unit = _Unit(self)
+        roots: dict[str, IdentityProfile] = {}
+        for profile_id in profile_ids:
+            with contextlib.suppress(AggregateNotFoundError, ValueError):
+                root = unit.root(profile_id)
+                roots[str(root.id)] = root
+        named = {Identifier(t, v) for t, v in identifiers}
+        for identifier in named:
+            link = unit.link(identifier)
+            if link is not None and link.profile_id is not None:
+                root = unit.root(link.profile_id)
+                roots[str(root.id)] = root
+        profiles = set(profile_ids)
+        reason = {"rule": "erased"}
+        for root in roots.values():
+            profiles.add(str(root.id))
+            profiles.update(root.absorbed)
+            for name in list(root.nodes):
+                root.remove_node(name, reason)
+                if node_kind(name) == RECORD:
+                    if node_value(name) in self.match_index.records:
+                        self.match_index.remove(node_value(name))
+                else:
+                    named.add(Identifier(node_kind(name), node_value(name)))
+        for identifier in named:
+            link = unit.link(identifier)
+            if link is not None and link.profile_id is not None:
+                link.unlink("erased")
+        self._save(*unit.aggregates())
+        subjects = [subject_of_profile(p) for p in profiles]
+        subjects += [subject_of_stream(i.link_id) for i in named]
+        hashes = {*(self.privacy.hashed(s) for s in subjects), *subject_hashes}
+        shredded = self.shred_subjects_by_hash(hashes)
+        self.compact_store()
+        return {"service": self.service_name, "profiles": len(profiles),
+                "identifiers": len(named), "keys_shredded": shredded,
+                "subject_hashes": sorted(hashes)}
 
     def _existing_root(self, unit: _Unit, profile_id: str) -> IdentityProfile:
         try:

@@ -83,5 +83,15 @@ class IdentityService:
         return self.app.generic_identifiers()
 
     @rpc
+    def erase_subject(self, profile_ids: list[str], identifiers: list[list[str]], **hashes):
+        """Erasure of one person in this service (services/consent/erasure.py)."""
+        return self.app.erase_subject(profile_ids, identifiers, **hashes)
+
+    @rpc
+    def subject_of(self, identifier_type: str, value: str):
+        """Who an erasure must reach: the person's profiles and linked identifiers."""
+        return self.app.subject_of(identifier_type, value)
+
+    @rpc
     def status(self):
         return service_status(self.name, self.app)

@@ -45,6 +45,7 @@ from services.segments.evaluation import (
 )
 from services.segments.rules import State, compile_rule, parse_time, referenced_segments
 from shared.partitions import partition_of
+from shared.privacy import subject_of_profile
 from shared.readmodel import Writes
 from shared.store import ServiceApplication
 
@@ -200,6 +201,7 @@ class NextPage:
 
 class SegmentsApplication(ServiceApplication):
     service_name = "segments"
+    privacy_rules = "services.segments.privacy:RULES"
     name = "segments"
 
     def __init__(self, *args, clock: Callable[[], float] = time.time, **kwargs):
@@ -219,6 +221,27 @@ class SegmentsApplication(ServiceApplication):
             (row["due"], row["profile_id"]) for row in self.rm.query(
                 f"SELECT profile_id, due FROM {self.rm.table('profiles')} WHERE due IS NOT NULL")]
         heapq.heapify(self._expiries)
+
+    # ---- erasure ----------------------------------------------------------------------
+    def erase_subject(self, profile_ids: list[str], identifiers: list[list[str]],
+                      subject_hashes: list[str] = ()) -> dict[str, Any]:
+        """Erasure (services/consent/erasure.py): the profiles' keys go, and so do their
+        rows of the read model (traits, memberships, history) and pending expiries."""
+        gone = set(profile_ids)
+        with self._lock:
+            for profile_id in profile_ids:
+                for table in ("profiles", "members", "history"):
+                    self.rm.execute(
+                        f"DELETE FROM {self.rm.table(table)} WHERE profile_id = %s",
+                        (profile_id,))
+            self._expiries = [e for e in self._expiries if e[1] not in gone]
+            heapq.heapify(self._expiries)
+            hashes = {*(self.privacy.hashed(subject_of_profile(p)) for p in profile_ids),
+                      *subject_hashes}
+            shredded = self.shred_subjects_by_hash(hashes)
+        self.compact_store()
+        return {"service": self.service_name, "keys_shredded": shredded,
+                "subject_hashes": sorted(hashes)}
 
     # ---- definitions ------------------------------------------------------------------
     def _catalog(self) -> SegmentCatalog:

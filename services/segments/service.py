@@ -96,6 +96,11 @@ class SegmentsService:
         return self.app.export_subject(profile_ids, identifiers)
 
     @rpc
+    def erase_subject(self, profile_ids: list[str], identifiers: list[list[str]], **hashes):
+        """Erasure of one person in this service (services/consent/erasure.py)."""
+        return self.app.erase_subject(profile_ids, identifiers, **hashes)
+
+    @rpc
     def status(self):
         running = sum(1 for b in self.app.backfills() if b["status"] == "running")
         return {**service_status(self.name, self.app), "backfills_running": running}

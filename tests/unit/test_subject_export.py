@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from test_pipeline_in_process import platform  # noqa: F401 (the in-process pipeline)
 
-from services.gateway.privacy import SubjectData, subject_history
+from services.gateway.subject_data import SubjectData, subject_history
 
 HOME = {"lastName": "Lovelace", "address": {"street": "12 St James's Square",
                                             "city": "London", "postalCode": "SW1Y 4JH"}}
