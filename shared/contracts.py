@@ -15,6 +15,7 @@ IDENTITY_PROFILE_SPLIT = "identity.profile_split"
 PROFILE_CHANGED = "contacts.profile_changed"
 MEMBERSHIP_CHANGED = "segments.membership_changed"
 DELIVERY_PLANNED = "activation.delivery_planned"
+CONSENT_CHANGED = "consent.changed"
 
 # stream -> services that consume it (each gets one queue per partition).
 CONSUMERS: dict[str, tuple[str, ...]] = {
@@ -24,6 +25,7 @@ CONSUMERS: dict[str, tuple[str, ...]] = {
     PROFILE_CHANGED: ("segments",),
     MEMBERSHIP_CHANGED: ("activation",),
     DELIVERY_PLANNED: ("activation",),
+    CONSENT_CHANGED: ("activation",),
 }
 
 # Streams partitioned by destination name rather than by a hash of the person.
@@ -108,6 +110,25 @@ class DeliveryPlannedItem(_Item):
     occurred_at = fields.String(required=True)
     cause = fields.Nested(Cause, required=True)
     received_at = fields.String(allow_none=True, load_default=None)
+    # A removal planned because consent was withdrawn or processing restricted: sent
+    # without a consent decision, and only if the destination holds the person.
+    consent_removal = fields.Boolean(load_default=False)
+
+
+class ConsentChangedItem(_Item):
+    """A change of consent that affects where a person's data may go: `withdrawn` and
+    `restricted` remove them from the audiences of destinations serving those purposes;
+    `granted` and `restriction_lifted` let activation plan deliveries for the segments
+    they are in now (decided, as always, at send time)."""
+
+    profile_id = fields.String(required=True)
+    # The profile and every profile merged into it: audiences may hold any of them.
+    profile_ids = fields.List(fields.String(), required=True)
+    change = fields.String(required=True, validate=validate.OneOf(
+        ["withdrawn", "granted", "restricted", "restriction_lifted"]))
+    purposes = fields.List(fields.String(), required=True)
+    jurisdiction = fields.String(allow_none=True, load_default=None)  # None: every one
+    at = fields.String(required=True)
 
 
 SCHEMAS: dict[tuple[str, int], type[Schema]] = {
@@ -117,6 +138,7 @@ SCHEMAS: dict[tuple[str, int], type[Schema]] = {
     (PROFILE_CHANGED, 1): ProfileChangedItem,
     (MEMBERSHIP_CHANGED, 1): MembershipChangedItem,
     (DELIVERY_PLANNED, 1): DeliveryPlannedItem,
+    (CONSENT_CHANGED, 1): ConsentChangedItem,
 }
 
 _TRACK = {
@@ -178,5 +200,14 @@ EXAMPLES: dict[tuple[str, int], dict] = {
         "traits": {"email": "ada@example.com"},
         "occurred_at": "2026-11-29T10:00:00.300Z",
         "cause": _CAUSE,
+    },
+    (CONSENT_CHANGED, 1): {
+        "position": 40_000,
+        "profile_id": "0b6f7d0e-9c55-4f57-a1c6-1f2d3e4f5a6b",
+        "profile_ids": ["0b6f7d0e-9c55-4f57-a1c6-1f2d3e4f5a6b"],
+        "change": "withdrawn",
+        "purposes": ["advertising"],
+        "jurisdiction": "GDPR",
+        "at": "2026-11-29T10:00:01.000Z",
     },
 }

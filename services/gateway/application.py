@@ -15,6 +15,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from services.gateway.domain import Rejection, judge_batch
+from shared.purposes import load_catalogue
 from shared.store import ServiceApplication
 
 SEEN_MESSAGE_IDS = 1_000_000
@@ -66,6 +67,8 @@ class GatewayApplication(ServiceApplication):
         super().__init__(*args, **kwargs)
         self._seen = _SeenMessages(SEEN_MESSAGE_IDS)
         self._warm_seen()
+        # Consent requests name purposes of this catalogue, or are refused at the door.
+        self.purposes = load_catalogue(self.settings.purposes_file)
 
     def _warm_seen(self) -> None:
         """A restarted gateway still recognises the retries of requests it accepted."""
@@ -82,8 +85,11 @@ class GatewayApplication(ServiceApplication):
             start = notifications[-1].id + 1
 
     def ingest(self, source: str, body: dict[str, Any], *, received_at: datetime,
-               path_type: str | None = None) -> IngestOutcome:
+               path_type: str | None = None, gpc: bool = False) -> IngestOutcome:
         accepted, rejected = judge_batch(body, received_at=received_at, path_type=path_type)
+        if gpc:
+            for item in accepted:
+                stamp_gpc(item)
         outcome = IngestOutcome(rejected=rejected)
         fresh = []
         in_request: set[str] = set()
@@ -139,3 +145,12 @@ class GatewayApplication(ServiceApplication):
 
 def _rejection_record(rejection: Rejection) -> dict[str, Any]:
     return asdict(rejection)
+
+
+def stamp_gpc(event: dict[str, Any]) -> None:
+    """`Sec-GPC: 1` on the request: the browser's Global Privacy Control opt-out, kept on
+    the event under a field of our own (`context.privacy.gpc`), which consent reads. Server
+    SDKs never see the user's header, so they may set the field themselves."""
+    context = event.get("context") if isinstance(event.get("context"), dict) else {}
+    privacy = context.get("privacy") if isinstance(context.get("privacy"), dict) else {}
+    event["context"] = {**context, "privacy": {**privacy, "gpc": True}}
