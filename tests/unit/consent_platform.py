@@ -89,17 +89,25 @@ class ConsentPlatform:
                                       apps["consent"].decide_many),
         }
 
-    def drain(self) -> None:
-        """Relay and consume until nothing moves, as the broker and the lanes would."""
+    def drain(self, hold: frozenset[str] = frozenset()) -> list[Envelope]:
+        """Relay and consume until nothing moves, as the broker and the lanes would;
+        envelopes of the streams in `hold` are kept back and returned (still pending)."""
+        held: list[Envelope] = []
         while True:
             moved = sum(relay.relay_once() for relay in self.relays)
             published = list(self.broker.envelopes)
             self.broker.envelopes.clear()
             for envelope in published:
-                for consumer in CONSUMERS[envelope.type]:
-                    self.handlers[(consumer, envelope.type)](envelope)
+                if envelope.type in hold:
+                    held.append(envelope)
+                    continue
+                self.consume(envelope)
             if not moved and not published:
-                return
+                return held
+
+    def consume(self, envelope: Envelope) -> None:
+        for consumer in CONSUMERS[envelope.type]:
+            self.handlers[(consumer, envelope.type)](envelope)
 
     def send(self, *events: dict[str, Any]) -> None:
         self.apps["gateway"].ingest("web", {"batch": list(events)},
