@@ -88,8 +88,10 @@ class Audiences:
         rows = self.rm.query(f"SELECT profile_id, segment, traits, cause FROM "
                              f"{self.rm.table('memberships')} WHERE profile_id IN ({marks})",
                              profile_ids)
-        return [{"profile_id": r[0], "segment": r[1], "traits": json.loads(r[2]),
-                 "cause": json.loads(r[3])} for r in rows]
+        # Rows are sqlite3.Row or psycopg dicts: read them by column name.
+        return [{"profile_id": r["profile_id"], "segment": r["segment"],
+                 "traits": json.loads(r["traits"]), "cause": json.loads(r["cause"])}
+                for r in rows]
 
     def holdings(self, profile_ids: list[str]) -> list[dict[str, Any]]:
         if not profile_ids:
@@ -98,8 +100,8 @@ class Audiences:
         rows = self.rm.query(f"SELECT destination, profile_id, segment, traits FROM "
                              f"{self.rm.table('holdings')} WHERE profile_id IN ({marks})",
                              profile_ids)
-        return [{"destination": r[0], "profile_id": r[1], "segment": r[2],
-                 "traits": json.loads(r[3])} for r in rows]
+        return [{"destination": r["destination"], "profile_id": r["profile_id"],
+                 "segment": r["segment"], "traits": json.loads(r["traits"])} for r in rows]
 
     def holds(self, destination: str, profile_id: str, segment: str) -> bool:
         return bool(self.rm.query(
