@@ -21,7 +21,7 @@ CONSENT_CHANGED = "consent.changed"
 CONSUMERS: dict[str, tuple[str, ...]] = {
     INGEST_RECEIVED: ("identity",),
     IDENTITY_RESOLVED: ("contacts", "consent"),
-    IDENTITY_PROFILE_SPLIT: ("contacts",),
+    IDENTITY_PROFILE_SPLIT: ("contacts", "consent"),
     PROFILE_CHANGED: ("segments",),
     MEMBERSHIP_CHANGED: ("activation",),
     DELIVERY_PLANNED: ("activation",),

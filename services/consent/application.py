@@ -279,6 +279,47 @@ class ConsentApplication(ServiceApplication):
         if privacy.get("gpc") is True:
             self._apply_gpc(touched, changes, anchor, f"event from {item['source']}", at)
 
+    def apply_splits(self, tracking_key: str, items: list[dict[str, Any]]) -> int:
+        """identity.profile_split: each part's identifiers (and the people matched in
+        with them) leave the profile, so that its consent no longer speaks for them."""
+        fresh = self.fresh_items(tracking_key, items)
+        if not fresh:
+            return 0
+        touched: dict = {}
+        for item in fresh:
+            split = self._links(touched, item["profile_id"])
+            for part in item["parts"]:
+                self._split_off(touched, split, part)
+        self.save_processed(*touched.values(), tracking_key=tracking_key,
+                            position=fresh[-1]["position"])
+        return len(fresh)
+
+    def _split_off(self, touched: dict, split: ProfileLinks, part: dict[str, Any]) -> None:
+        nodes = {tuple(node.split(":", 1)) for node in part["identifiers"]}
+        moved = [i for i in split.identifiers if tuple(i) in nodes]
+        links = self._links(touched, part["profile_id"])
+        if links is split:
+            return
+        if links.merged_into is not None:
+            links.restore()
+        split.separate(links.profile_id)
+        if moved:
+            split.unlink(moved)
+            missing = links.missing(moved)
+            if missing:
+                links.link(missing)
+        for matched_id in list(split.matched):  # a person matched in, leaving with the part
+            matched = self._links(touched, matched_id)
+            if any(tuple(i) in nodes for i in matched.identifiers):
+                split.separate(matched_id)
+                links.absorb(matched_id, True, [])
+                matched.merge_into(links.profile_id)
+        for identifier in moved:
+            owner = self.find(IdentifierOwner.create_id(*identifier))
+            if owner is not None and owner.profile_id != links.profile_id:
+                owner.move(links.profile_id)
+                touched[owner.id] = owner
+
     def _root(self, touched: dict, profile_id: str) -> ProfileLinks:
         links = self._links(touched, profile_id)
         while links.merged_into is not None:  # an absorbed id's event still in flight

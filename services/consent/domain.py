@@ -117,6 +117,21 @@ class ProfileLinks(Aggregate):
         else:  # its own probabilistic matches come along, still apart
             self.matched.extend(m for m in matched if m not in self.matched)
 
+    @event("Unlinked")
+    def unlink(self, identifiers: list[list[str]]) -> None:
+        gone = {tuple(i) for i in identifiers}
+        self.identifiers = [i for i in self.identifiers if tuple(i) not in gone]
+
+    @event("Separated")
+    def separate(self, profile_id: str) -> None:
+        """A profile merged into this one has been split off again (by identity)."""
+        self.absorbed = [p for p in self.absorbed if p != profile_id]
+        self.matched = [p for p in self.matched if p != profile_id]
+
+    @event("Restored")
+    def restore(self) -> None:
+        self.merged_into = None
+
     @event("JurisdictionLearnt")
     def learn_jurisdiction(self, jurisdiction: str, by: str) -> None:
         if by == "trait":
@@ -138,6 +153,10 @@ class IdentifierOwner(Aggregate):
 
     @event("Owned")
     def __init__(self, identifier_type: str, value: str, profile_id: str):
+        self.profile_id = profile_id
+
+    @event("Moved")
+    def move(self, profile_id: str) -> None:
         self.profile_id = profile_id
 
 

@@ -6,7 +6,7 @@ from nameko.rpc import rpc
 
 from services.consent.application import ConsentApplication, ConsentError, NotCaughtUp
 from services.consent.translation import translator
-from shared.contracts import IDENTITY_RESOLVED
+from shared.contracts import IDENTITY_PROFILE_SPLIT, IDENTITY_RESOLVED
 from shared.messaging.nameko_ext import ServiceApp, partitioned_handler, service_status
 
 
@@ -17,6 +17,10 @@ class ConsentService:
     @partitioned_handler(IDENTITY_RESOLVED, "consent")
     def on_identity_resolved(self, envelope):
         return self.app.apply_resolved(envelope.tracking_key, envelope.items)
+
+    @partitioned_handler(IDENTITY_PROFILE_SPLIT, "consent")
+    def on_profile_split(self, envelope):
+        return self.app.apply_splits(envelope.tracking_key, envelope.items)
 
     @rpc
     def decide_many(self, requests: list[dict]):

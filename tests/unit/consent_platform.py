@@ -78,6 +78,10 @@ class ConsentPlatform:
                 e.tracking_key, e.partition, e.items),
             ("consent", "identity.resolved"): lambda e: apps["consent"].apply_resolved(
                 e.tracking_key, e.items),
+            ("contacts", "identity.profile_split"): lambda e: apps["contacts"].apply_splits(
+                e.tracking_key, e.partition, e.items),
+            ("consent", "identity.profile_split"): lambda e: apps["consent"].apply_splits(
+                e.tracking_key, e.items),
             ("segments", "contacts.profile_changed"): lambda e: apps["segments"].apply_batch(
                 e.tracking_key, e.items),
             ("activation", "segments.membership_changed"): lambda e: apps["activation"].plan(

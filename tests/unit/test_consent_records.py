@@ -255,3 +255,24 @@ def test_the_gpc_header_is_stamped_into_the_event_under_context_privacy():
     bare = {"type": "page"}
     stamp_gpc(bare)
     assert bare["context"] == {"privacy": {"gpc": True}}
+
+
+def test_after_identity_splits_a_profile_its_consent_no_longer_speaks_for_the_part(
+        app, identity):
+    identity.resolve(ADA, [["anonymous_id", "a-1"]])
+    identity.resolve(BOB, [["anonymous_id", "a-2"]])
+    app.record_consent([("anonymous_id", "a-1")], {"advertising": True}, source="cmp")
+    identity.resolve(ADA, [["anonymous_id", "a-1"], ["anonymous_id", "a-2"]],
+                     merges=[merge(ADA, BOB, "seen_together")])
+    assert allowed(app, BOB, "advertising")  # one person, as far as anyone knew
+    app.apply_splits("identity/identity.profile_split/0", [{
+        "position": 1, "profile_id": ADA, "reason": {"rule": "merge_rejected"},
+        "parts": [{"profile_id": BOB, "restored": True, "identifiers": ["anonymous_id:a-2"]}]}])
+    assert not allowed(app, BOB, "advertising")  # Bob never consented
+    assert allowed(app, ADA, "advertising")
+    app.record_consent([("anonymous_id", "a-2")], {"advertising": False}, source="cmp")
+    assert allowed(app, ADA, "advertising")  # Bob's answer is his own again
+    from services.consent.domain import ConsentChanges
+    [bobs] = [i for e in app.scan(ConsentChanges.Changed) for i in e.items
+              if i["change"] == "withdrawn"]
+    assert bobs["profile_id"] == BOB
