@@ -113,6 +113,9 @@ class DeliveryPlannedItem(_Item):
     # A removal planned because consent was withdrawn or processing restricted: sent
     # without a consent decision, and only if the destination holds the person.
     consent_removal = fields.Boolean(load_default=False)
+    # An add planned because consent was granted later: skipped if the destination holds
+    # the person already.
+    consent_activation = fields.Boolean(load_default=False)
 
 
 class ConsentChangedItem(_Item):

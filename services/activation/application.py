@@ -18,7 +18,12 @@ from connectors.sdk.delivery import (
     validate_sync,
 )
 from connectors.sdk.destination import Capability
-from services.activation.audiences import CONSENT_REMOVAL, Audiences, plan_for_consent_change
+from services.activation.audiences import (
+    CONSENT_ACTIVATION,
+    CONSENT_REMOVAL,
+    Audiences,
+    plan_for_consent_change,
+)
 from services.activation.destinations import Destination, load_destinations
 from services.activation.domain import (
     DeliveryPlan,
@@ -135,15 +140,20 @@ class ActivationApplication(ServiceApplication):
     def _consent_removals(self, destination: str, items: list[dict[str, Any]],
                           ledger: DestinationLedger) -> tuple[list[dict], list[dict]]:
         """Removals planned because consent went away skip the decision (they send
-        nothing new); those for an audience that never got the person are dropped."""
+        nothing new); those for an audience that never got the person are dropped, as are
+        adds planned because consent came back for an audience that holds them already."""
         removals, others, pointless = [], [], []
         for item in items:
-            if not item.get(CONSENT_REMOVAL):
-                others.append(item)
-            elif self.audiences.holds(destination, item["profile_id"], item["segment"]):
-                removals.append(dict(item, decision_id=CONSENT_REMOVAL))
+            if item.get(CONSENT_REMOVAL):
+                if self.audiences.holds(destination, item["profile_id"], item["segment"]):
+                    removals.append(dict(item, decision_id=CONSENT_REMOVAL))
+                else:
+                    pointless.append(dict(item, reason="not in the destination's audience"))
+            elif item.get(CONSENT_ACTIVATION) and self.audiences.holds(
+                    destination, item["profile_id"], item["segment"]):
+                pointless.append(dict(item, reason="already in the destination's audience"))
             else:
-                pointless.append(dict(item, reason="not in the destination's audience"))
+                others.append(item)
         if pointless:
             ledger.skipped_batch([summary(i) for i in pointless])
         return removals, others

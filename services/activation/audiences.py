@@ -21,6 +21,9 @@ from shared.readmodel import ReadModel, Writes
 # A removal planned because consent went away: sent without a consent decision (it sends
 # nothing new, and the person asked for it), and only to a destination still holding them.
 CONSENT_REMOVAL = "consent_removal"
+# An add planned because consent was granted later: dropped at send time if the
+# destination holds the person already (an earlier add got there first).
+CONSENT_ACTIVATION = "consent_activation"
 NO_CAUSE = {"partition": "0", "position": 0}
 TAKE_AWAY = frozenset({"withdrawn", "restricted"})
 GIVE_BACK = frozenset({"granted", "restriction_lifted"})
@@ -129,7 +132,7 @@ def plan_for_consent_change(change: dict[str, Any], destinations, audiences: Aud
             "idempotency_key": key, "destination": destination.name,
             "profile_id": row["profile_id"], "segment": row["segment"], "action": action,
             "traits": row["traits"], "occurred_at": change["at"], "cause": cause,
-            "received_at": None, CONSENT_REMOVAL: removal})
+            "received_at": None, CONSENT_REMOVAL: removal, CONSENT_ACTIVATION: not removal})
 
     if change["change"] in TAKE_AWAY:
         # Memberships too, not only holdings: an add may be on its way to a destination

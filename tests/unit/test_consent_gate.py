@@ -147,3 +147,22 @@ def test_a_tc_string_on_an_event_grants_what_it_consents_to_for_our_vendor(platf
     enter(platform, "a1", context={"consent": {"tcString": V1}})
     assert sent(platform, "ads") == [("entered", "decided")]
     assert sent(platform, "stats") == []
+
+
+def test_an_add_planned_when_consent_came_back_is_not_sent_twice(platform):
+    grant(platform, "a1", advertising=True)
+    platform.apps["gateway"].ingest("web", {"batch": [
+        {"type": "identify", "anonymousId": "a1", "traits": {"plan": "pro"}}]},
+        received_at=datetime.now(UTC))
+    pending = platform.drain(hold=frozenset({DELIVERY_PLANNED}))  # the add, not yet sent
+    platform.apps["consent"].record_consent([("anonymous_id", "a1")], {"analytics": True},
+                                            source="cmp")
+    pending += platform.drain(hold=frozenset({DELIVERY_PLANNED}))
+    platform.apps["consent"].record_consent([("anonymous_id", "a1")], {"advertising": True},
+                                            source="crm")  # granted again, elsewhere
+    pending += platform.drain(hold=frozenset({DELIVERY_PLANNED}))
+    for envelope in pending:
+        platform.consume(envelope)
+    platform.drain()
+    assert sent(platform, "ads") == [("entered", "decided")]
+    assert sent(platform, "stats") == [("entered", "decided")]
