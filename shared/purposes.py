@@ -78,12 +78,13 @@ DEFAULT_PURPOSES: tuple[Purpose, ...] = (
 class PurposeCatalogue:
     def __init__(self, purposes: tuple[Purpose, ...] | list[Purpose] = DEFAULT_PURPOSES):
         self.purposes = {p.id: p for p in purposes}
+        self._ids = frozenset(self.purposes)
 
     def __contains__(self, purpose_id: object) -> bool:
         return purpose_id in self.purposes
 
-    def ids(self) -> set[str]:
-        return set(self.purposes)
+    def ids(self) -> frozenset[str]:
+        return self._ids
 
     def direct_marketing(self) -> list[str]:
         return sorted(p.id for p in self.purposes.values() if p.direct_marketing)

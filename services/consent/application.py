@@ -15,13 +15,13 @@ from services.consent.domain import (
     ConsentChanges,
     ConsentRecord,
     DecisionBatch,
-    IdentifierOwner,
     ProfileLinks,
     decide_for_people,
     record_id,
 )
 from shared.envelope import utcnow_iso
 from shared.purposes import load_catalogue
+from shared.readmodel import Writes
 from shared.store import ServiceApplication
 
 KNOWN_JURISDICTIONS = frozenset({"GDPR", "CCPA"})
@@ -49,6 +49,9 @@ class ConsentApplication(ServiceApplication):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.catalogue = load_catalogue(self.settings.purposes_file)
+        self.rm = self.read_model()
+        self.rm.create(f"CREATE TABLE IF NOT EXISTS {self.rm.table('identifier_owners')} "
+                       "(identifier TEXT PRIMARY KEY, profile_id TEXT NOT NULL)")
         # Which identifiers have a consent record at all: most have none, and asking the
         # database for each of them at every decision is what decisions would cost.
         self._with_records: set[uuid.UUID] = set()
@@ -75,7 +78,7 @@ class ConsentApplication(ServiceApplication):
                 self._records_seen_up_to = notifications[-1].id
 
     # ---- recording --------------------------------------------------------------------
-    def _consent_record(self, touched: dict, identifier: tuple[str, str]) -> ConsentRecord:
+    def _consent_record(self, touched: Unit, identifier: tuple[str, str]) -> ConsentRecord:
         key = record_id(*identifier)
         if key not in touched:
             record = self.find(key)
@@ -89,7 +92,7 @@ class ConsentApplication(ServiceApplication):
                        *, source: str, jurisdiction: str | None = None,
                        collected_at: str | None = None, **receipt: str) -> list[str]:
         """The API's answers, on the identifier the person consented with (the first)."""
-        touched: dict = {}
+        touched = Unit()
         changes = Changes()
         anchor = tuple(identifiers[0])
         self._apply_preferences(
@@ -106,7 +109,7 @@ class ConsentApplication(ServiceApplication):
         chosen = self.catalogue.direct_marketing() if purposes is None else \
             [str(p).strip().lower() for p in purposes]
         self._check(identifiers, chosen, source)
-        touched: dict = {}
+        touched = Unit()
         changes = Changes()
         at = utcnow_iso()
         for identifier in identifiers:
@@ -126,7 +129,7 @@ class ConsentApplication(ServiceApplication):
         self._check(identifiers, [], "restriction")
         if not isinstance(restricted, bool):
             raise ConsentError("restricted: must be true or false")
-        touched: dict = {}
+        touched = Unit()
         changes = Changes()
         at = utcnow_iso()
         for identifier in identifiers:
@@ -142,7 +145,7 @@ class ConsentApplication(ServiceApplication):
     def record_tc_string(self, identifiers: list[list[str]], tc_string: str, source: str,
                          collected_at: str | None = None) -> dict[str, Any]:
         """A TC string from a CMP: the catalogue's TCF-mapped purposes granted or denied."""
-        touched: dict = {}
+        touched = Unit()
         changes = Changes()
         outcome = self._apply_tc_string(touched, changes, tuple(identifiers[0]), tc_string,
                                         source, collected_at or utcnow_iso())
@@ -150,7 +153,7 @@ class ConsentApplication(ServiceApplication):
         return outcome | {"records": _record_ids(touched)}
 
     def record_gpc(self, identifiers: list[list[str]], source: str) -> dict[str, Any]:
-        touched: dict = {}
+        touched = Unit()
         changes = Changes()
         purposes = self._apply_gpc(touched, changes, tuple(identifiers[0]), source,
                                    utcnow_iso())
@@ -229,23 +232,24 @@ class ConsentApplication(ServiceApplication):
             return  # another regulation's records: they decide nothing for this person
         changes.add(links, kind, sorted(purposes), jurisdiction)
 
-    def _save_with_changes(self, touched: dict, changes: Changes, *,
+    def _save_with_changes(self, touched: Unit, changes: Changes, *,
                            tracking_key: str | None = None, position: int = 0) -> None:
         aggregates = list(touched.values())
         items = changes.items()
         if items:
             aggregates.append(ConsentChanges(items=items))
         if tracking_key is None:
-            self.save_and_wake(*aggregates)
+            self.save_and_wake(*aggregates, writes=touched.writes)
         else:
-            self.save_processed(*aggregates, tracking_key=tracking_key, position=position)
+            self.save_processed(*aggregates, tracking_key=tracking_key, position=position,
+                                writes=touched.writes)
 
     # ---- following identity -----------------------------------------------------------
     def apply_resolved(self, tracking_key: str, items: list[dict[str, Any]]) -> int:
         fresh = self.fresh_items(tracking_key, items)
         if not fresh:
             return 0
-        touched: dict = {}
+        touched = Unit()
         changes = Changes()
         for item in fresh:
             links = self._root(touched, item["profile_id"])
@@ -285,16 +289,16 @@ class ConsentApplication(ServiceApplication):
         fresh = self.fresh_items(tracking_key, items)
         if not fresh:
             return 0
-        touched: dict = {}
+        touched = Unit()
         for item in fresh:
             split = self._links(touched, item["profile_id"])
             for part in item["parts"]:
                 self._split_off(touched, split, part)
         self.save_processed(*touched.values(), tracking_key=tracking_key,
-                            position=fresh[-1]["position"])
+                            position=fresh[-1]["position"], writes=touched.writes)
         return len(fresh)
 
-    def _split_off(self, touched: dict, split: ProfileLinks, part: dict[str, Any]) -> None:
+    def _split_off(self, touched: Unit, split: ProfileLinks, part: dict[str, Any]) -> None:
         nodes = {tuple(node.split(":", 1)) for node in part["identifiers"]}
         moved = [i for i in split.identifiers if tuple(i) in nodes]
         links = self._links(touched, part["profile_id"])
@@ -314,25 +318,22 @@ class ConsentApplication(ServiceApplication):
                 split.separate(matched_id)
                 links.absorb(matched_id, True, [])
                 matched.merge_into(links.profile_id)
-        for identifier in moved:
-            owner = self.find(IdentifierOwner.create_id(*identifier))
-            if owner is not None and owner.profile_id != links.profile_id:
-                owner.move(links.profile_id)
-                touched[owner.id] = owner
+        if moved:
+            self._own(touched, moved, links.profile_id, move=True)
 
-    def _root(self, touched: dict, profile_id: str) -> ProfileLinks:
+    def _root(self, touched: Unit, profile_id: str) -> ProfileLinks:
         links = self._links(touched, profile_id)
         while links.merged_into is not None:  # an absorbed id's event still in flight
             links = self._links(touched, links.merged_into)
         return links
 
-    def _links(self, touched: dict, profile_id: str) -> ProfileLinks:
+    def _links(self, touched: Unit, profile_id: str) -> ProfileLinks:
         key = uuid.UUID(profile_id)
         if key not in touched:
             touched[key] = self.find(key) or ProfileLinks(profile_id)
         return touched[key]
 
-    def _fold(self, touched: dict, absorbed_id: str, survivor: ProfileLinks,
+    def _fold(self, touched: Unit, absorbed_id: str, survivor: ProfileLinks,
               probabilistic: bool) -> None:
         absorbed = self._links(touched, absorbed_id)
         if absorbed is survivor or absorbed.merged_into is not None:
@@ -344,7 +345,7 @@ class ConsentApplication(ServiceApplication):
         survivor.absorb(absorbed.profile_id, probabilistic, list(absorbed.matched))
         absorbed.merge_into(survivor.profile_id)
 
-    def _link(self, touched: dict, root: ProfileLinks, identifiers: list[list[str]]) -> None:
+    def _link(self, touched: Unit, root: ProfileLinks, identifiers: list[list[str]]) -> None:
         """New identifiers join the person (of the profile's people) that one of the
         event's identifiers already belongs to; otherwise the profile's own."""
         people = self._people_links(touched, root)
@@ -354,12 +355,26 @@ class ConsentApplication(ServiceApplication):
         if not missing:
             return
         owner.link(missing)
-        for identifier in missing:
-            key = IdentifierOwner.create_id(*identifier)
-            if key not in touched and self.find(key) is None:
-                touched[key] = IdentifierOwner(*identifier, profile_id=owner.profile_id)
+        self._own(touched, missing, owner.profile_id)
 
-    def _people_links(self, touched: dict | None, root: ProfileLinks) -> list[ProfileLinks]:
+    def _own(self, touched: Unit, identifiers: list[list[str]], profile_id: str,
+             move: bool = False) -> None:
+        """Record which profile each identifier belongs to (the first one, unless a split
+        moves it): how a change of consent finds its person. A read-model row each, no
+        read needed: the first writer wins."""
+        table = self.rm.table("identifier_owners")
+        rows = [(_node(i), profile_id) for i in identifiers]
+        if move:
+            touched.writes.add(f"UPDATE {table} SET profile_id = %s WHERE identifier = %s",
+                               [(p, node) for node, p in rows])
+        else:
+            touched.writes.add(f"INSERT INTO {table} (identifier, profile_id) VALUES (%s, %s) "
+                               "ON CONFLICT (identifier) DO NOTHING", rows)
+        for node, _ in rows:
+            if move or node not in touched.owners:
+                touched.owners[node] = profile_id
+
+    def _people_links(self, touched: Unit | None, root: ProfileLinks) -> list[ProfileLinks]:
         """The profile's own links, then those of each person matched into it."""
         people, queue, seen = [], [root], set()
         while queue:
@@ -391,15 +406,19 @@ class ConsentApplication(ServiceApplication):
         if configured and links.source_jurisdiction is None:
             links.learn_jurisdiction(configured.strip().upper(), by="source")
 
-    def _profile_of_identifier(self, touched: dict, identifier: tuple[str, str]
+    def _profile_of_identifier(self, touched: Unit, identifier: tuple[str, str]
                                ) -> ProfileLinks | None:
-        key = IdentifierOwner.create_id(*identifier)
-        owner = touched.get(key) or self.find(key)
-        if owner is None:
-            return None
-        return self._root(touched, owner.profile_id)
+        node = _node(identifier)
+        profile_id = touched.owners.get(node)
+        if profile_id is None:
+            rows = self.rm.query(f"SELECT profile_id FROM {self.rm.table('identifier_owners')} "
+                                 "WHERE identifier = %s", (node,))
+            if not rows:
+                return None
+            profile_id = rows[0]["profile_id"]
+        return self._root(touched, profile_id)
 
-    def _jurisdiction_of_identifier(self, touched: dict, identifier: tuple[str, str]) -> str:
+    def _jurisdiction_of_identifier(self, touched: Unit, identifier: tuple[str, str]) -> str:
         links = self._profile_of_identifier(touched, identifier)
         default = self.settings.default_jurisdiction
         return default if links is None else links.jurisdiction_or(default)
@@ -447,8 +466,7 @@ class ConsentApplication(ServiceApplication):
             root.jurisdiction_or(default) if root is not None else default)
         people = self._people_records(root)
         verdict = decide_for_people(list(request["purposes"]), people or [[]],
-                                    self.catalogue.ids(), jurisdiction,
-                                    set(KNOWN_JURISDICTIONS))
+                                    self.catalogue.ids(), jurisdiction, KNOWN_JURISDICTIONS)
         return verdict, jurisdiction
 
     def _root_links(self, profile_id: str) -> ProfileLinks | None:
@@ -499,6 +517,20 @@ class ConsentApplication(ServiceApplication):
         return self.catalogue.public()
 
 
+class Unit(dict):
+    """The aggregates one save touches (by id), with its read-model writes and the owners
+    of identifiers it linked (not in the table until it commits)."""
+
+    def __init__(self):
+        super().__init__()
+        self.writes = Writes()
+        self.owners: dict[str, str] = {}
+
+
+def _node(identifier) -> str:
+    return f"{identifier[0]}:{identifier[1]}"
+
+
 class Changes:
     """Changes of one save, one item per (profile, kind, jurisdiction), purposes merged."""
 
@@ -518,7 +550,7 @@ class Changes:
         return list(self._items.values())
 
 
-def _record_ids(touched: dict) -> list[str]:
+def _record_ids(touched: Unit) -> list[str]:
     return sorted(str(k) for k, a in touched.items() if isinstance(a, ConsentRecord))
 
 

@@ -9,14 +9,13 @@ an unknown jurisdiction, a restriction or a disagreement between linked records 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
 _NAMESPACE = uuid.UUID("2f1c9a7e-4b3d-4e21-9c0a-5d6e7f8a9b10")
-_OWNER_NAMESPACE = uuid.UUID("7c4d2e1f-3a5b-4c6d-8e9f-0a1b2c3d4e5f")
 
 
 def record_id(identifier_type: str, value: str) -> uuid.UUID:
@@ -143,23 +142,6 @@ class ProfileLinks(Aggregate):
         return self.jurisdiction or self.source_jurisdiction or default
 
 
-class IdentifierOwner(Aggregate):
-    """Which profile an identifier first belonged to (follow `merged_into` from there):
-    how a change of consent finds the person whose audiences it affects."""
-
-    @staticmethod
-    def create_id(identifier_type: str, value: str) -> uuid.UUID:
-        return uuid.uuid5(_OWNER_NAMESPACE, f"{identifier_type}:{value}")
-
-    @event("Owned")
-    def __init__(self, identifier_type: str, value: str, profile_id: str):
-        self.profile_id = profile_id
-
-    @event("Moved")
-    def move(self, profile_id: str) -> None:
-        self.profile_id = profile_id
-
-
 @dataclass(frozen=True)
 class Verdict:
     allowed: bool
@@ -167,8 +149,8 @@ class Verdict:
     relied_on: list[dict[str, Any]]
 
 
-def decide(purposes: list[str], records: list[ConsentRecord], known_purposes: set[str],
-           jurisdiction: str, known_jurisdictions: set[str]) -> Verdict:
+def decide(purposes: list[str], records: list[ConsentRecord], known_purposes: Set[str],
+           jurisdiction: str, known_jurisdictions: Set[str]) -> Verdict:
     """All of the destination's purposes must be allowed; anything unclear denies."""
     if jurisdiction not in known_jurisdictions:
         return Verdict(False, f"unknown jurisdiction '{jurisdiction}'", [])
@@ -197,8 +179,8 @@ def decide(purposes: list[str], records: list[ConsentRecord], known_purposes: se
 
 
 def decide_for_people(purposes: list[str], people: list[list[ConsentRecord]],
-                      known_purposes: set[str], jurisdiction: str,
-                      known_jurisdictions: set[str]) -> Verdict:
+                      known_purposes: Set[str], jurisdiction: str,
+                      known_jurisdictions: Set[str]) -> Verdict:
     """A profile holding several people (probabilistic matches) is allowed only if every
     one of them is: one person's consent never covers another."""
     relied_on: list[dict[str, Any]] = []
