@@ -255,9 +255,13 @@ class ActivationApplication(ServiceApplication):
         if letter is None:
             raise KeyError(letter_id)
         destination = self.destinations[destination_name]
-        allowed, denied = self._decide(destination, letter["items"], decide_many)
         writes = None
         try:
+            removals, to_decide = self._consent_removals(destination_name, letter["items"],
+                                                         ledger)
+            allowed, denied = self._decide(destination, to_decide, decide_many) if to_decide \
+                else ([], [])
+            allowed += removals
             if denied:
                 ledger.suppressed_batch([summary(i) for i in denied])
             if allowed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from consent_platform import ConsentPlatform
 from test_consent_tcf import V1
@@ -166,3 +167,17 @@ def test_an_add_planned_when_consent_came_back_is_not_sent_twice(platform):
     platform.drain()
     assert sent(platform, "ads") == [("entered", "decided")]
     assert sent(platform, "stats") == [("entered", "decided")]
+
+
+def test_a_dead_lettered_removal_is_replayed_without_asking_consent_again(platform):
+    grant(platform, "a1", advertising=True)
+    enter(platform, "a1")
+    control = platform.receiver.url_for("x").rsplit("/hooks/", 1)[0] + "/_control"
+    httpx.post(control, json={"fail_next": 1000, "status": 503}).raise_for_status()
+    grant(platform, "a1", advertising=False)  # the removals fail, for good
+    httpx.post(control, json={"fail_next": 0}).raise_for_status()
+    activation = platform.apps["activation"]
+    [letter] = activation.dead_letters("ads")
+    assert activation.replay("ads", letter["id"], platform.apps["consent"].decide_many) == {
+        "delivered": 1, "suppressed": 0}
+    assert sent(platform, "ads") == [("entered", "decided"), ("exited", "removal")]
