@@ -18,13 +18,13 @@ def _env(name: str, default: str) -> str:
     return default if value is None or value == "" else value
 
 
-def _parse_pairs(raw: str, *, variable: str) -> dict[str, str]:
+def _parse_pairs(raw: str, *, variable: str, form: str = "source=writekey") -> dict[str, str]:
     """'web=wk_1,app=wk_2' -> {'wk_1': 'web', 'wk_2': 'app'} (key -> source)."""
     pairs: dict[str, str] = {}
     for chunk in filter(None, (part.strip() for part in raw.split(","))):
         source, sep, key = chunk.partition("=")
         if not sep or not source or not key:
-            raise ValueError(f"{variable}: '{chunk}' is not of the form source=writekey")
+            raise ValueError(f"{variable}: '{chunk}' is not of the form {form}")
         pairs[key.strip()] = source.strip()
     return pairs
 
@@ -50,6 +50,13 @@ class Settings:
     rpc_timeout: float = 10.0
     delivery_attempts: int = 5
     default_jurisdiction: str = "GDPR"
+    # Consent (docs/consent.md): the purpose catalogue, our IAB TCF vendor id (0: none, so
+    # TC strings can deny but never grant), the oldest TCF policy version accepted, and
+    # each source's jurisdiction (source -> GDPR/CCPA).
+    purposes_file: Path | None = None
+    tcf_vendor_id: int = 0
+    tcf_min_policy_version: int = 4
+    source_jurisdictions: dict[str, str] = field(default_factory=dict)
     ops_host: str = "127.0.0.1"
     ops_port: int = 0  # 0: any free port (printed at start); Kubernetes sets a fixed one
     log_format: str = "text"  # "text" or "json"
@@ -65,6 +72,7 @@ class Settings:
         if database not in ("sqlite", "postgres"):
             raise ValueError("TESSERA_DATABASE: must be 'sqlite' or 'postgres'")
         destinations = os.environ.get("TESSERA_DESTINATIONS_FILE")
+        purposes = os.environ.get("TESSERA_PURPOSES_FILE")
         return cls(
             broker_url=_env("TESSERA_BROKER_URL", EMBEDDED_BROKER),
             database=database,
@@ -85,6 +93,12 @@ class Settings:
             rpc_timeout=float(_env("TESSERA_RPC_TIMEOUT", "10")),
             delivery_attempts=int(_env("TESSERA_DELIVERY_ATTEMPTS", "5")),
             default_jurisdiction=_env("TESSERA_DEFAULT_JURISDICTION", "GDPR"),
+            purposes_file=Path(purposes) if purposes else None,
+            tcf_vendor_id=int(_env("TESSERA_TCF_VENDOR_ID", "0")),
+            tcf_min_policy_version=int(_env("TESSERA_TCF_MIN_POLICY_VERSION", "4")),
+            source_jurisdictions={source: jurisdiction for jurisdiction, source in _parse_pairs(
+                _env("TESSERA_SOURCE_JURISDICTIONS", ""),
+                variable="TESSERA_SOURCE_JURISDICTIONS", form="source=GDPR").items()},
             ops_host=_env("TESSERA_OPS_HOST", "127.0.0.1"),
             ops_port=int(_env("TESSERA_OPS_PORT", "0")),
             log_format=_env("TESSERA_LOG_FORMAT", "text"),

@@ -18,16 +18,18 @@ PROFILE_CHANGED = "contacts.profile_changed"
 PROFILE_RECONCILED = "contacts.profile_reconciled"
 MEMBERSHIP_CHANGED = "segments.membership_changed"
 DELIVERY_PLANNED = "activation.delivery_planned"
+CONSENT_CHANGED = "consent.changed"
 
 # stream -> services that consume it (each gets one queue per partition).
 CONSUMERS: dict[str, tuple[str, ...]] = {
     INGEST_RECEIVED: ("identity",),
     IDENTITY_RESOLVED: ("contacts", "consent"),
-    IDENTITY_PROFILE_SPLIT: ("contacts",),
+    IDENTITY_PROFILE_SPLIT: ("contacts", "consent"),
     PROFILE_CHANGED: ("segments",),
     PROFILE_RECONCILED: ("activation",),
     MEMBERSHIP_CHANGED: ("activation",),
     DELIVERY_PLANNED: ("activation",),
+    CONSENT_CHANGED: ("activation",),
 }
 
 # Streams partitioned by destination name rather than by a hash of the person.
@@ -134,6 +136,28 @@ class DeliveryPlannedItem(_Item):
     # For a merge (action "merged"): every profile joined, the survivor first.
     merged_profiles = fields.List(fields.Nested(MergedProfile), load_default=list)
     split_from = fields.String(allow_none=True, load_default=None)  # for a split
+    # A removal planned because consent was withdrawn or processing restricted: sent
+    # without a consent decision, and only if the destination holds the person.
+    consent_removal = fields.Boolean(load_default=False)
+    # An add planned because consent was granted later: skipped if the destination holds
+    # the person already.
+    consent_activation = fields.Boolean(load_default=False)
+
+
+class ConsentChangedItem(_Item):
+    """A change of consent that affects where a person's data may go: `withdrawn` and
+    `restricted` remove them from the audiences of destinations serving those purposes;
+    `granted` and `restriction_lifted` let activation plan deliveries for the segments
+    they are in now (decided, as always, at send time)."""
+
+    profile_id = fields.String(required=True)
+    # The profile and every profile merged into it: audiences may hold any of them.
+    profile_ids = fields.List(fields.String(), required=True)
+    change = fields.String(required=True, validate=validate.OneOf(
+        ["withdrawn", "granted", "restricted", "restriction_lifted"]))
+    purposes = fields.List(fields.String(), required=True)
+    jurisdiction = fields.String(allow_none=True, load_default=None)  # None: every one
+    at = fields.String(required=True)
 
 
 SCHEMAS: dict[tuple[str, int], type[Schema]] = {
@@ -144,6 +168,7 @@ SCHEMAS: dict[tuple[str, int], type[Schema]] = {
     (PROFILE_RECONCILED, 1): ProfileReconciledItem,
     (MEMBERSHIP_CHANGED, 1): MembershipChangedItem,
     (DELIVERY_PLANNED, 1): DeliveryPlannedItem,
+    (CONSENT_CHANGED, 1): ConsentChangedItem,
 }
 
 _TRACK = {
@@ -217,5 +242,14 @@ EXAMPLES: dict[tuple[str, int], dict] = {
         "traits": {"email": "ada@example.com"},
         "occurred_at": "2026-11-29T10:00:00.300Z",
         "cause": _CAUSE,
+    },
+    (CONSENT_CHANGED, 1): {
+        "position": 40_000,
+        "profile_id": "0b6f7d0e-9c55-4f57-a1c6-1f2d3e4f5a6b",
+        "profile_ids": ["0b6f7d0e-9c55-4f57-a1c6-1f2d3e4f5a6b"],
+        "change": "withdrawn",
+        "purposes": ["advertising"],
+        "jurisdiction": "GDPR",
+        "at": "2026-11-29T10:00:01.000Z",
     },
 }

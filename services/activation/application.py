@@ -18,6 +18,12 @@ from connectors.sdk.delivery import (
     validate_sync,
 )
 from connectors.sdk.destination import Capability
+from services.activation.audiences import (
+    CONSENT_ACTIVATION,
+    CONSENT_REMOVAL,
+    Audiences,
+    plan_for_consent_change,
+)
 from services.activation.destinations import Destination, load_destinations
 from services.activation.domain import (
     DeliveryPlan,
@@ -27,6 +33,7 @@ from services.activation.domain import (
 )
 from shared.envelope import utcnow_iso
 from shared.privacy import is_erased, subject_of_profile
+from shared.purposes import check_destination_purposes, load_catalogue
 from shared.store import ServiceApplication
 
 LEDGER_OUTCOMES = {DestinationLedger.Delivered: "delivered",
@@ -48,7 +55,9 @@ class ActivationApplication(ServiceApplication):
         super().__init__(settings, **kwargs)
         if destinations is None:
             destinations = load_destinations(settings.destinations_file)
+        check_destination_purposes(destinations, load_catalogue(settings.purposes_file))
         self.destinations = {d.name: d for d in destinations}
+        self.audiences = Audiences(self.read_model())
         self._connectors: dict[str, Any] = {}
         self._limiters: dict[str, RateLimiter] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -75,6 +84,20 @@ class ActivationApplication(ServiceApplication):
             for destination in self.destinations.values()
             if destination.follows(change["segment"])
         ]
+        aggregates = [DeliveryPlan(items=planned)] if planned else []
+        self.save_processed(*aggregates, tracking_key=tracking_key,
+                            position=fresh[-1]["position"],
+                            writes=self.audiences.membership_writes(fresh))
+        return len(planned)
+
+    def apply_consent_changes(self, tracking_key: str, changes: list[dict[str, Any]]) -> int:
+        """`consent.changed`: remove the person from the audiences they fed, or plan their
+        deliveries for the segments they are in now (see services.activation.audiences)."""
+        fresh = self.fresh_items(tracking_key, changes)
+        if not fresh:
+            return 0
+        planned = [item for change in fresh for item in plan_for_consent_change(
+            change, list(self.destinations.values()), self.audiences)]
         aggregates = [DeliveryPlan(items=planned)] if planned else []
         self.save_processed(*aggregates, tracking_key=tracking_key,
                             position=fresh[-1]["position"])
@@ -126,8 +149,12 @@ class ActivationApplication(ServiceApplication):
         breaker = self._breaker(destination_name)
         breaker.wait()
         ledger = self._ledger(destination_name)
-        allowed, denied = self._decide(destination, fresh, decide_many)
+        removals, to_decide = self._consent_removals(destination_name, fresh, ledger)
+        allowed, denied = self._decide(destination, to_decide, decide_many) if to_decide \
+            else ([], [])
+        allowed += removals
         outcome = {"delivered": 0, "suppressed": len(denied), "dead_lettered": 0}
+        writes = None
         if denied:
             ledger.suppressed_batch([summary(i) for i in denied])
         if allowed:
@@ -137,14 +164,42 @@ class ActivationApplication(ServiceApplication):
                 self.forget_cached_state()  # the cached ledger holds unsaved changes
                 raise
             self._record_report(ledger, allowed, report)
+            writes = self._holdings_writes(destination_name, allowed, report)
             if report.failed:
                 breaker.failed()
             else:
                 breaker.succeeded()
             outcome["delivered"] = len(report.delivered)
             outcome["dead_lettered"] = sum(len(batch.items) for batch, _ in report.failed)
-        self.save_processed(ledger, tracking_key=tracking_key, position=fresh[-1]["position"])
+        self.save_processed(ledger, tracking_key=tracking_key, position=fresh[-1]["position"],
+                            writes=writes)
         return outcome
+
+    def _consent_removals(self, destination: str, items: list[dict[str, Any]],
+                          ledger: DestinationLedger) -> tuple[list[dict], list[dict]]:
+        """Removals planned because consent went away skip the decision (they send
+        nothing new); those for an audience that never got the person are dropped, as are
+        adds planned because consent came back for an audience that holds them already."""
+        removals, others, pointless = [], [], []
+        for item in items:
+            if item.get(CONSENT_REMOVAL):
+                if self.audiences.holds(destination, item["profile_id"], item["segment"]):
+                    removals.append(dict(item, decision_id=CONSENT_REMOVAL))
+                else:
+                    pointless.append(dict(item, reason="not in the destination's audience"))
+            elif item.get(CONSENT_ACTIVATION) and self.audiences.holds(
+                    destination, item["profile_id"], item["segment"]):
+                pointless.append(dict(item, reason="already in the destination's audience"))
+            else:
+                others.append(item)
+        if pointless:
+            ledger.skipped_batch([summary(i) for i in pointless])
+        return removals, others
+
+    def _holdings_writes(self, destination: str, items: list[dict[str, Any]],
+                         report: DeliveryReport):
+        by_key = {i["idempotency_key"]: i for i in items}
+        return self.audiences.delivery_writes(destination, [by_key[k] for k in report.delivered])
 
     def _decide(self, destination: Destination, items: list[dict[str, Any]],
                 decide_many: DecideMany) -> tuple[list[dict], list[dict]]:
@@ -240,8 +295,12 @@ class ActivationApplication(ServiceApplication):
         destination = self.destinations[destination_name]
         # Items of people erased since are not sent again (their traits are gone).
         items = [i for i in letter["items"] if not is_erased(i)]
-        allowed, denied = self._decide(destination, items, decide_many) if items else ([], [])
+        writes = None
         try:
+            removals, to_decide = self._consent_removals(destination_name, items, ledger)
+            allowed, denied = self._decide(destination, to_decide, decide_many) if to_decide \
+                else ([], [])
+            allowed += removals
             if denied:
                 ledger.suppressed_batch([summary(i) for i in denied])
             if allowed:
@@ -249,11 +308,12 @@ class ActivationApplication(ServiceApplication):
                 if report.failed:
                     raise report.failed[0][1]
                 self._record_report(ledger, allowed, report)
+                writes = self._holdings_writes(destination_name, allowed, report)
         except Exception:
             self.forget_cached_state()  # the cached ledger holds unsaved changes: drop them
             raise
         ledger.replayed(letter_id)
-        self.save_and_wake(ledger)
+        self.save_and_wake(ledger, writes=writes)
         return {"delivered": len(allowed), "suppressed": len(denied)}
 
     # ---- data subject requests --------------------------------------------------------
@@ -322,6 +382,7 @@ class ActivationApplication(ServiceApplication):
         hashes = {*(self.privacy.hashed(subject_of_profile(p)) for p in profile_ids),
                   *subject_hashes}
         shredded = self.shred_subjects_by_hash(hashes)
+        self.audiences.forget(profile_ids)
         self.compact_store()
         return {"service": self.service_name, "keys_shredded": shredded,
                 "subject_hashes": sorted(hashes)}

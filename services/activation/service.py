@@ -8,7 +8,12 @@ from nameko.rpc import RpcProxy, rpc
 from services.activation.application import ActivationApplication
 from services.activation.destinations import load_destinations
 from services.activation.translation import translator
-from shared.contracts import DELIVERY_PLANNED, MEMBERSHIP_CHANGED, PROFILE_RECONCILED
+from shared.contracts import (
+    CONSENT_CHANGED,
+    DELIVERY_PLANNED,
+    MEMBERSHIP_CHANGED,
+    PROFILE_RECONCILED,
+)
 from shared.messaging.nameko_ext import ServiceApp, partitioned_handler, service_status
 
 
@@ -32,6 +37,10 @@ class ActivationService:
     @partitioned_handler(PROFILE_RECONCILED, "activation")
     def on_profile_reconciled(self, envelope):
         return self.app.plan_reconciliations(envelope.tracking_key, envelope.items)
+
+    @partitioned_handler(CONSENT_CHANGED, "activation")
+    def on_consent_changed(self, envelope):
+        return self.app.apply_consent_changes(envelope.tracking_key, envelope.items)
 
     @partitioned_handler(DELIVERY_PLANNED, "activation", partitions=destination_partitions)
     def on_delivery_planned(self, envelope):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.consent.domain import ConsentRecord, DecisionBatch, ProfileLinks
+from services.consent.domain import ConsentChanges, ConsentRecord, DecisionBatch, ProfileLinks
 from services.consent.requests import SubjectRequest
 from shared.privacy import PLAIN, Own, profile_stream, subject_of_identifier
 
@@ -28,6 +28,13 @@ RULES = {
     ProfileLinks.Linked: Own(subject=profile_stream),
     ProfileLinks.MergedInto: PLAIN,
     DecisionBatch.Decided: PLAIN,
+    ConsentRecord.RestrictionSet: Own(keep=("restricted", "at")),  # the reason is free text
+    ProfileLinks.Absorbed: PLAIN,  # profile ids
+    ProfileLinks.JurisdictionLearnt: PLAIN,
+    ProfileLinks.Restored: PLAIN,
+    ProfileLinks.Separated: PLAIN,
+    ProfileLinks.Unlinked: Own(subject=profile_stream),
+    ConsentChanges.Changed: PLAIN,  # profile ids, purposes, jurisdictions: the outbox
     # What a compliance officer must keep showing (kind, dates, who acted) stays readable;
     # the rest (identifiers, details, evidence, notices, outcomes) is sealed.
     SubjectRequest.Received: Own(keep=("kind", "regulation", "received_at", "due_at",

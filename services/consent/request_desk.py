@@ -109,7 +109,8 @@ class SubjectRequestDesk:
             record = self.find(record_id(identifier_type, value))
             if isinstance(record, ConsentRecord):
                 records.append({"record": str(record.id), "identifier": [identifier_type, value],
-                                "purposes": record.purposes,
+                                "regulations": record.regulations,
+                                "restriction": record.restriction,
                                 "history": self._record_history(record.id)})
         decisions = [dict(decision, at=decision.get("decided_at"))
                      for batch in self.scan(DecisionBatch.Decided)
@@ -136,6 +137,7 @@ class SubjectRequestDesk:
                                 "lawful_basis": stored.lawful_basis,
                                 "policy_version": stored.policy_version,
                                 "language": stored.language, "method": stored.method,
+                                "kind": getattr(stored, "kind", ""),
                                 "recorded_at": stored.timestamp.isoformat()})
         return history
 

@@ -18,6 +18,7 @@ from services.gateway.domain import Rejection, judge_batch
 from services.gateway.subject_log import GatewaySubjectData
 from services.gateway.suppression import SuppressionList
 from shared.privacy import subject_of_identifier
+from shared.purposes import load_catalogue
 from shared.store import ServiceApplication
 
 SEEN_MESSAGE_IDS = 1_000_000
@@ -73,6 +74,8 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
         self.suppression = SuppressionList(self.read_model(), self.privacy.hashed)
         self._seen = _SeenMessages(SEEN_MESSAGE_IDS)
         self._warm_seen()
+        # Consent requests name purposes of this catalogue, or are refused at the door.
+        self.purposes = load_catalogue(self.settings.purposes_file)
 
     def _warm_seen(self) -> None:
         """A restarted gateway still recognises the retries of requests it accepted."""
@@ -89,8 +92,11 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
             start = notifications[-1].id + 1
 
     def ingest(self, source: str, body: dict[str, Any], *, received_at: datetime,
-               path_type: str | None = None) -> IngestOutcome:
+               path_type: str | None = None, gpc: bool = False) -> IngestOutcome:
         accepted, rejected = judge_batch(body, received_at=received_at, path_type=path_type)
+        if gpc:
+            for item in accepted:
+                stamp_gpc(item)
         outcome = IngestOutcome(rejected=rejected)
         accepted, suppressed = self._suppressed(accepted)
         outcome.suppressed = len(suppressed)
@@ -179,3 +185,12 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
 
 def _rejection_record(rejection: Rejection) -> dict[str, Any]:
     return asdict(rejection)
+
+
+def stamp_gpc(event: dict[str, Any]) -> None:
+    """`Sec-GPC: 1` on the request: the browser's Global Privacy Control opt-out, kept on
+    the event under a field of our own (`context.privacy.gpc`), which consent reads. Server
+    SDKs never see the user's header, so they may set the field themselves."""
+    context = event.get("context") if isinstance(event.get("context"), dict) else {}
+    privacy = context.get("privacy") if isinstance(context.get("privacy"), dict) else {}
+    event["context"] = {**context, "privacy": {**privacy, "gpc": True}}

@@ -233,8 +233,10 @@ class ConsentRequestSchema(Schema):
     email = fields.Email(load_default=None)
     anonymousId = Identifier(load_default=None)
     purposes = fields.Dict(keys=fields.String(validate=validate.Length(min=1)),
-                           values=fields.Boolean(truthy={True}, falsy={False}), required=True,
+                           values=fields.Boolean(truthy={True}, falsy={False}),
                            validate=validate.Length(min=1))
+    # An IAB TCF v2 TC string from the person's CMP (docs/consent.md).
+    tcString = fields.String(validate=validate.Length(min=1))
     jurisdiction = fields.String(validate=validate.OneOf(["GDPR", "CCPA"]))
     policyVersion = fields.String()
     language = fields.String()

@@ -96,7 +96,8 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
             body = parse_body(request.get_data(cache=False),
                               request.headers.get("Content-Encoding"))
             source = self._source(request, body)
-            outcome = self.app.ingest(source, body, received_at=received_at, path_type=path_type)
+            outcome = self.app.ingest(source, body, received_at=received_at, path_type=path_type,
+                                      gpc=_gpc(request))
         except BadRequest as refused:
             return _error(refused.status, refused.code, refused.message)
         if outcome.accepted == 0 and outcome.duplicates == 0 and not outcome.suppressed \
@@ -120,16 +121,66 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
     # ---- consent through the API ------------------------------------------------------
     @http("POST", "/v1/consent")
     def record_consent(self, request):
+        """A consent receipt (purposes), a TC string, or a GPC signal (`Sec-GPC: 1`)."""
         try:
             body = parse_body(request.get_data(cache=False),
                               request.headers.get("Content-Encoding"))
             source = self._source(request, body)
-            identifiers, purposes, receipt = _consent_request(body)
+            identifiers, purposes, receipt, tc_string = _consent_request(
+                body, self._catalogue(), gpc=_gpc(request))
         except BadRequest as refused:
             return _error(refused.status, refused.code, refused.message)
-        records = self._call(self.consent.record_consent, identifiers, purposes,
-                             source=f"api:{source}", **receipt)
-        return _json(200, {"success": True, "records": records})
+        try:
+            answer: dict[str, Any] = {"success": True, "records": []}
+            if purposes:
+                answer["records"] += self._call(self.consent.record_consent, identifiers,
+                                                purposes, source=f"api:{source}", **receipt)
+            if tc_string is not None:
+                outcome = self._call(self.consent.record_tc_string, identifiers, tc_string,
+                                     f"api:{source}", receipt.get("collected_at"))
+                answer["records"] += outcome["records"]
+                answer["tcString"] = {k: outcome[k] for k in ("valid", "problems", "purposes")}
+            if _gpc(request):
+                outcome = self._call(self.consent.record_gpc, identifiers, f"api:{source}")
+                answer["records"] += outcome["records"]
+                # §7025(c)(6): show that the signal was processed.
+                answer["gpc"] = {"honored": True, "opted_out": outcome["opted_out"]}
+        except Unavailable as down:
+            return _error(503, "unavailable", str(down))
+        answer["records"] = sorted(set(answer["records"]))
+        return _json(200, answer)
+
+    def _catalogue(self):
+        return self.app.purposes
+
+    # ---- consent administration: objections and restrictions (data subject requests) --
+    @http("GET", "/v1/consent/purposes")
+    def consent_purposes(self, request):
+        return self._admin(request, lambda: _json(200, {
+            "purposes": self._call(self.consent.purposes)}))
+
+    @http("POST", "/v1/consent/objections")
+    def record_objection(self, request):
+        def answer(body):
+            return self._consent_answer(self.consent.record_objection,
+                                        body.get("identifiers"), body.get("purposes"),
+                                        body.get("source") or "admin")
+        return self._admin(request, self._with_json_body, request, answer)
+
+    @http("POST", "/v1/consent/restrictions")
+    def set_restriction(self, request):
+        def answer(body):
+            if not isinstance(body.get("restricted"), bool):
+                return _error(400, "invalid_consent", "restricted: must be true or false")
+            return self._consent_answer(self.consent.set_restriction, body.get("identifiers"),
+                                        body["restricted"], str(body.get("reason") or ""))
+        return self._admin(request, self._with_json_body, request, answer)
+
+    def _consent_answer(self, remote, *args):
+        outcome = self._call(remote, *args)
+        if "error" in outcome:
+            return _json(400, outcome["error"])
+        return _json(200, outcome)
 
     # ---- privacy: erasure (docs/privacy.md) ---------------------------------------------
     @http("POST", "/v1/privacy/erasures")
@@ -181,9 +232,10 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
                            for values in [identifiers.get(kind)] if values), None)
             if anchor is None:
                 return _error(404, "not_found", "the link's person is unknown")
-            self._call(self.consent.record_consent, [anchor],
-                       {purpose: False for purpose in purposes},
-                       source=f"unsubscribe:{destination}", method="List-Unsubscribe one-click")
+            # Email marketing goes too: the person said no to our emails, not to one list.
+            objected = sorted(set(purposes) | ({"email_marketing"} & self._catalogue().ids()))
+            self._call(self.consent.record_objection, [anchor], objected,
+                       f"unsubscribe:{destination}", method="List-Unsubscribe one-click")
         except Unavailable as down:
             return _error(503, "unavailable", str(down))
         return _json(200, {"unsubscribed": True})
@@ -498,13 +550,27 @@ def _limit(raw: str | None, *, default: int, most: int) -> int | None:
     return int(raw) if raw.isdigit() and 1 <= int(raw) <= most else None
 
 
-def _consent_request(body: dict) -> tuple[list[list[str]], dict[str, bool], dict[str, str]]:
+def _gpc(request) -> bool:
+    # The only value the GPC specification defines; anything else is no signal.
+    return request.headers.get("Sec-GPC", "").strip() == "1"
+
+
+def _consent_request(body: dict, catalogue, *, gpc: bool = False
+                     ) -> tuple[list[list[str]], dict[str, bool], dict[str, str], str | None]:
     try:
         data = _consent_schema.load(body)
     except ValidationError as error:
         field, problems = next(iter(error.normalized_messages().items()))
         problem = problems[0] if isinstance(problems, list) else problems
         raise BadRequest("invalid_consent", f"{field}: {problem}") from error
+    purposes = {k.strip().lower(): v for k, v in (data.get("purposes") or {}).items()}
+    if not purposes and "tcString" not in data and not gpc:
+        raise BadRequest("invalid_consent", "purposes: required (or a tcString, or the "
+                                            "Sec-GPC: 1 header)")
+    unknown = catalogue.unknown(purposes)
+    if unknown:
+        raise BadRequest("invalid_consent", f"purposes: {unknown[0]!r} is not in the purpose "
+                                            "catalogue (GET /v1/consent/purposes)")
     identifiers = [[kind, value] for kind, value in (
         ("user_id", data["userId"]),
         ("email", data["email"] and data["email"].strip().lower()),
@@ -512,4 +578,4 @@ def _consent_request(body: dict) -> tuple[list[list[str]], dict[str, bool], dict
     receipt = {key: str(data[field]) for field, key in RECEIPT_FIELDS.items() if field in data}
     if "collected_at" in receipt:
         receipt["collected_at"] = data["collectedAt"].isoformat().replace("+00:00", "Z")
-    return identifiers, {k.strip().lower(): v for k, v in data["purposes"].items()}, receipt
+    return identifiers, purposes, receipt, data.get("tcString")

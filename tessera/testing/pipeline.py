@@ -62,22 +62,35 @@ def applications(settings: Settings, destinations: list[Any] = ()) -> Iterator[d
                 app.close()
 
 
-def drain(apps: dict[str, Any]) -> None:
-    """Relay and consume until nothing moves."""
-    handlers = {
+def stream_handlers(apps: dict[str, Any]) -> dict[tuple[str, str], Any]:
+    """What each consuming service does with each stream, as its service.py would."""
+    return {
         ("identity", "ingest.received"): lambda e: apps["identity"].resolve_batch(
             e.tracking_key, e.items),
         ("contacts", "identity.resolved"): lambda e: apps["contacts"].apply_batch(
             e.tracking_key, e.partition, e.items),
         ("consent", "identity.resolved"): lambda e: apps["consent"].apply_resolved(
             e.tracking_key, e.items),
+        ("contacts", "identity.profile_split"): lambda e: apps["contacts"].apply_splits(
+            e.tracking_key, e.partition, e.items),
+        ("consent", "identity.profile_split"): lambda e: apps["consent"].apply_splits(
+            e.tracking_key, e.items),
         ("segments", "contacts.profile_changed"): lambda e: apps["segments"].apply_batch(
             e.tracking_key, e.items),
         ("activation", "segments.membership_changed"): lambda e: apps["activation"].plan(
             e.tracking_key, e.items),
+        ("activation", "contacts.profile_reconciled"): lambda e: apps[
+            "activation"].plan_reconciliations(e.tracking_key, e.items),
+        ("activation", "consent.changed"): lambda e: apps["activation"].apply_consent_changes(
+            e.tracking_key, e.items),
         ("activation", "activation.delivery_planned"): lambda e: apps["activation"].deliver(
             e.tracking_key, e.partition, e.items, apps["consent"].decide_many),
     }
+
+
+def drain(apps: dict[str, Any]) -> None:
+    """Relay and consume until nothing moves."""
+    handlers = stream_handlers(apps)
     broker = apps["_broker"]
     while True:
         moved = sum(relay.relay_once() for relay in apps["_relays"])

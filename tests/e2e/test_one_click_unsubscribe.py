@@ -74,7 +74,7 @@ def test_a_segment_entry_sends_mail_whose_one_click_link_records_an_objection(
     assert answer.status_code == 200, answer.text
 
     (record,) = platform.admin("GET", f"/v1/profiles/{profile_id}/consent").json()["records"]
-    objection = record["purposes"]["marketing"]["unsubscribe:newsletter"]
+    objection = record["regulations"]["GDPR"]["marketing"]["unsubscribe:newsletter"]
     assert objection["granted"] is False
     assert objection["method"] == "List-Unsubscribe one-click"
 

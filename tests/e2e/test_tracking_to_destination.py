@@ -212,7 +212,7 @@ def test_consent_recorded_through_the_api_lets_the_person_through(platform, rece
     profile = platform.admin("GET", "/v1/profiles", params={"email": email}).json()
     [record] = platform.admin("GET", f"/v1/profiles/{profile['profile_id']}/consent").json()[
         "records"]
-    entry = record["purposes"]["advertising"]["api:web"]
+    entry = record["regulations"]["GDPR"]["advertising"]["api:web"]
     assert (entry["granted"], entry["policy_version"], entry["method"]) == (
         True, "2026-11", "signup form")
 

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shared.audit import (
     SERVICES,
@@ -173,24 +172,14 @@ def test_a_chain_recomputed_without_the_signing_key_fails(history, capsys, servi
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_shredding_a_subject_key_leaves_the_history_verifiable(history, capsys, service):
-    """Per-subject encryption, as DESIGN §5 has it: the event holds ciphertext, the key sits
-    in a key table. Erasure deletes the key; the chain covers only the stored bytes."""
-    subject_key = AESGCM.generate_key(bit_length=256)
-    nonce = b"\x00" * 12
-    ciphertext = nonce + AESGCM(subject_key).encrypt(nonce, b'{"email":"ada@example.com"}',
-                                                     b"subject-ada")
-    with sqlite3.connect(history.data_dir / f"{service}.sqlite") as db:
-        db.execute("CREATE TABLE subject_keys (subject TEXT PRIMARY KEY, key BLOB)")
-        db.execute("INSERT INTO subject_keys VALUES ('subject-ada', ?)", (subject_key,))
-        db.execute("INSERT INTO stored_events (originator_id, originator_version, topic, state) "
-                   "VALUES ('9f1c1c1e-0000-4000-8000-00000000ada0', 1, 'erasable:Event', ?)",
-                   (ciphertext,))
+    """Per-subject encryption (DESIGN §5): the events hold ciphertext, the keys sit in a key
+    table. Erasure deletes keys; the chain covers only the stored bytes."""
     seal(history, service, SIGNING_KEY)
     with sqlite3.connect(history.data_dir / f"{service}.sqlite") as db:
-        db.execute("DELETE FROM subject_keys WHERE subject = 'subject-ada'")  # shredded
-        [(kept,)] = db.execute("SELECT state FROM stored_events WHERE topic = 'erasable:Event'")
-        assert db.execute("SELECT count(*) FROM subject_keys").fetchone() == (0,)
-    assert kept == ciphertext and b"ada@example.com" not in kept
+        stored = db.execute("SELECT state FROM stored_events ORDER BY rowid").fetchall()
+        assert db.execute("SELECT count(*) FROM subject_keys").fetchone()[0] > 0
+        db.execute("DELETE FROM subject_keys")  # every person in this store erased
+        assert db.execute("SELECT state FROM stored_events ORDER BY rowid").fetchall() == stored
 
     code, out = verify(capsys, "--service", service)
 

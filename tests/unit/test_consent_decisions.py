@@ -158,7 +158,7 @@ def test_category_preferences_on_a_resolved_event_record_consent_for_its_profile
     assert ask(app, ADA, "analytics")["allowed"] is False
     (record,) = app.consent_of(ADA)["records"]
     assert record["identifier_type"] == "user_id"  # kept against the strongest identifier
-    entry = record["purposes"]["advertising"]["event:web"]
+    entry = record["regulations"]["GDPR"]["advertising"]["event:web"]
     assert entry["granted"] is True
     assert entry["method"] == "context.consent.categoryPreferences"
 
@@ -229,7 +229,7 @@ def test_every_decision_is_recorded_with_the_record_versions_it_relied_on(app, i
     assert relied["version"] == 4  # opened (1), granted (2), withdrawn (3), granted (4)
     # That version of the record is the grant the decision relied on.
     as_relied = app.repository.get(uuid.UUID(relied["record"]), version=relied["version"])
-    assert as_relied.says("advertising", "cmp") is True
+    assert as_relied.says("advertising", "cmp", "GDPR") is True
     assert app.decision(ada["decision_id"]) == ada
     assert app.decision(bob["decision_id"]) == bob
 

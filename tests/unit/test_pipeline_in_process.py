@@ -24,6 +24,7 @@ from shared.config import Settings
 from shared.contracts import CONSUMERS, SCHEMAS
 from shared.envelope import Envelope
 from shared.outbox import OutboxRelay
+from tessera.testing.pipeline import stream_handlers
 from tessera.testing.webhook_receiver import WebhookReceiver
 
 PARTITIONS = 2
@@ -86,24 +87,7 @@ class InProcess:
 
 def drain(apps, relays, broker) -> None:
     """Relay and consume until nothing moves, as the broker and the lanes would."""
-    handlers = {
-        ("identity", "ingest.received"): lambda e: apps["identity"].resolve_batch(
-            e.tracking_key, e.items),
-        ("contacts", "identity.resolved"): lambda e: apps["contacts"].apply_batch(
-            e.tracking_key, e.partition, e.items),
-        ("consent", "identity.resolved"): lambda e: apps["consent"].apply_resolved(
-            e.tracking_key, e.items),
-        ("segments", "contacts.profile_changed"): lambda e: apps["segments"].apply_batch(
-            e.tracking_key, e.items),
-        ("contacts", "identity.profile_split"): lambda e: apps["contacts"].apply_splits(
-            e.tracking_key, e.partition, e.items),
-        ("activation", "segments.membership_changed"): lambda e: apps["activation"].plan(
-            e.tracking_key, e.items),
-        ("activation", "contacts.profile_reconciled"): lambda e: apps[
-            "activation"].plan_reconciliations(e.tracking_key, e.items),
-        ("activation", "activation.delivery_planned"): lambda e: apps["activation"].deliver(
-            e.tracking_key, e.partition, e.items, apps["consent"].decide_many),
-    }
+    handlers = stream_handlers(apps)
     while True:
         moved = sum(relay.relay_once() for relay in relays)
         published = list(broker.envelopes)
