@@ -49,6 +49,7 @@ class Settings:
     destinations_file: Path | None = None
     rpc_timeout: float = 10.0
     delivery_attempts: int = 5
+    circuit_failures: int = 5  # failed attempts in a row that open a destination's circuit
     default_jurisdiction: str = "GDPR"
     ops_host: str = "127.0.0.1"
     ops_port: int = 0  # 0: any free port (printed at start); Kubernetes sets a fixed one
@@ -84,6 +85,7 @@ class Settings:
             destinations_file=Path(destinations) if destinations else None,
             rpc_timeout=float(_env("TESSERA_RPC_TIMEOUT", "10")),
             delivery_attempts=int(_env("TESSERA_DELIVERY_ATTEMPTS", "5")),
+            circuit_failures=int(_env("TESSERA_CIRCUIT_FAILURES", "5")),
             default_jurisdiction=_env("TESSERA_DEFAULT_JURISDICTION", "GDPR"),
             ops_host=_env("TESSERA_OPS_HOST", "127.0.0.1"),
             ops_port=int(_env("TESSERA_OPS_PORT", "0")),
