@@ -9,7 +9,10 @@
 Traits become contact properties through the destination's mapping (``first_name`` →
 ``firstname`` by default, as HubSpot names them). Upserts keyed by email are idempotent.
 A 429 names its policy: TEN_SECONDLY_ROLLING waits 10 s, SECONDLY 1 s, when no
-``Retry-After`` says otherwise; a 207 whose errors are all rate or lock errors is retried.
+``Retry-After`` says otherwise. Each input carries an ``objectWriteTraceId`` (its
+idempotency key), so a 207 Multi-Status answer is read per input: the written ones are
+delivered, the refused ones retried alone (RATE_LIMITS, LOCKED) or dead-lettered (any
+other category).
 """
 
 from __future__ import annotations
@@ -21,7 +24,13 @@ from typing import Any, ClassVar
 import httpx
 from marshmallow import fields, validate
 
-from connectors.base import DeliveryItem, PermanentDeliveryError, TransientDeliveryError
+from connectors.base import (
+    DeliveryError,
+    DeliveryItem,
+    PermanentDeliveryError,
+    SendResult,
+    TransientDeliveryError,
+)
 from connectors.sdk.destination import (
     Capability,
     DestinationConfigSchema,
@@ -37,6 +46,7 @@ __all__ = ["DEFAULT_PROPERTIES", "HubSpotContacts", "is_own_write", "sync_stamp"
 DEFAULT_PROPERTIES = {"first_name": "firstname", "last_name": "lastname", "phone": "phone",
                       "company": "company", "country": "country", "city": "city"}
 POLICY_WAIT_SECONDS = {"TEN_SECONDLY_ROLLING": 10.0, "SECONDLY": 1.0}
+RETRYABLE_CATEGORIES = frozenset({"RATE_LIMITS", "LOCKED"})
 
 
 def sync_stamp(properties: dict[str, Any]) -> str:
@@ -102,8 +112,11 @@ class HubSpotContacts(HttpDestination):
             return [OutboundRequest("POST", self._url("/gdpr-delete"), self._auth(), json={
                 "objectId": normalise_email(i.traits["email"]), "idProperty": "email"})
                 for i in with_email]
+        # objectWriteTraceId turns on HubSpot's multi-status answers: a 207 then says which
+        # inputs were written and which not, each by its trace id (our idempotency key).
         inputs = [{"idProperty": "email", "id": normalise_email(i.traits["email"]),
-                   "properties": self.properties_of(i)} for i in with_email]
+                   "properties": self.properties_of(i), "objectWriteTraceId": i.idempotency_key}
+                  for i in with_email]
         return [OutboundRequest("POST", self._url("/batch/upsert"), self._auth(),
                                 json={"inputs": inputs})] if inputs else []
 
@@ -120,13 +133,29 @@ class HubSpotContacts(HttpDestination):
 
     def interpret(self, response, operation, items):
         if response.status_code == 207:
-            errors = _json(response).get("errors") or []
-            categories = {e.get("category") for e in errors}
-            detail = f"{self.name}: {len(errors)} inputs failed: {sorted(map(str, categories))}"
-            if categories <= {"RATE_LIMITS", "LOCKED"}:
-                raise TransientDeliveryError(detail, status=207)
-            raise PermanentDeliveryError(detail, status=207)
+            return self._multi_status(_json(response), items)
         return super().interpret(response, operation, items)
+
+    def _multi_status(self, body: dict[str, Any], items: list[DeliveryItem]) -> SendResult:
+        """Per input: written (a result carrying its trace id), or refused (an error naming
+        it) — rate-limit and lock errors retryable, the others not. An input named nowhere
+        was not confirmed: sent again."""
+        keys = {i.idempotency_key for i in items}
+        written = [r.get("objectWriteTraceId") for r in body.get("results") or []]
+        failed: dict[str, DeliveryError] = {}
+        for error in body.get("errors") or []:
+            category = str(error.get("category", ""))
+            detail = f"{self.name}: {category}: {error.get('message', '')}"
+            refusal = (TransientDeliveryError(detail, status=207)
+                       if category in RETRYABLE_CATEGORIES
+                       else PermanentDeliveryError(detail, status=207))
+            for key in _named_by(error) & keys:
+                failed[key] = refusal
+        delivered = [key for key in written if key in keys and key not in failed]
+        for key in keys - set(delivered) - set(failed):
+            failed[key] = TransientDeliveryError(
+                f"{self.name}: input neither written nor refused in a 207", status=207)
+        return SendResult(delivered=delivered, status=207, failed=failed)
 
     @classmethod
     def conformance_harness(cls):
@@ -137,6 +166,17 @@ class HubSpotContacts(HttpDestination):
             fake=lambda: FakeHubSpot(token="pat-na1-test"),
             config=lambda fake: {"base_url": fake.base_url, "access_token": "pat-na1-test"},
             bad_config=lambda fake: {"access_token": "pat-na1-revoked"})
+
+
+def _named_by(error: dict[str, Any]) -> set[str]:
+    """The trace ids a batch error names: in ``context.objectWriteTraceId`` (HubSpot's
+    BatchError context maps names to lists of strings) or as its ``id``."""
+    context = error.get("context") if isinstance(error.get("context"), dict) else {}
+    named = context.get("objectWriteTraceId") or []
+    names = {str(n) for n in (named if isinstance(named, list) else [named])}
+    if error.get("id"):
+        names.add(str(error["id"]))
+    return names
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -4,6 +4,13 @@ Enforces: Bearer token (401 with HubSpot's error shape), at most 100 inputs, eac
 ``idProperty`` and ``id`` and object ``properties`` (400 VALIDATION_ERROR), an email id
 that looks like one. Contacts are kept by email: an upsert of a known email updates it.
 GDPR delete answers 204. Injected 429s carry HubSpot's rate-limit body and headers.
+
+``refuse(email, category)`` makes upserts of that email fail alone: when the inputs carry
+``objectWriteTraceId`` (HubSpot's switch for multi-status answers), the answer is 207 with
+the written inputs in ``results`` (trace id echoed) and one BatchError per refused input
+in ``errors`` (``status``, ``category``, ``message``, ``context`` naming its trace id),
+plus ``numErrors``; without trace ids a refusal fails the whole request with 400.
+``times`` bounds how often a refusal happens (a lock that clears).
 """
 
 from __future__ import annotations
@@ -32,7 +39,22 @@ class FakeHubSpot(FakeVendor):
         self.contacts: dict[str, dict[str, Any]] = {}  # email -> {id, properties}
         self.sizes: list[int] = []
         self.deleted: list[str] = []
+        self.refusals: dict[str, list] = {}  # email -> [category, times left or None]
         self._clock_ms = FIRST_MODIFIED_MS
+
+    def refuse(self, email: str, category: str = "VALIDATION_ERROR",
+               times: int | None = None) -> None:
+        """Upserts of ``email`` fail alone with ``category`` (``times`` times, or always)."""
+        with self.lock:
+            self.refusals[email.lower()] = [category, times]
+
+    def _refusal(self, email: str) -> str | None:
+        plan = self.refusals.get(email)
+        if plan is None or plan[1] == 0:
+            return None
+        if plan[1] is not None:
+            plan[1] -= 1
+        return plan[0]
 
     def _touch(self, contact: dict[str, Any]) -> None:
         """Every write moves lastmodifieddate on (one second per write, never backwards)."""
@@ -84,18 +106,34 @@ class FakeHubSpot(FakeVendor):
                               "each input needs idProperty, id and object properties")
             if entry["idProperty"] == "email" and "@" not in str(entry["id"]):
                 return _error(400, "VALIDATION_ERROR", f"{entry['id']!r} is not an email")
-        results = []
+        results, errors = [], []
+        multi_status = all(entry.get("objectWriteTraceId") for entry in inputs)
         with self.lock:
             self.sizes.append(len(inputs))
             for entry in inputs:
                 email = str(entry["id"]).lower()
+                refused = self._refusal(email)
+                if refused is not None and not multi_status:
+                    return _error(400, refused, f"{email}: refused")
+                if refused is not None:
+                    errors.append({"status": "error", "category": refused,
+                                   "message": f"{email}: refused ({refused})",
+                                   "context": {"objectWriteTraceId":
+                                               [entry["objectWriteTraceId"]]}})
+                    continue
                 new = email not in self.contacts
                 contact = self.contacts.setdefault(
                     email, {"id": str(len(self.contacts) + 1001), "properties": {}})
                 contact["properties"].update(entry["properties"], email=email)
                 self._touch(contact)
-                results.append({"id": contact["id"], "properties": contact["properties"],
-                                "archived": False, "new": new})
+                result = {"id": contact["id"], "properties": contact["properties"],
+                          "archived": False, "new": new}
+                if entry.get("objectWriteTraceId"):
+                    result["objectWriteTraceId"] = entry["objectWriteTraceId"]
+                results.append(result)
+        if errors:
+            return FakeResponse(207, {"status": "COMPLETE", "results": results,
+                                      "errors": errors, "numErrors": len(errors)})
         return FakeResponse(200, {"status": "COMPLETE", "results": results})
 
     def _search(self, body: dict[str, Any]) -> FakeResponse:
