@@ -19,6 +19,7 @@ from connectors.sdk.delivery import (
     validate_sync,
 )
 from connectors.sdk.destination import Capability
+from services.activation.credentials import CredentialVault, load_cipher
 from services.activation.destinations import Destination, load_destinations
 from services.activation.domain import (
     DeliveryPlan,
@@ -47,6 +48,7 @@ class ActivationApplication(ServiceApplication):
         self._connectors: dict[str, Any] = {}
         self._limiters: dict[str, RateLimiter] = {}
         self._circuits: dict[str, CircuitBreaker] = {}
+        self._credentials: CredentialVault | None = None
         self._sleep = sleep
         self._clock = clock  # the circuits' (tests turn it by hand)
 
@@ -170,9 +172,19 @@ class ActivationApplication(ServiceApplication):
 
     def _connector(self, destination: Destination):
         if destination.name not in self._connectors:
-            self._connectors[destination.name] = as_destination(
-                load_connector(destination.kind, destination.config))
+            connector = as_destination(load_connector(destination.kind, destination.config))
+            runtime = getattr(connector, "runtime_credentials", frozenset())
+            seeds = {name: destination.config[name] for name in runtime
+                     if destination.config.get(name)}
+            if seeds:  # only then is a key needed
+                connector.credentials = self._vault().for_destination(destination.name, seeds)
+            self._connectors[destination.name] = connector
         return self._connectors[destination.name]
+
+    def _vault(self) -> CredentialVault:
+        if self._credentials is None:
+            self._credentials = CredentialVault(self.read_model(), load_cipher(self.settings))
+        return self._credentials
 
     def dry_run(self, destination_name: str, items: list[dict[str, Any]]) -> list[dict]:
         """What would be sent for ``items`` (planned deliveries), secrets hidden."""
