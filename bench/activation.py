@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import argparse
 import http.server
+import multiprocessing
 import random
-import socketserver
 import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from connectors.sdk.delivery import DestinationPaused
 from services.activation.application import ActivationApplication
 from services.activation.destinations import Destination
 from services.consent.application import ConsentApplication
@@ -43,6 +46,7 @@ PROFILES = 10_000
 CONSENTING = 0.85
 BATCH = 100
 SEGMENT = "gold_tier"
+BEHAVIOURS = ("stalled", "500-fast", "429-retry-after")
 
 
 class BadDestination(http.server.BaseHTTPRequestHandler):
@@ -50,7 +54,7 @@ class BadDestination(http.server.BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     behaviour = "stalled"
-    released: threading.Event  # set when its measurement is over: stop stalling
+    released: Any  # a multiprocessing Event, set when its window is over: stop stalling
 
     def log_message(self, *args) -> None:
         pass
@@ -68,13 +72,31 @@ class BadDestination(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
 
-def serve_bad(behaviour: str) -> tuple[socketserver.TCPServer, str]:
+def serve_bad(behaviour: str, released, ready) -> None:
+    """Runs in its own process, as a vendor would: its threads never take our GIL."""
     handler = type(f"Bad_{behaviour}", (BadDestination,),
-                   {"behaviour": behaviour, "released": threading.Event()})
+                   {"behaviour": behaviour, "released": released})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/hooks/{{destination}}"
+    ready.send(server.server_address[1])
+    server.serve_forever()
+
+
+class BadServer:
+    """A bad destination's endpoint in a child process; ``released`` ends its stalls."""
+
+    def __init__(self, behaviour: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.released = context.Event()
+        receiving, sending = context.Pipe(duplex=False)
+        self.process = context.Process(target=serve_bad, args=(behaviour, self.released,
+                                                               sending), daemon=True)
+        self.process.start()
+        self.url = f"http://127.0.0.1:{receiving.recv()}/hooks/{{destination}}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.join()
 
 
 def seed_consent(consent: ConsentApplication, profiles: list[str]) -> None:
@@ -102,6 +124,7 @@ class Lane:
         self.profiles = profiles
         self.position = 0
         self.deliveries = 0
+        self.final_cpu = 0.0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
@@ -122,33 +145,91 @@ class Lane:
 
     def run(self) -> None:
         key = f"bench/{self.destination}/{uuid.uuid4()}"
+        batch = self.batch()
         while not self.stop.is_set():
-            outcome = self.app.deliver(key, self.destination, self.batch(),
-                                       self.consent.decide_many)
+            try:
+                outcome = self.app.deliver(key, self.destination, batch,
+                                           self.consent.decide_many)
+            except DestinationPaused as paused:
+                # As the service's lane does: the same batch again once the pause is over,
+                # and nothing done meanwhile.
+                self.stop.wait(paused.retry_after)
+                continue
             self.deliveries += outcome["delivered"]  # sent and acknowledged; not suppressed
+            batch = self.batch()
+        self.final_cpu = time.thread_time()
 
     def start(self) -> Lane:
         self.thread.start()
         return self
 
 
-def sample(lane: Lane, seconds: float) -> float:
-    """The lane's deliveries per second over the next ``seconds``."""
+def thread_cpu(lane: Lane | None) -> float:
+    """CPU seconds the lane's thread has used so far (0 for no lane)."""
+    if lane is None or lane.thread.ident is None:
+        return 0.0
+    try:
+        return time.clock_gettime(time.pthread_getcpuclockid(lane.thread.ident))
+    except OSError:  # the thread has ended
+        return lane.final_cpu
+
+
+@dataclass
+class Window:
+    """What one measuring window saw. CPU times are load-independent where wall-clock
+    rates are not: on a shared machine they say what a neighbour costs even when the
+    rates drift with other people's work."""
+
+    deliveries: int = 0
+    seconds: float = 0.0
+    healthy_cpu: float = 0.0  # CPU seconds of the healthy lane's thread
+    neighbour_cpu: float = 0.0  # ... and of the bad neighbour's (0 alone)
+
+    def __iadd__(self, other: Window) -> Window:
+        self.deliveries += other.deliveries
+        self.seconds += other.seconds
+        self.healthy_cpu += other.healthy_cpu
+        self.neighbour_cpu += other.neighbour_cpu
+        return self
+
+    @property
+    def rate(self) -> float:
+        return self.deliveries / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_per_1000(self) -> float:
+        """The healthy lane's own CPU milliseconds per 1,000 deliveries."""
+        return 1e6 * self.healthy_cpu / self.deliveries if self.deliveries else 0.0
+
+    @property
+    def neighbour_share(self) -> float:
+        """The neighbour's CPU as a share of one core over the window, in %."""
+        return 100 * self.neighbour_cpu / self.seconds if self.seconds else 0.0
+
+
+def sample(lane: Lane, seconds: float, neighbour: Lane | None = None) -> Window:
+    """The lane's deliveries over the next ``seconds``, and the CPU both lanes used."""
     before, started = lane.deliveries, time.perf_counter()
+    cpu, neighbour_cpu = thread_cpu(lane), thread_cpu(neighbour)
     time.sleep(seconds)
-    return (lane.deliveries - before) / (time.perf_counter() - started)
+    return Window(lane.deliveries - before, time.perf_counter() - started,
+                  thread_cpu(lane) - cpu, thread_cpu(neighbour) - neighbour_cpu)
 
 
-def beside(app, consent, profiles, healthy: Lane, bad: str, seconds: float, release) -> float:
-    """The healthy lane's rate while a bad destination's lane runs beside it."""
-    app._breakers.pop(bad, None)  # every window starts the bad lane afresh, pause and all
-    neighbour = Lane(app, consent, bad, profiles).start()
-    rate = sample(healthy, seconds)
+def beside(app, consent, profiles, healthy: Lane, bad: str, seconds: float,
+           server: BadServer | None) -> Window:
+    """The healthy lane's window while a bad destination's lane runs beside it."""
+    app._circuits.pop(bad, None)  # every window starts the bad lane afresh, circuit closed
+    neighbour = Lane(app, consent, bad, profiles)
+    if server is not None:
+        neighbour.start()
+    window = sample(healthy, seconds, neighbour if server is not None else None)
     neighbour.stop.set()
-    release.set()  # a stalled call returns at once, so the lane can end
-    neighbour.thread.join()
-    release.clear()
-    return rate
+    if server is not None:
+        server.released.set()  # a stalled call returns at once, so the lane can end
+        neighbour.thread.join()
+        server.released.clear()
+    return window
 
 
 def main() -> int:
@@ -156,10 +237,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="per window")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alone/beside window pairs per bad destination")
+    parser.add_argument("--bad", nargs="+", choices=BEHAVIOURS, default=list(BEHAVIOURS),
+                        help="which bad neighbours to measure beside (default: all three)")
+    parser.add_argument("--control", action="store_true",
+                        help="first measure beside an idle neighbour: the noise floor")
     args = parser.parse_args()
 
     receiver, base_url = spawn_receiver(SECRET)
-    bad_servers = {name: serve_bad(name) for name in ("stalled", "500-fast", "429-retry-after")}
+    bad_servers = {name: BadServer(name) for name in args.bad}
     data_dir = Path(tempfile.mkdtemp(prefix="tessera-bench-activation-"))
     settings = Settings(data_dir=data_dir, delivery_attempts=5)
     profiles = [str(uuid.UUID(int=random.Random(n).getrandbits(128))) for n in range(PROFILES)]
@@ -169,28 +254,38 @@ def main() -> int:
                            {"url": url, "secret": SECRET, "timeout": timeout})
 
     destinations = [webhook("healthy", base_url + "/hooks/{destination}")] + [
-        webhook(name, url, timeout=30.0) for name, (_, url) in bad_servers.items()]
+        webhook(name, server.url, timeout=30.0) for name, server in bad_servers.items()]
     consent = ConsentApplication(settings)
     app = ActivationApplication(settings, destinations=destinations)
+    neighbours: dict[str, BadServer | None] = {"idle": None} if args.control else {}
+    neighbours.update(bad_servers)
     try:
         seed_consent(consent, profiles)
         healthy = Lane(app, consent, "healthy", profiles).start()
         time.sleep(2.0)  # warm up: connections open, caches filled
-        throughput = sample(healthy, args.seconds)
+        throughput = sample(healthy, args.seconds).rate
         print(f"throughput: {throughput:,.0f} deliveries/s (batches of {BATCH}, consent "
               "decided per batch at send time)", flush=True)
         kept = []
-        for bad, (server, _) in bad_servers.items():
-            # Alone and beside alternate in short windows: the load other engineers put
-            # on the shared cores drifts, and alternating cancels most of that drift.
-            alone = side = 0.0
-            for _ in range(args.rounds):
+        for bad, server in neighbours.items():
+            # Alone and beside alternate in short windows, in turn first and second: the
+            # load other engineers put on the shared cores drifts, and this cancels most of
+            # that drift (not bursts).
+            alone, side = Window(), Window()
+            for round_ in range(args.rounds):
+                if round_ % 2:
+                    side += beside(app, consent, profiles, healthy, bad, args.seconds, server)
                 alone += sample(healthy, args.seconds)
-                side += beside(app, consent, profiles, healthy, bad, args.seconds,
-                               server.RequestHandlerClass.released)
-            kept.append(100 * side / alone)
-            print(f"healthy alone {alone / args.rounds:,.0f} deliveries/s, beside {bad} "
-                  f"{side / args.rounds:,.0f} deliveries/s ({kept[-1]:.0f}%)", flush=True)
+                if not round_ % 2:
+                    side += beside(app, consent, profiles, healthy, bad, args.seconds, server)
+            wall = 100 * side.rate / alone.rate
+            if server is not None:
+                kept.append(wall)
+            print(f"healthy alone {alone.rate:,.0f} deliveries/s, beside {bad} "
+                  f"{side.rate:,.0f} deliveries/s ({wall:.0f}%); healthy lane CPU per 1,000 "
+                  f"deliveries {alone.cpu_per_1000:.0f} ms alone, {side.cpu_per_1000:.0f} ms "
+                  f"beside; the {bad} lane used {side.neighbour_share:.1f}% of a core",
+                  flush=True)
         healthy.stop.set()
         healthy.thread.join()
         print(f"activation: {throughput:,.0f} deliveries/s; healthy destination keeps "
@@ -198,8 +293,8 @@ def main() -> int:
     finally:
         receiver.terminate()
         receiver.wait()
-        for server, _ in bad_servers.values():
-            server.shutdown()
+        for server in bad_servers.values():
+            server.stop()
     return 0
 
 

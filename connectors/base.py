@@ -74,6 +74,10 @@ class SendResult:
     delivered: list[str]  # idempotency keys
     status: int  # HTTP status of the answer; 0 when nothing had to be sent
     duplicate_keys: list[str] = field(default_factory=list)
+    # Items the destination refused one by one while accepting the rest (e.g. HubSpot's
+    # 207 Multi-Status): key -> why. Retryable ones are sent again, alone; the others
+    # are dead-lettered.
+    failed: dict[str, DeliveryError] = field(default_factory=dict)
 
 
 class DeliveryError(Exception):

@@ -25,7 +25,10 @@ api-reference crm-contacts-v3 ``post-crm-v3-objects-contacts-merge``, contacts
 Traits become contact properties through the destination's mapping (``first_name`` →
 ``firstname`` by default, as HubSpot names them). Upserts keyed by email are idempotent.
 A 429 names its policy: TEN_SECONDLY_ROLLING waits 10 s, SECONDLY 1 s, when no
-``Retry-After`` says otherwise; a 207 whose errors are all rate or lock errors is retried.
+``Retry-After`` says otherwise. Each input carries an ``objectWriteTraceId`` (its
+idempotency key), so a 207 Multi-Status answer is read per input: the written ones are
+delivered, the refused ones retried alone (RATE_LIMITS, LOCKED) or dead-lettered (any
+other category).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import httpx
 from marshmallow import fields, validate
 
 from connectors.base import (
+    DeliveryError,
     DeliveryItem,
     PermanentDeliveryError,
     SendResult,
@@ -58,6 +62,7 @@ __all__ = ["DEFAULT_PROPERTIES", "HubSpotContacts", "is_own_write", "sync_stamp"
 DEFAULT_PROPERTIES = {"first_name": "firstname", "last_name": "lastname", "phone": "phone",
                       "company": "company", "country": "country", "city": "city"}
 POLICY_WAIT_SECONDS = {"TEN_SECONDLY_ROLLING": 10.0, "SECONDLY": 1.0}
+RETRYABLE_CATEGORIES = frozenset({"RATE_LIMITS", "LOCKED"})
 
 
 def sync_stamp(properties: dict[str, Any]) -> str:
@@ -138,9 +143,12 @@ class HubSpotContacts(HttpDestination):
         return self._upserts(with_email)
 
     def _upserts(self, items: list[DeliveryItem]) -> list[OutboundRequest]:
+        # objectWriteTraceId turns on HubSpot's multi-status answers: a 207 then says which
+        # inputs were written and which not, each by its trace id (our idempotency key).
         inputs = [{"idProperty": "email", "id": normalise_email(i.traits["email"]),
                    "properties": dict(self.cleared_properties(i) if i.action == "split"
-                                      else {}, **self.properties_of(i))} for i in items]
+                                      else {}, **self.properties_of(i)),
+                   "objectWriteTraceId": i.idempotency_key} for i in items]
         return [OutboundRequest("POST", self._url("/batch/upsert"), self._auth(),
                                 json={"inputs": inputs})] if inputs else []
 
@@ -200,13 +208,29 @@ class HubSpotContacts(HttpDestination):
 
     def interpret(self, response, operation, items):
         if response.status_code == 207:
-            errors = _json(response).get("errors") or []
-            categories = {e.get("category") for e in errors}
-            detail = f"{self.name}: {len(errors)} inputs failed: {sorted(map(str, categories))}"
-            if categories <= {"RATE_LIMITS", "LOCKED"}:
-                raise TransientDeliveryError(detail, status=207)
-            raise PermanentDeliveryError(detail, status=207)
+            return self._multi_status(_json(response), items)
         return super().interpret(response, operation, items)
+
+    def _multi_status(self, body: dict[str, Any], items: list[DeliveryItem]) -> SendResult:
+        """Per input: written (a result carrying its trace id), or refused (an error naming
+        it) — rate-limit and lock errors retryable, the others not. An input named nowhere
+        was not confirmed: sent again."""
+        keys = {i.idempotency_key for i in items}
+        written = [r.get("objectWriteTraceId") for r in body.get("results") or []]
+        failed: dict[str, DeliveryError] = {}
+        for error in body.get("errors") or []:
+            category = str(error.get("category", ""))
+            detail = f"{self.name}: {category}: {error.get('message', '')}"
+            refusal = (TransientDeliveryError(detail, status=207)
+                       if category in RETRYABLE_CATEGORIES
+                       else PermanentDeliveryError(detail, status=207))
+            for key in _named_by(error) & keys:
+                failed[key] = refusal
+        delivered = [key for key in written if key in keys and key not in failed]
+        for key in keys - set(delivered) - set(failed):
+            failed[key] = TransientDeliveryError(
+                f"{self.name}: input neither written nor refused in a 207", status=207)
+        return SendResult(delivered=delivered, status=207, failed=failed)
 
     @classmethod
     def conformance_harness(cls):
@@ -217,6 +241,17 @@ class HubSpotContacts(HttpDestination):
             fake=lambda: FakeHubSpot(token="pat-na1-test"),
             config=lambda fake: {"base_url": fake.base_url, "access_token": "pat-na1-test"},
             bad_config=lambda fake: {"access_token": "pat-na1-revoked"})
+
+
+def _named_by(error: dict[str, Any]) -> set[str]:
+    """The trace ids a batch error names: in ``context.objectWriteTraceId`` (HubSpot's
+    BatchError context maps names to lists of strings) or as its ``id``."""
+    context = error.get("context") if isinstance(error.get("context"), dict) else {}
+    named = context.get("objectWriteTraceId") or []
+    names = {str(n) for n in (named if isinstance(named, list) else [named])}
+    if error.get("id"):
+        names.add(str(error["id"]))
+    return names
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -2,6 +2,9 @@
 
     POST  {login_url}/services/oauth2/token   grant_type=client_credentials (form, Basic)
           -> {"access_token", "instance_url", "token_type": "Bearer", …}
+          or grant_type=refresh_token&refresh_token=… when a refresh token is configured;
+          with refresh token rotation the answer carries a new ``refresh_token`` and the
+          one sent is void: it goes to ``self.credentials`` (encrypted in activation's store)
     PATCH {instance_url}/services/data/v66.0/composite/sobjects/Contact/{external_id_field}
           {"allOrNone": false,
            "records": [{"attributes": {"type": "Contact"}, "<ext id field>": "<profile id>",
@@ -100,6 +103,12 @@ class SalesforceConfig(DestinationConfigSchema):
     client_secret = fields.String(required=True, validate=validate.Length(min=1),
                                   metadata={"secret": True,
                                             "description": "Consumer secret of the app."})
+    refresh_token = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=1),
+        metadata={"secret": True, "description": "A refresh token from the web-server flow: "
+                  "then sessions come from the refresh_token grant, not client credentials. "
+                  "With refresh token rotation each use returns a new one, which Tessera "
+                  "keeps encrypted in its store; this value only seeds it."})
     api_version = fields.String(load_default="v66.0",
                                 validate=validate.Regexp(r"^v\d+\.\d$", error="like v66.0"),
                                 metadata={"description": "REST API version."})
@@ -115,6 +124,7 @@ class SalesforceContacts(HttpDestination):
     capabilities = frozenset({Capability.UPSERT_PROFILE, Capability.MERGE_PROFILES})
     batch_size = 200
     rate_limit = 5.0
+    runtime_credentials = frozenset({"refresh_token"})
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
@@ -122,12 +132,20 @@ class SalesforceContacts(HttpDestination):
 
     # ---- OAuth ---------------------------------------------------------------------
     def _authenticate(self) -> dict[str, str]:
+        form = {"grant_type": "client_credentials", "client_id": self.config["client_id"],
+                "client_secret": self.config["client_secret"]}
+        refresh_token = self.credentials.get("refresh_token") \
+            if self.config.get("refresh_token") else None
+        if refresh_token:
+            form.update(grant_type="refresh_token", refresh_token=refresh_token)
         response = self.request(OutboundRequest(
             "POST", f"{self.config['login_url']}/services/oauth2/token",
-            {"Content-Type": "application/x-www-form-urlencoded"},
-            data={"grant_type": "client_credentials", "client_id": self.config["client_id"],
-                  "client_secret": self.config["client_secret"]}))
+            {"Content-Type": "application/x-www-form-urlencoded"}, data=form))
         token = response.json()
+        rotated = token.get("refresh_token")
+        if refresh_token and rotated and rotated != refresh_token:
+            # Rotation voided the one we sent: keep the new one before anything else.
+            self.credentials.put("refresh_token", rotated)
         self._token = {"access_token": token["access_token"],
                        "instance_url": token["instance_url"]}
         return self._token

@@ -49,6 +49,7 @@ class Settings:
     destinations_file: Path | None = None
     rpc_timeout: float = 10.0
     delivery_attempts: int = 5
+    circuit_failures: int = 5  # failed attempts in a row that open a destination's circuit
     default_jurisdiction: str = "GDPR"
     # Consent (docs/consent.md): the purpose catalogue, our IAB TCF vendor id (0: none, so
     # TC strings can deny but never grant), the oldest TCF policy version accepted, and
@@ -92,6 +93,7 @@ class Settings:
             destinations_file=Path(destinations) if destinations else None,
             rpc_timeout=float(_env("TESSERA_RPC_TIMEOUT", "10")),
             delivery_attempts=int(_env("TESSERA_DELIVERY_ATTEMPTS", "5")),
+            circuit_failures=int(_env("TESSERA_CIRCUIT_FAILURES", "5")),
             default_jurisdiction=_env("TESSERA_DEFAULT_JURISDICTION", "GDPR"),
             purposes_file=Path(purposes) if purposes else None,
             tcf_vendor_id=int(_env("TESSERA_TCF_VENDOR_ID", "0")),

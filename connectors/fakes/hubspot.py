@@ -20,6 +20,15 @@ than contacts carry), sorted on it; their associations through ``POST /crm/v4/
 associations/{deals,tickets}/{contacts,companies}/batch/read`` (``{"inputs": [{"id"}]}``
 -> ``results[{from: {id}, to: [{toObjectId, associationTypes}]}]``, 207 with ``errors``
 for ids without any).
+that looks like one. Contacts are kept by email: an upsert of a known email updates it.
+GDPR delete answers 204. Injected 429s carry HubSpot's rate-limit body and headers.
+
+``refuse(email, category)`` makes upserts of that email fail alone: when the inputs carry
+``objectWriteTraceId`` (HubSpot's switch for multi-status answers), the answer is 207 with
+the written inputs in ``results`` (trace id echoed) and one BatchError per refused input
+in ``errors`` (``status``, ``category``, ``message``, ``context`` naming its trace id),
+plus ``numErrors``; without trace ids a refusal fails the whole request with 400.
+``times`` bounds how often a refusal happens (a lock that clears).
 """
 
 from __future__ import annotations
@@ -60,8 +69,23 @@ class FakeHubSpot(FakeVendor):
         self.merges: list[tuple[str, str]] = []  # (primary id, merged id), in order
         # "deals" | "tickets" -> id -> {"id", "properties", "contacts": [...], "companies": [...]}
         self.objects: dict[str, dict[str, dict[str, Any]]] = {"deals": {}, "tickets": {}}
+        self.refusals: dict[str, list] = {}  # email -> [category, times left or None]
         self._clock_ms = FIRST_MODIFIED_MS
         self._next_id = 1001
+
+    def refuse(self, email: str, category: str = "VALIDATION_ERROR",
+               times: int | None = None) -> None:
+        """Upserts of ``email`` fail alone with ``category`` (``times`` times, or always)."""
+        with self.lock:
+            self.refusals[email.lower()] = [category, times]
+
+    def _refusal(self, email: str) -> str | None:
+        plan = self.refusals.get(email)
+        if plan is None or plan[1] == 0:
+            return None
+        if plan[1] is not None:
+            plan[1] -= 1
+        return plan[0]
 
     def _touch(self, contact: dict[str, Any]) -> None:
         """Every write moves lastmodifieddate on (one second per write, never backwards)."""
@@ -124,18 +148,34 @@ class FakeHubSpot(FakeVendor):
                               "each input needs idProperty, id and object properties")
             if entry["idProperty"] == "email" and "@" not in str(entry["id"]):
                 return _error(400, "VALIDATION_ERROR", f"{entry['id']!r} is not an email")
-        results = []
+        results, errors = [], []
+        multi_status = all(entry.get("objectWriteTraceId") for entry in inputs)
         with self.lock:
             self.sizes.append(len(inputs))
             for entry in inputs:
                 email = str(entry["id"]).lower()
+                refused = self._refusal(email)
+                if refused is not None and not multi_status:
+                    return _error(400, refused, f"{email}: refused")
+                if refused is not None:
+                    errors.append({"status": "error", "category": refused,
+                                   "message": f"{email}: refused ({refused})",
+                                   "context": {"objectWriteTraceId":
+                                               [entry["objectWriteTraceId"]]}})
+                    continue
                 new = email not in self.contacts
                 contact = self.contacts.get(email) or self._new(email)
                 _write(contact["properties"], entry["properties"])
                 contact["properties"]["email"] = email
                 self._touch(contact)
-                results.append({"id": contact["id"], "properties": contact["properties"],
-                                "archived": False, "new": new})
+                result = {"id": contact["id"], "properties": contact["properties"],
+                          "archived": False, "new": new}
+                if entry.get("objectWriteTraceId"):
+                    result["objectWriteTraceId"] = entry["objectWriteTraceId"]
+                results.append(result)
+        if errors:
+            return FakeResponse(207, {"status": "COMPLETE", "results": results,
+                                      "errors": errors, "numErrors": len(errors)})
         return FakeResponse(200, {"status": "COMPLETE", "results": results})
 
     def _search(self, body: dict[str, Any]) -> FakeResponse:

@@ -20,6 +20,11 @@ Opportunities and cases (``edit_opportunity``, ``edit_case``) answer SOQL on
 ``LastModifiedDate`` (or ``SystemModstamp``) with their standard fields, ``ContactId``
 and the relationship field ``Contact.Email`` (nested as ``{"Contact": {...}}``); an
 unknown field is refused with INVALID_FIELD.
+the current tokens invalid, as a session timeout does. The ``refresh_token`` grant takes a
+token from ``issue_refresh_token()``; with ``rotate_refresh_tokens`` (refresh token
+rotation on the connected app) each use answers a new ``refresh_token`` and voids the
+one presented, as Salesforce documents (help.salesforce.com, "OAuth 2.0 Refresh Token
+Flow for Renewed Sessions"); an unknown or void one gets 400 ``invalid_grant``.
 """
 
 from __future__ import annotations
@@ -73,6 +78,9 @@ class FakeSalesforce(FakeVendor):
         self._cursors: dict[str, list[dict[str, Any]]] = {}
         self.client_id, self.client_secret = client_id, client_secret
         self.tokens: set[str] = set()
+        self.refresh_tokens: set[str] = set()
+        self.rotate_refresh_tokens = True  # the connected app's "refresh token rotation"
+        self.refresh_grants = 0
         self.contacts: dict[str, dict[str, Any]] = {}  # external id -> record
         self.sizes: list[int] = []
         self.api_usage = 0
@@ -162,18 +170,36 @@ class FakeSalesforce(FakeVendor):
         basic = request.headers.get("authorization", "")
         if basic.startswith("Basic "):
             client_id, _, client_secret = base64.b64decode(basic[6:]).decode().partition(":")
-        if form.get("grant_type") != "client_credentials":
+        grant = form.get("grant_type")
+        if grant not in ("client_credentials", "refresh_token"):
             return FakeResponse(400, {"error": "unsupported_grant_type",
                                       "error_description": "grant type not supported"})
         if (client_id, client_secret) != (self.client_id, self.client_secret):
             return FakeResponse(400, {"error": "invalid_client",
                                       "error_description": "invalid client credentials"})
         token = "00D" + secrets.token_hex(12)
+        answer = {"access_token": token, "instance_url": self.base_url,
+                  "id": f"{self.base_url}/id/00D/005", "token_type": "Bearer",
+                  "issued_at": "1735689600000", "signature": "x"}
         with self.lock:
+            if grant == "refresh_token":
+                presented = form.get("refresh_token")
+                if presented not in self.refresh_tokens:
+                    return FakeResponse(400, {"error": "invalid_grant",
+                                              "error_description": "expired access/refresh "
+                                              "token"})
+                self.refresh_grants += 1
+                if self.rotate_refresh_tokens:  # a new one each time, the old one is void
+                    self.refresh_tokens.discard(presented)
+                    answer["refresh_token"] = self.issue_refresh_token()
             self.tokens.add(token)
-        return FakeResponse(200, {"access_token": token, "instance_url": self.base_url,
-                                  "id": f"{self.base_url}/id/00D/005", "token_type": "Bearer",
-                                  "issued_at": "1735689600000", "signature": "x"})
+        return FakeResponse(200, answer)
+
+    def issue_refresh_token(self) -> str:
+        """A refresh token, as the web-server flow's authorization would give one."""
+        token = "5Aep861" + secrets.token_hex(16)
+        self.refresh_tokens.add(token)
+        return token
 
     def _upsert(self, sobject: str, field: str, body: dict[str, Any]) -> FakeResponse:
         records = body.get("records")

@@ -10,6 +10,7 @@ dead-lettered by the caller).
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -18,12 +19,15 @@ from dataclasses import dataclass, field
 from connectors.base import DeliveryError, DeliveryItem, SendResult
 from connectors.retry import call_with_retries
 from connectors.sdk.destination import Capability
+from shared.errors import RetryLater
 
 __all__ = [
     "SYNC_MODES",
     "Batch",
     "CircuitBreaker",
+    "CircuitOpenError",
     "DeliveryReport",
+    "DestinationPaused",
     "RateLimiter",
     "as_destination",
     "default_sync",
@@ -143,35 +147,87 @@ class RateLimiter:
             (self._sleep or time.sleep)(wait)
 
 
-class CircuitBreaker:
-    """After a batch fails for good, a destination's lane waits before its next batch.
+class DestinationPaused(RetryLater):
+    """A destination's circuit is open: nothing was decided, sent or written for this
+    batch. It stays in the destination's queue and is handed back ``retry_after`` seconds
+    later; no worker waits for it meanwhile."""
 
-    A vendor that is down gets a pause instead of a retry storm, and a lane that can
-    only fail stops spending the process's CPU (consent decisions, dead letters) that
-    healthy destinations need. The pause doubles with each failure, from ``first`` up
-    to ``longest`` seconds, and ends at the first success. Nothing is lost while it
-    waits: the batches stay in the destination's queue.
+    def __init__(self, destination: str, retry_after: float, cause: str) -> None:
+        super().__init__(f"{destination}: paused {retry_after:.1f}s after repeated failures "
+                         f"(last: {cause})", retry_after)
+        self.destination = destination
+
+
+class CircuitOpenError(DeliveryError):
+    """A batch not retried further because its destination's circuit opened: the
+    destination keeps failing, so more attempts now would only cost time and CPU."""
+
+    retryable = False
+
+
+class CircuitBreaker:
+    """One destination's circuit: closed, open after repeated failures, then half-open.
+
+    Closed, every batch gets its full retry budget. ``threshold`` failed attempts in a
+    row (5xx, 429, timeouts, lost connections: the destination's health, not a 4xx about
+    one batch's data), or a single wait asked for longer than ``longest_inline_wait``
+    (a ``Retry-After`` of minutes), open it: retries stop and, for ``pause`` seconds,
+    batches are not even started — activation raises :class:`DestinationPaused` before
+    deciding consent, so a dead destination costs no consent decisions, no requests and
+    no dead letters, and holds no worker while it waits. The pause doubles with each
+    opening, from ``first`` up to ``longest`` seconds, and is never shorter than the
+    destination's own ``Retry-After``. After it, the circuit is half-open: the next batch
+    is a probe with a single attempt; its success closes the circuit, its failure opens
+    it again for twice as long.
     """
 
-    def __init__(self, first: float = 2.0, longest: float = 60.0, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] | None = None) -> None:
-        self.first, self.longest = first, longest
+    def __init__(self, threshold: int = 5, first: float = 2.0, longest: float = 60.0,
+                 longest_inline_wait: float = 10.0, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if threshold < 1:
+            raise ValueError("threshold must be at least 1")
+        self.threshold, self.first, self.longest = threshold, first, longest
+        self.longest_inline_wait = longest_inline_wait
         self._clock = clock
-        self._sleep = sleep
-        self.pause = 0.0
+        self.consecutive_failures = 0
+        self.pause = 0.0  # the length of the current (or last) opening; 0 when closed
         self.open_until = 0.0
+        self.last_error = ""
 
-    def wait(self) -> None:
-        remaining = self.open_until - self._clock()
+    @property
+    def closed(self) -> bool:
+        return self.pause == 0.0
+
+    @property
+    def half_open(self) -> bool:
+        return not self.closed and self._clock() >= self.open_until
+
+    def remaining(self) -> float:
+        """Seconds until a probe may go; 0 when closed or half-open."""
+        return 0.0 if self.closed else max(0.0, self.open_until - self._clock())
+
+    def admit(self, destination: str) -> None:
+        """Raise :class:`DestinationPaused` while open; otherwise a batch may go."""
+        remaining = self.remaining()
         if remaining > 0:
-            (self._sleep or time.sleep)(remaining)
+            raise DestinationPaused(destination, remaining, self.last_error)
 
-    def failed(self) -> None:
-        self.pause = min(self.longest, self.pause * 2 if self.pause else self.first)
-        self.open_until = self._clock() + self.pause
+    def attempts(self, budget: int) -> int:
+        """A probe (half-open) gets one attempt; otherwise the whole budget."""
+        return 1 if self.half_open else budget
+
+    def failed(self, error: DeliveryError) -> None:
+        """Record a failed attempt; opens the circuit when the destination looks down."""
+        self.last_error = str(error)
+        self.consecutive_failures += 1
+        asked = error.retry_after or 0.0
+        if (self.half_open or self.consecutive_failures >= self.threshold
+                or asked > self.longest_inline_wait):
+            self.pause = min(self.longest, self.pause * 2 if self.pause else self.first)
+            self.open_until = self._clock() + max(self.pause, asked)
 
     def succeeded(self) -> None:
+        self.consecutive_failures = 0
         self.pause = 0.0
         self.open_until = 0.0
 
@@ -189,37 +245,106 @@ class DeliveryReport:
 
 def deliver_batches(connector, destination: str, batches: list[Batch], *, attempts: int,
                     limiter: RateLimiter | None = None,
-                    sleep: Callable[[float], None] | None = None) -> DeliveryReport:
-    """Send each batch with retries; a batch that still fails is reported, not raised."""
+                    sleep: Callable[[float], None] | None = None,
+                    circuit: CircuitBreaker | None = None) -> DeliveryReport:
+    """Send each batch with retries; a batch that still fails is reported, not raised.
+
+    With a ``circuit``, each attempt's outcome is recorded on it. When it opens before a
+    batch has spent its budget: if nothing of this call has been delivered or failed yet,
+    :class:`DestinationPaused` is raised (the caller's whole batch waits and comes back,
+    nothing of it lost or written); otherwise that batch and the ones after it are
+    reported failed with :class:`CircuitOpenError` (dead letters: nothing lost).
+    """
     report = DeliveryReport()
     failed_keys: set[str] = set()
     succeeded: dict[str, None] = {}
     skipped: dict[str, None] = {}
 
-    def attempt(batch: Batch) -> SendResult:
+    def attempt(batch: Batch, budget: int, tries: list[int]) -> SendResult:
         if limiter is not None:
             limiter.acquire()
         report.requests += 1
+        tries[0] += 1
         # Anything but a DeliveryError (a bug, a lost database) propagates: the caller's
         # batch is then retried whole rather than dead-lettered for a fault not the vendor's.
-        return connector.deliver(batch.operation, destination, list(batch.items))
+        try:
+            result = connector.deliver(batch.operation, destination, list(batch.items))
+        except DeliveryError as error:
+            if circuit is not None and error.retryable:
+                circuit.failed(error)
+                if not circuit.closed and tries[0] < budget:
+                    raise CircuitOpenError(f"{error} (circuit opened after "
+                                           f"{circuit.consecutive_failures} failed attempts "
+                                           "in a row)", status=error.status) from error
+            raise
+        if circuit is not None:
+            circuit.succeeded()
+        return result
 
     for batch in batches:
-        try:
-            result = call_with_retries(lambda b=batch: attempt(b), destination,
-                                       attempts=attempts, sleep=sleep)
-        except DeliveryError as error:
+        if circuit is not None and circuit.remaining() > 0:
+            error = CircuitOpenError(f"not attempted: circuit open ({circuit.last_error})")
             report.failed.append((batch, error))
             failed_keys.update(batch.keys)
             continue
-        report.status = result.status
-        report.duplicate_keys.extend(result.duplicate_keys)
-        acknowledged = set(result.delivered)
-        succeeded.update(dict.fromkeys(k for k in batch.keys if k in acknowledged))
-        skipped.update(dict.fromkeys(k for k in batch.keys if k not in acknowledged))
+        budget = circuit.attempts(attempts) if circuit is not None else attempts
+        tries = [0]  # attempts spent on this batch, partial retries included
+        pending: Batch | None = batch
+        while pending is not None:
+            try:
+                result = call_with_retries(lambda b=pending, n=budget, t=tries: attempt(b, n, t),
+                                           destination, attempts=budget - tries[0],
+                                           sleep=sleep)
+            except CircuitOpenError as error:
+                if not succeeded and not skipped and not report.failed:
+                    raise DestinationPaused(destination, circuit.remaining(), str(error)) \
+                        from error
+                report.failed.append((pending, error))
+                failed_keys.update(pending.keys)
+                break
+            except DeliveryError as error:
+                report.failed.append((pending, error))
+                failed_keys.update(pending.keys)
+                break
+            report.status = result.status
+            report.duplicate_keys.extend(result.duplicate_keys)
+            acknowledged = set(result.delivered)
+            succeeded.update(dict.fromkeys(k for k in pending.keys if k in acknowledged))
+            skipped.update(dict.fromkeys(k for k in pending.keys
+                                         if k not in acknowledged and k not in result.failed))
+            pending = _partly_failed(pending, result.failed, report, failed_keys,
+                                     spent=tries[0], budget=budget, sleep=sleep)
     report.delivered = [key for key in succeeded if key not in failed_keys]
     report.skipped = [key for key in skipped if key not in failed_keys and key not in succeeded]
     return report
+
+
+def _partly_failed(batch: Batch, failures: dict[str, DeliveryError], report: DeliveryReport,
+                   failed_keys: set[str], *, spent: int, budget: int,
+                   sleep: Callable[[float], None] | None) -> Batch | None:
+    """Items a destination refused one by one: the retryable ones, as a batch of their
+    own to send again after a backoff while the budget lasts; the rest reported failed
+    (dead letters), grouped by error."""
+    if not failures:
+        return None
+    retry: list[DeliveryItem] = []
+    refused: dict[str, tuple[DeliveryError, list[DeliveryItem]]] = {}
+    for item in batch.items:
+        error = failures.get(item.idempotency_key)
+        if error is None:
+            continue
+        if error.retryable and spent < budget:
+            retry.append(item)
+        else:
+            refused.setdefault(str(error), (error, []))[1].append(item)
+    for error, items in refused.values():
+        report.failed.append((Batch(batch.operation, tuple(items)), error))
+        failed_keys.update(item.idempotency_key for item in items)
+    if not retry:
+        return None
+    asked = max((failures[i.idempotency_key].retry_after or 0.0 for i in retry), default=0.0)
+    (sleep or time.sleep)(max(asked, random.uniform(0, min(30.0, 0.2 * 2 ** (spent - 1)))))
+    return Batch(batch.operation, tuple(retry))
 
 
 class _SendOnly:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import httpx
 from marshmallow import Schema, fields, validate
@@ -39,6 +39,7 @@ from connectors.base import (
 
 __all__ = [
     "Capability",
+    "CredentialStore",
     "Destination",
     "DestinationConfigSchema",
     "HttpDestination",
@@ -58,6 +59,26 @@ class Capability(enum.StrEnum):
     # Follow identity: a merge folds the absorbed profiles' records into the survivor's;
     # a split upserts each part with its own recomputed traits, clearing what it lost.
     MERGE_PROFILES = "merge_profiles"
+
+
+class CredentialStore(Protocol):
+    def get(self, name: str) -> str | None: ...
+
+    def put(self, name: str, value: str) -> None: ...
+
+
+class InMemoryCredentials:
+    """The config's values, replaced in memory only: what a connector has outside the
+    platform (tests, ``tessera connector test``). Activation gives it a lasting store."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self._values = {k: v for k, v in config.items() if isinstance(v, str)}
+
+    def get(self, name: str) -> str | None:
+        return self._values.get(name)
+
+    def put(self, name: str, value: str) -> None:
+        self._values[name] = value
 
 
 class DestinationConfigSchema(Schema):
@@ -104,9 +125,15 @@ class Destination:
     rate_limit: ClassVar[float | None] = None  # requests per second
     # Which worked hashing examples of the conformance kit apply ("google", "meta", None).
     hashing: ClassVar[str | None] = None
+    # Config fields whose value the vendor may replace at run time (a rotated OAuth
+    # refresh token). The platform then gives the connector ``credentials``: ``get(name)``
+    # answers the latest value (the config's, seeded from the environment, until one is
+    # ``put``); ``put(name, value)`` keeps the new one, encrypted, in the platform's store.
+    runtime_credentials: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **config: Any) -> None:
         self.config = config
+        self.credentials: CredentialStore = InMemoryCredentials(config)
         self.mapping: Mapping[str, str] = config.get("mapping") or {}
         if config.get("batch_size"):
             self.batch_size = min(int(config["batch_size"]), type(self).batch_size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,7 @@ from services.activation.audiences import (
     Audiences,
     plan_for_consent_change,
 )
+from services.activation.credentials import CredentialVault, load_cipher
 from services.activation.destinations import Destination, load_destinations
 from services.activation.domain import (
     DeliveryPlan,
@@ -51,7 +53,8 @@ class ActivationApplication(ServiceApplication):
     snapshotting_intervals = {DestinationLedger: 200}
 
     def __init__(self, settings, destinations: list[Destination] | None = None,
-                 sleep: Callable[[float], None] | None = None, **kwargs):
+                 sleep: Callable[[float], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic, **kwargs):
         super().__init__(settings, **kwargs)
         if destinations is None:
             destinations = load_destinations(settings.destinations_file)
@@ -60,8 +63,10 @@ class ActivationApplication(ServiceApplication):
         self.audiences = Audiences(self.read_model())
         self._connectors: dict[str, Any] = {}
         self._limiters: dict[str, RateLimiter] = {}
-        self._breakers: dict[str, CircuitBreaker] = {}
+        self._circuits: dict[str, CircuitBreaker] = {}
+        self._credentials: CredentialVault | None = None
         self._sleep = sleep
+        self._clock = clock  # the circuits' (tests turn it by hand)
 
     # ---- planning ---------------------------------------------------------------------
     def plan(self, tracking_key: str, changes: list[dict[str, Any]]) -> int:
@@ -141,13 +146,15 @@ class ActivationApplication(ServiceApplication):
 
         Raises when consent cannot be decided yet (the batch waits and is retried); a
         destination that keeps failing ends in the dead-letter store, never in a loop.
+        While its circuit is open, raises `DestinationPaused` before doing anything: the
+        batch waits in its queue, costing nothing (see `CircuitBreaker`).
         """
         fresh = self.fresh_items(tracking_key, items)
         if not fresh:
             return {"delivered": 0, "suppressed": 0, "dead_lettered": 0}
         destination = self.destinations[destination_name]
-        breaker = self._breaker(destination_name)
-        breaker.wait()
+        circuit = self._circuit(destination_name)
+        circuit.admit(destination_name)
         ledger = self._ledger(destination_name)
         removals, to_decide = self._consent_removals(destination_name, fresh, ledger)
         allowed, denied = self._decide(destination, to_decide, decide_many) if to_decide \
@@ -155,20 +162,16 @@ class ActivationApplication(ServiceApplication):
         allowed += removals
         outcome = {"delivered": 0, "suppressed": len(denied), "dead_lettered": 0}
         writes = None
+        try:
+            report = self._send(destination, allowed, circuit) if allowed else None
+        except Exception:
+            self.forget_cached_state()  # the cached ledger holds unsaved changes (skips)
+            raise
         if denied:
             ledger.suppressed_batch([summary(i) for i in denied])
-        if allowed:
-            try:
-                report = self._send(destination, allowed)
-            except Exception:
-                self.forget_cached_state()  # the cached ledger holds unsaved changes
-                raise
+        if report is not None:
             self._record_report(ledger, allowed, report)
             writes = self._holdings_writes(destination_name, allowed, report)
-            if report.failed:
-                breaker.failed()
-            else:
-                breaker.succeeded()
             outcome["delivered"] = len(report.delivered)
             outcome["dead_lettered"] = sum(len(batch.items) for batch, _ in report.failed)
         self.save_processed(ledger, tracking_key=tracking_key, position=fresh[-1]["position"],
@@ -216,7 +219,8 @@ class ActivationApplication(ServiceApplication):
                 denied.append(dict(record, reason=decision["reason"]))
         return allowed, denied
 
-    def _send(self, destination: Destination, items: list[dict[str, Any]]) -> DeliveryReport:
+    def _send(self, destination: Destination, items: list[dict[str, Any]],
+              circuit: CircuitBreaker | None = None) -> DeliveryReport:
         """Batches by operation, within the rate limit, each retried; failures reported."""
         connector = self._connector(destination)
         pinned = {i["idempotency_key"]: Capability(i["operation"])
@@ -226,7 +230,8 @@ class ActivationApplication(ServiceApplication):
                                connector.batch_size, pinned)
         return deliver_batches(connector, destination.name, batches,
                                attempts=self.settings.delivery_attempts,
-                               limiter=self._limiter(destination, connector), sleep=self._sleep)
+                               limiter=self._limiter(destination, connector), sleep=self._sleep,
+                               circuit=circuit)
 
     def _record_report(self, ledger: DestinationLedger, items: list[dict[str, Any]],
                 report: DeliveryReport) -> None:
@@ -248,10 +253,11 @@ class ActivationApplication(ServiceApplication):
             return validate_sync(destination.sync)
         return default_sync(connector.capabilities) or validate_sync({"mirror"})
 
-    def _breaker(self, destination: str) -> CircuitBreaker:
-        if destination not in self._breakers:
-            self._breakers[destination] = CircuitBreaker(sleep=self._sleep)
-        return self._breakers[destination]
+    def _circuit(self, destination: str) -> CircuitBreaker:
+        if destination not in self._circuits:
+            self._circuits[destination] = CircuitBreaker(
+                threshold=self.settings.circuit_failures, clock=self._clock)
+        return self._circuits[destination]
 
     def _limiter(self, destination: Destination, connector) -> RateLimiter:
         if destination.name not in self._limiters:
@@ -261,9 +267,19 @@ class ActivationApplication(ServiceApplication):
 
     def _connector(self, destination: Destination):
         if destination.name not in self._connectors:
-            self._connectors[destination.name] = as_destination(
-                load_connector(destination.kind, destination.config))
+            connector = as_destination(load_connector(destination.kind, destination.config))
+            runtime = getattr(connector, "runtime_credentials", frozenset())
+            seeds = {name: destination.config[name] for name in runtime
+                     if destination.config.get(name)}
+            if seeds:  # only then is a key needed
+                connector.credentials = self._vault().for_destination(destination.name, seeds)
+            self._connectors[destination.name] = connector
         return self._connectors[destination.name]
+
+    def _vault(self) -> CredentialVault:
+        if self._credentials is None:
+            self._credentials = CredentialVault(self.read_model(), load_cipher(self.settings))
+        return self._credentials
 
     def dry_run(self, destination_name: str, items: list[dict[str, Any]]) -> list[dict]:
         """What would be sent for ``items`` (planned deliveries), secrets hidden."""
@@ -304,9 +320,13 @@ class ActivationApplication(ServiceApplication):
             if denied:
                 ledger.suppressed_batch([summary(i) for i in denied])
             if allowed:
+                # The operator's replay goes even while the circuit is open; its success
+                # closes it.
                 report = self._send(destination, allowed)
                 if report.failed:
                     raise report.failed[0][1]
+                if report.delivered:
+                    self._circuit(destination_name).succeeded()
                 self._record_report(ledger, allowed, report)
                 writes = self._holdings_writes(destination_name, allowed, report)
         except Exception:

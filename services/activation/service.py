@@ -5,6 +5,7 @@ from __future__ import annotations
 import eventlet
 from nameko.rpc import RpcProxy, rpc
 
+from connectors.sdk.delivery import DestinationPaused
 from services.activation.application import ActivationApplication
 from services.activation.destinations import load_destinations
 from services.activation.translation import translator
@@ -44,8 +45,11 @@ class ActivationService:
 
     @partitioned_handler(DELIVERY_PLANNED, "activation", partitions=destination_partitions)
     def on_delivery_planned(self, envelope):
-        return self.app.deliver(envelope.tracking_key, envelope.partition, envelope.items,
-                                self._decide_many)
+        try:
+            return self.app.deliver(envelope.tracking_key, envelope.partition,
+                                    envelope.items, self._decide_many)
+        except DestinationPaused as paused:
+            return paused  # the lane hands the batch back once the pause is over
 
     def _decide_many(self, requests):
         unanswered = ConsentPending("consent service did not answer")

@@ -29,6 +29,7 @@ from shared import logs, ops  # noqa: E402
 from shared.audit import SealingTimer  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.envelope import Envelope, load_envelope  # noqa: E402
+from shared.errors import RetryLater  # noqa: E402
 from shared.leadership import relay_leadership  # noqa: E402
 from shared.messaging.broker import (  # noqa: E402
     Publisher,
@@ -408,6 +409,13 @@ class PartitionedConsumer(Entrypoint):
 
     def _handled(self, lane: _Lane, envelope, messages, worker_ctx, result=None, exc_info=None):
         retrying = RETRYING.setdefault(self.consumer, set())
+        if exc_info is None and isinstance(result, RetryLater):
+            # Not a failure: the handler chose to wait (e.g. its destination is paused).
+            # The batch keeps its place and no worker is held while it waits.
+            log.info("batch %s on %s waits %.1fs: %s", envelope.event_id, lane.queue.name,
+                     result.retry_after, result)
+            eventlet.spawn_after(result.retry_after, self._spawn, lane, envelope, messages)
+            return result, exc_info
         if exc_info is None:
             _count_handled(self.consumer, envelope, result)
             for message in messages:

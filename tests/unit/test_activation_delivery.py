@@ -12,6 +12,7 @@ import pytest
 from marshmallow import Schema
 
 from connectors.base import DeliveryError, SendResult, register_connector
+from connectors.sdk.delivery import DestinationPaused
 from services.activation.application import ActivationApplication
 from services.activation.destinations import Destination
 from services.activation.domain import DestinationLedger, idempotency_key
@@ -334,3 +335,81 @@ def test_an_unexpected_connector_failure_leaves_the_batch_to_be_retried_and_coun
         assert ledger_events(app, "flaky").count("Suppressed") == 1
     finally:
         app.close()
+
+
+# ---- the circuit -----------------------------------------------------------------------------
+@pytest.fixture
+def clock():
+    return [1000.0]
+
+
+@pytest.fixture
+def tripping_app(tmp_path, receiver, clock):
+    """Its circuit opens after as many failed attempts in a row as one batch's budget."""
+    made = ActivationApplication(
+        Settings(data_dir=tmp_path, delivery_attempts=ATTEMPTS, circuit_failures=ATTEMPTS),
+        destinations=[webhook("ads", receiver, ("frequent_buyers",)),
+                      webhook("crm", receiver, ("frequent_buyers",), ("marketing",))],
+        sleep=lambda seconds: None, clock=lambda: clock[0])
+    yield made
+    made.close()
+
+
+def test_while_its_circuit_is_open_a_batch_waits_without_consent_requests_or_records(
+        tripping_app, receiver):
+    app = tripping_app
+    dead_letter_one(app, receiver, ADA)  # three failed attempts in a row: the circuit opens
+    envelope = planned(app, change(2, BOB))["ads"]
+    consent = Consent(BOB)
+    requests, events = receiver.requests, ledger_events(app, "ads")
+
+    with pytest.raises(DestinationPaused) as paused:
+        deliver(app, envelope, consent)
+
+    assert paused.value.retry_after == 2.0 and "503" in str(paused.value)
+    assert consent.calls == [] and receiver.requests == requests
+    assert ledger_events(app, "ads") == events  # nothing written: the batch is not consumed
+    assert deliver(app, planned(app, change(3, CAT))["crm"], Consent(CAT))["delivered"] == 1
+
+
+def test_after_the_pause_a_single_attempt_probes_and_a_failed_probe_pauses_twice_as_long(
+        tripping_app, receiver, clock):
+    app = tripping_app
+    dead_letter_one(app, receiver, ADA)
+    envelope = planned(app, change(2, BOB))["ads"]
+    clock[0] += 2.0
+    receiver.fail_next(10, status=503)
+    requests = receiver.requests
+
+    assert deliver(app, envelope, Consent(BOB))["dead_lettered"] == 1
+
+    assert receiver.requests == requests + 1  # one attempt, not the whole budget
+    later = planned(app, change(3, CAT))["ads"]
+    with pytest.raises(DestinationPaused) as paused:
+        deliver(app, later, Consent(CAT))
+    assert paused.value.retry_after == 4.0
+
+
+def test_a_successful_probe_closes_the_circuit_and_the_waiting_batch_goes_through(
+        tripping_app, receiver, clock):
+    app = tripping_app
+    dead_letter_one(app, receiver, ADA)
+    envelope = planned(app, change(2, BOB))["ads"]
+    with pytest.raises(DestinationPaused):
+        deliver(app, envelope, Consent(BOB))
+    clock[0] += 2.0
+    receiver.fail_next(0)
+
+    assert deliver(app, envelope, Consent(BOB))["delivered"] == 1
+    assert deliver(app, planned(app, change(3, CAT))["ads"], Consent(CAT))["delivered"] == 1
+    assert [i["profile_id"] for i in receiver.items()] == [BOB, CAT]
+
+
+def test_a_replay_goes_even_while_the_circuit_is_open_and_its_success_closes_it(
+        tripping_app, receiver):
+    app = tripping_app
+    letter, _ = dead_letter_one(app, receiver, ADA)
+    receiver.fail_next(0)
+
+    assert app.replay("ads", letter["id"], Consent(ADA))["delivered"] == 1
+    assert deliver(app, planned(app, change(2, BOB))["ads"], Consent(BOB))["delivered"] == 1

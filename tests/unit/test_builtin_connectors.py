@@ -168,7 +168,8 @@ def test_hubspot_upserts_by_email_with_mapped_properties(hubspot):
     (entry,) = fake.data_requests()[0].json()["inputs"]
     stamp = entry["properties"].pop("tessera_sync_stamp")
     assert entry == {"idProperty": "email", "id": "ada@example.com", "properties": {
-        "email": "ada@example.com", "firstname": "Ada", "tessera_plan": "pro"}}
+        "email": "ada@example.com", "firstname": "Ada", "tessera_plan": "pro"},
+        "objectWriteTraceId": "k1:entered"}  # asks HubSpot for per-input (207) answers
     assert stamp.startswith("email,firstname,tessera_plan:")  # what we wrote, for the pull
 
 
@@ -179,6 +180,41 @@ def test_hubspot_ten_secondly_limit_waits_ten_seconds(hubspot):
     report = deliver(connector, Capability.UPSERT_PROFILE, [person(1)], waits)
     assert report.delivered == ["k1:entered"]
     assert waits[0] >= 10
+
+
+def test_hubspot_partial_failure_delivers_the_written_and_dead_letters_the_refused(hubspot):
+    fake, connector = hubspot
+    fake.refuse("p2@example.com", "VALIDATION_ERROR")
+    report = deliver(connector, Capability.UPSERT_PROFILE, [person(1), person(2), person(3)])
+    assert report.delivered == ["k1:entered", "k3:entered"]
+    ((batch, error),) = report.failed
+    assert batch.keys == ["k2:entered"] and not error.retryable
+    assert "VALIDATION_ERROR" in str(error) and error.status == 207
+    assert len(fake.data_requests()) == 1  # a refusal about the data is not retried
+    assert sorted(fake.subjects()) == ["p1@example.com", "p3@example.com"]
+
+
+def test_hubspot_a_locked_input_is_sent_again_alone_and_then_written(hubspot):
+    fake, connector = hubspot
+    fake.refuse("p2@example.com", "LOCKED", times=1)
+    waits: list[float] = []
+    report = deliver(connector, Capability.UPSERT_PROFILE, [person(1), person(2), person(3)],
+                     waits)
+    assert sorted(report.delivered) == ["k1:entered", "k2:entered", "k3:entered"]
+    assert report.failed == []
+    second = fake.data_requests()[1].json()["inputs"]
+    assert [entry["id"] for entry in second] == ["p2@example.com"]
+    assert len(waits) == 1  # one backoff before the second request
+
+
+def test_hubspot_an_input_that_stays_rate_limited_is_dead_lettered_when_the_budget_is_spent(
+        hubspot):
+    fake, connector = hubspot
+    fake.refuse("p2@example.com", "RATE_LIMITS")
+    report = deliver(connector, Capability.UPSERT_PROFILE, [person(1), person(2)])
+    assert report.delivered == ["k1:entered"]
+    assert [batch.keys for batch, _ in report.failed] == [["k2:entered"]]
+    assert len(fake.data_requests()) == 4  # the budget of 4 attempts, then no more
 
 
 # ---- Salesforce --------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from connectors.base import (
+    DeliveryError,
     DeliveryItem,
     PermanentDeliveryError,
     SendResult,
@@ -13,6 +14,10 @@ from connectors.base import (
 )
 from connectors.sdk import Capability, Destination, known_connectors
 from connectors.sdk.delivery import (
+    Batch,
+    CircuitBreaker,
+    CircuitOpenError,
+    DestinationPaused,
     RateLimiter,
     default_sync,
     deliver_batches,
@@ -138,18 +143,109 @@ def test_the_trait_mapping_renames_fields_per_destination():
     assert recorder.fields_of(item("a")) == {"Email__c": "a@example.com"}
 
 
-def test_a_failing_destination_pauses_longer_each_time_until_it_succeeds():
-    from connectors.sdk.delivery import CircuitBreaker
+def transient(retry_after: float | None = None) -> DeliveryError:
+    return DeliveryError("HTTP 503", retryable=True, retry_after=retry_after, status=503)
 
+
+def test_a_circuit_opens_after_the_threshold_of_failed_attempts_in_a_row():
     now = [100.0]
-    waits: list[float] = []
-    breaker = CircuitBreaker(first=2.0, longest=5.0, clock=lambda: now[0], sleep=waits.append)
-    breaker.wait()
-    breaker.failed()
-    breaker.wait()
-    breaker.failed()
-    breaker.failed()
-    breaker.wait()
-    breaker.succeeded()
-    breaker.wait()
-    assert waits == [2.0, 5.0]  # none before a failure, 2 s, then doubled up to the cap
+    circuit = CircuitBreaker(threshold=3, first=2.0, longest=5.0, clock=lambda: now[0])
+    circuit.failed(transient())
+    circuit.failed(transient())
+    circuit.admit("ads")  # two in a row: still closed
+    circuit.failed(transient())
+    with pytest.raises(DestinationPaused) as paused:
+        circuit.admit("ads")
+    assert paused.value.retry_after == 2.0 and "HTTP 503" in str(paused.value)
+
+
+def test_a_success_between_failures_keeps_the_circuit_closed():
+    circuit = CircuitBreaker(threshold=2)
+    for _ in range(5):
+        circuit.failed(transient())
+        circuit.succeeded()
+    assert circuit.closed and circuit.remaining() == 0
+
+
+def test_after_the_pause_one_probe_with_a_single_attempt_goes_and_its_outcome_decides():
+    now = [100.0]
+    circuit = CircuitBreaker(threshold=1, first=2.0, longest=5.0, clock=lambda: now[0])
+    circuit.failed(transient())
+    assert circuit.remaining() == 2.0
+    now[0] += 2.0
+    assert circuit.half_open and circuit.remaining() == 0 and circuit.attempts(5) == 1
+    circuit.failed(transient())  # the probe failed: open again, twice as long
+    assert circuit.remaining() == 4.0
+    now[0] += 4.0
+    circuit.failed(transient())
+    assert circuit.remaining() == 5.0  # capped
+    now[0] += 5.0
+    circuit.succeeded()  # the probe went through
+    assert circuit.closed and circuit.attempts(5) == 5
+
+
+def test_a_retry_after_longer_than_a_worker_should_wait_opens_the_circuit_at_once():
+    now = [0.0]
+    circuit = CircuitBreaker(threshold=5, first=2.0, longest_inline_wait=10.0,
+                             clock=lambda: now[0])
+    circuit.failed(transient(retry_after=1.0))
+    assert circuit.closed  # a short Retry-After is waited for within the batch's retries
+    circuit.failed(transient(retry_after=120.0))
+    assert circuit.remaining() == 120.0  # the destination's own wish, not our 2 s
+
+
+class Outage:
+    """Answers the first ``healthy`` calls, then 503 for ever; counts the calls."""
+
+    def __init__(self, healthy: int = 0) -> None:
+        self.healthy, self.calls = healthy, 0
+
+    def deliver(self, operation, destination, items):
+        self.calls += 1
+        if self.calls > self.healthy:
+            raise transient()
+        return SendResult(delivered=[i.idempotency_key for i in items], status=200)
+
+
+def batches_of(*keys: str) -> list[Batch]:
+    return [Batch(Capability.UPSERT_PROFILE, (item(key),)) for key in keys]
+
+
+def test_a_circuit_opening_before_anything_was_sent_pauses_the_whole_call():
+    down = Outage()
+    with pytest.raises(DestinationPaused) as paused:
+        deliver_batches(down, "ads", batches_of("a", "b"), attempts=5, sleep=lambda s: None,
+                        circuit=CircuitBreaker(threshold=2, first=2.0))
+    assert down.calls == 2  # not the 5 attempts of the budget, and nothing for b
+    assert paused.value.retry_after == pytest.approx(2.0, abs=0.1)
+
+
+def test_a_circuit_opening_mid_call_dead_letters_the_rest_and_keeps_what_was_delivered():
+    down = Outage(healthy=1)
+    report = deliver_batches(down, "ads", batches_of("a", "b", "c"), attempts=5,
+                             sleep=lambda s: None, circuit=CircuitBreaker(threshold=2))
+    assert down.calls == 3  # a, then b twice; c is not attempted
+    assert report.delivered == ["a"]
+    assert [batch.keys for batch, _ in report.failed] == [["b"], ["c"]]
+    assert all(isinstance(error, CircuitOpenError) for _, error in report.failed)
+    assert report.failed[0][1].status == 503
+
+
+def test_a_batch_that_spends_its_whole_budget_is_dead_lettered_even_as_the_circuit_opens():
+    down = Outage()
+    circuit = CircuitBreaker(threshold=3)
+    report = deliver_batches(down, "ads", batches_of("a"), attempts=3, sleep=lambda s: None,
+                             circuit=circuit)
+    assert down.calls == 3 and [batch.keys for batch, _ in report.failed] == [["a"]]
+    assert circuit.remaining() > 0
+
+
+def test_a_rejected_batch_says_nothing_about_the_destinations_health():
+    class Picky:
+        def deliver(self, operation, destination, items):
+            raise DeliveryError("HTTP 400", retryable=False, status=400)
+
+    circuit = CircuitBreaker(threshold=1)
+    deliver_batches(Picky(), "ads", [Batch(Capability.UPSERT_PROFILE, (item("a"),))],
+                    attempts=3, sleep=lambda s: None, circuit=circuit)
+    assert circuit.closed
