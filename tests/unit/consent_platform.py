@@ -13,6 +13,7 @@ from services.activation.application import ActivationApplication
 from services.activation.destinations import Destination
 from services.activation.translation import translator as activation_translator
 from services.consent.application import ConsentApplication
+from services.consent.erasure import Erasure, ErasureLog
 from services.consent.translation import translator as consent_translator
 from services.contacts.application import ContactsApplication
 from services.contacts.translation import translator as contacts_translator
@@ -98,6 +99,14 @@ class ConsentPlatform:
         self.apps["gateway"].ingest("web", {"batch": list(events)},
                                     received_at=datetime.now(UTC))
         self.drain()
+
+    def erase(self, identifier: tuple[str, str]) -> dict[str, Any]:
+        """Erase the person behind `identifier` everywhere, as consent's `erase` RPC does."""
+        def call(service: str, method: str, **kwargs: Any) -> Any:
+            return getattr(self.apps[service], method)(**kwargs)
+
+        erasure = Erasure(ErasureLog(self.settings), call, sleep=lambda seconds: None)
+        return erasure.erase(list(identifier), "property test")
 
     def profile_of(self, kind: str, value: str) -> str | None:
         return self.apps["identity"].profile_id_for(kind, value)
