@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import csv
 import secrets
+import subprocess
+import sys
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from e2e_support import WRITE_KEY, tessera
 
 from connectors.fakes.hubspot import FakeHubSpot
+from shared.audit import public_key_text, signing_key_pem
 from tessera.cli import main
 from tessera.testing.platform import Platform
 from tessera.testing.privacy_scan import (
@@ -31,6 +35,7 @@ from tessera.testing.privacy_scan import (
 )
 from tessera.testing.webhook_receiver import WebhookReceiver
 
+SIGNING_KEY = Ed25519PrivateKey.generate()
 BUYERS = {"event": "Order Completed", "count": {"op": "at_least", "value": 2},
           "within_days": 30}
 ADDRESS = "12 rue des Zinnias"
@@ -58,8 +63,11 @@ def platform(request, vendors):
          "secrets_env": {"access_token": "TESSERA_E2E_HUBSPOT"}, "segments": ["buyers"],
          "purposes": ["advertising"]},
     ]
+    audit = {"TESSERA_AUDIT_SEAL_SECONDS": "0.5"}
+    if request.param == "real":  # embedded mode makes its own signing key
+        audit["TESSERA_AUDIT_SIGNING_KEY"] = signing_key_pem(SIGNING_KEY).decode()
     platform = Platform(mode=request.param, write_keys={"web": WRITE_KEY},
-                        destinations=destinations,
+                        destinations=destinations, extra_env=audit,
                         destination_secrets={"TESSERA_E2E_SECRET": receiver.secret.decode(),
                                              "TESSERA_E2E_HUBSPOT": "pat-na1-e2e"})
     platform.start()
@@ -67,6 +75,15 @@ def platform(request, vendors):
     yield platform
     platform.stop()
     platform.cleanup()
+
+
+def audit_verify(platform: Platform) -> subprocess.CompletedProcess:
+    """`tessera audit verify` as an auditor runs it: with the public key only."""
+    env = {k: v for k, v in platform.env().items() if k != "TESSERA_AUDIT_SIGNING_KEY"}
+    if platform.mode == "real":
+        env["TESSERA_AUDIT_PUBLIC_KEYS"] = public_key_text(SIGNING_KEY.public_key())
+    return subprocess.run([sys.executable, "-m", "tessera.cli", "audit", "verify"], env=env,
+                          capture_output=True, text=True, timeout=120)
 
 
 def person(run: str) -> Person:
@@ -148,6 +165,8 @@ def test_an_erased_person_is_nowhere_and_does_not_come_back(platform, vendors, t
         assert sum(queue_depths(platform.vhost).values()) == 0
     found = scan_everything(platform, ann)
     assert found == [], "\n".join(found)
+    verified = audit_verify(platform)  # shredding keys changed no stored event
+    assert verified.returncode == 0, verified.stdout + verified.stderr
     for params in ({"userId": ann_id}, {"email": ann.email}, {"anonymousId": f"device-{run}"}):
         assert platform.admin("GET", "/v1/profiles", params=params).status_code == 404
     leo = platform.admin("GET", "/v1/profiles", params={"userId": leo_id}).json()
