@@ -12,6 +12,8 @@
     tessera import FILE …      a CSV file through the gateway (streaming, resumable)
     tessera pull hubspot …     what changed in a CRM since the last pull, through the gateway
     tessera contacts …         contacts: search, show, update, stage, note, bulk; accounts …
+    tessera keys …             write keys: list, issue SOURCE, revoke KEY_ID (admin API)
+    tessera tokens …           API tokens with roles: list, issue NAME --role R, revoke ID
 
 Every service process has an operations port (TESSERA_OPS_PORT): /livez, /readyz, /metrics.
 """
@@ -176,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
 
     connector_cli.add_commands(commands)
     import_cli.add_commands(commands)
-    from tessera import contacts_cli
+    from tessera import access_cli, contacts_cli
     contacts_cli.add_commands(commands)
+    access_cli.add_commands(commands)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -407,8 +407,12 @@ class GatewayService(ContactsRoutes):
     @api("POST", "/v1/destinations/<string:name>/dead-letters/<string:letter_id>/replay",
          Permission.DESTINATIONS_WRITE)
     def replay(self, request, name, letter_id):
-        return self._admin(request, lambda: _json(200, self._call(self.activation.replay,
-                                                                  name, letter_id)))
+        def answer():
+            replayed = self._call(self.activation.replay, name, letter_id)
+            if replayed is None:
+                return _error(404, "not_found", f"no dead letter {letter_id} of {name}")
+            return _json(200, replayed)
+        return self._admin(request, answer)
 
     @api("GET", "/v1/rejections", Permission.REJECTIONS_READ)
     def rejections(self, request):
