@@ -163,7 +163,7 @@ def report(samples, duration: float, result: dict, received: dict) -> int:
     worst = max(rates, key=rates.get)
     window_min = (WINDOW_S if duration >= 2 * WINDOW_S else duration / 2) / 60
     print(f"soak: {result['ok'] * 50} events over {duration / 60:.0f} min; worst memory "
-          f"growth {rates[worst]:.1f} MB/h ({worst}) over the last {window_min:.0f} min")
+          f"growth {rates[worst]:.1f} MB/h ({worst}) over the last {window_min:.1f} min")
     healthy = (rates[worst] <= BOUND_MB_PER_H and delivered == expected
                and result["failed"] == 0)
     return 0 if healthy else 1
