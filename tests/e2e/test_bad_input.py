@@ -117,3 +117,12 @@ def test_a_message_id_repeated_in_a_batch_and_across_requests_is_stored_once(pla
     assert accepted_total(platform) == accepted_before + 1
     profile = platform.admin("GET", "/v1/profiles", params={"userId": user_id}).json()
     assert profile["events_total"] == 1
+
+
+def test_a_limit_written_with_digits_int_refuses_is_a_400_not_a_500(platform):
+    # '³' and '٣' are digits to str.isdigit() but not to int() (found by the fuzzer)
+    for path in ("/v1/segments/buyers/members", "/v1/rejections", "/v1/profiles/x/events"):
+        for limit in ("³", "٣", "-1", "0", "1001"):
+            answer = platform.admin("GET", path, params={"limit": limit})
+            assert answer.status_code == 400, (path, limit, answer.status_code)
+            assert answer.json()["code"] == "invalid_limit"
