@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 EMBEDDED_BROKER = "memory://"
+ROLES = ("admin", "marketer", "compliance")
 
 
 def _env(name: str, default: str) -> str:
@@ -18,10 +19,36 @@ def _env(name: str, default: str) -> str:
     return default if value is None or value == "" else value
 
 
+def _secret(name: str, default: str = "") -> str:
+    """A secret from NAME, or from the file NAME_FILE names (a mounted Kubernetes or
+    Docker secret); trailing newlines of the file are not part of the secret."""
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        if os.environ.get(name):
+            raise ValueError(f"{name} and {name}_FILE: set one of them, not both")
+        return Path(path).read_text().rstrip("\r\n")
+    return _env(name, default)
+
+
+def _parse_tokens(raw: str, *, variable: str) -> dict[str, tuple[str, str]]:
+    """'ana=marketer:tok_1,carl=compliance:tok_2' -> {'tok_1': ('ana', 'marketer'), ...}."""
+    tokens: dict[str, tuple[str, str]] = {}
+    for chunk in filter(None, (part.strip() for part in raw.replace("\n", ",").split(","))):
+        name, sep, rest = chunk.partition("=")
+        role, colon, token = rest.partition(":")
+        if not sep or not colon or not name or not token:
+            raise ValueError(f"{variable}: an entry is not of the form name=role:token")
+        if role.strip() not in ROLES:
+            raise ValueError(f"{variable}: role of {name.strip()!r} must be one of "
+                             f"{', '.join(ROLES)}")
+        tokens[token.strip()] = (name.strip(), role.strip())
+    return tokens
+
+
 def _parse_pairs(raw: str, *, variable: str, form: str = "source=writekey") -> dict[str, str]:
     """'web=wk_1,app=wk_2' -> {'wk_1': 'web', 'wk_2': 'app'} (key -> source)."""
     pairs: dict[str, str] = {}
-    for chunk in filter(None, (part.strip() for part in raw.split(","))):
+    for chunk in filter(None, (part.strip() for part in raw.replace("\n", ",").split(","))):
         source, sep, key = chunk.partition("=")
         if not sep or not source or not key:
             raise ValueError(f"{variable}: '{chunk}' is not of the form {form}")
@@ -46,6 +73,10 @@ class Settings:
     http_port: int = 8000
     write_keys: dict[str, str] = field(default_factory=dict)  # write key -> source name
     admin_token: str = ""
+    api_tokens: dict[str, tuple[str, str]] = field(default_factory=dict)  # token -> (name, role)
+    rate_limit: float = 200.0  # requests/s per write key (token bucket), 0: no limit
+    rate_burst: int = 400
+    credentials_refresh_s: float = 1.0  # how often a gateway reads revocations of others
     destinations_file: Path | None = None
     rpc_timeout: float = 10.0
     delivery_attempts: int = 5
@@ -81,15 +112,21 @@ class Settings:
             postgres_host=_env("TESSERA_POSTGRES_HOST", "127.0.0.1"),
             postgres_port=int(_env("TESSERA_POSTGRES_PORT", "5432")),
             postgres_user=_env("TESSERA_POSTGRES_USER", "postgres"),
-            postgres_password=_env("TESSERA_POSTGRES_PASSWORD", ""),
+            postgres_password=_secret("TESSERA_POSTGRES_PASSWORD"),
             postgres_dbname=_env("TESSERA_POSTGRES_DBNAME", "tessera"),
             partitions=int(_env("TESSERA_PARTITIONS", "4")),
             linger_ms=int(_env("TESSERA_LINGER_MS", "50")),
             batch_max=int(_env("TESSERA_BATCH_MAX", "500")),
             http_host=_env("TESSERA_HTTP_HOST", "127.0.0.1"),
             http_port=int(_env("TESSERA_HTTP_PORT", "8000")),
-            write_keys=_parse_pairs(_env("TESSERA_WRITE_KEYS", ""), variable="TESSERA_WRITE_KEYS"),
-            admin_token=_env("TESSERA_ADMIN_TOKEN", ""),
+            write_keys=_parse_pairs(_secret("TESSERA_WRITE_KEYS"),
+                                    variable="TESSERA_WRITE_KEYS"),
+            admin_token=_secret("TESSERA_ADMIN_TOKEN"),
+            api_tokens=_parse_tokens(_secret("TESSERA_API_TOKENS"),
+                                     variable="TESSERA_API_TOKENS"),
+            rate_limit=float(_env("TESSERA_RATE_LIMIT", "200")),
+            rate_burst=int(_env("TESSERA_RATE_BURST", "400")),
+            credentials_refresh_s=float(_env("TESSERA_CREDENTIALS_REFRESH_S", "1")),
             destinations_file=Path(destinations) if destinations else None,
             rpc_timeout=float(_env("TESSERA_RPC_TIMEOUT", "10")),
             delivery_attempts=int(_env("TESSERA_DELIVERY_ATTEMPTS", "5")),

@@ -22,6 +22,8 @@ _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # With its + only (as stored, E.164): bare digit runs are positions and ids, not phones.
 _PHONE = re.compile(r"\+\d[\d ()-]{6,}\d")
 LOG_FORMATS = ("text", "json")
+PAYLOAD_LOGGERS = ("nameko", "kombu", "amqp", "eventlet", "httpx", "httpcore", "urllib3",
+                   "eventsourcing", "psycopg", "werkzeug")
 
 
 def redact(text: str) -> str:
@@ -68,6 +70,12 @@ def configure_logging(log_format: str, level: str, process_name: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("kombu.connection").setLevel(logging.ERROR)
+    # At DEBUG these print whole messages, RPC arguments and replies: people's traits.
+    # The redaction filter knows e-mails and phones, not names or addresses, so they
+    # never log below INFO, whatever TESSERA_LOG_LEVEL says.
+    for payload_logger in PAYLOAD_LOGGERS:
+        logger = logging.getLogger(payload_logger)
+        logger.setLevel(max(logging.INFO, logger.getEffectiveLevel()))
 
 
 def announce(message: str) -> None:

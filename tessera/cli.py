@@ -16,6 +16,8 @@
     tessera dsr …              data subject requests: file, verify, extend, complete, overdue
     tessera audit …            subject (one person's history), views, processing (Art. 30)
     tessera privacy erase T:V  erase a person everywhere; reapply-erasures after a restore
+    tessera keys …             write keys: list, issue SOURCE, revoke KEY_ID (admin API)
+    tessera tokens …           API tokens with roles: list, issue NAME --role R, revoke ID
 
 Every service process has an operations port (TESSERA_OPS_PORT): /livez, /readyz, /metrics.
 """
@@ -53,25 +55,50 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def _serve_forever(runner, ops) -> None:
+def _serve_forever(runner, ops) -> int:
     """Until SIGTERM/SIGINT; then unready first, stop consuming, finish what is in flight
-    (nameko waits for running workers), publish what they saved, and exit."""
+    (nameko waits for running workers), publish what they saved, and exit 0.
+
+    A service container that dies on its own (nameko kills a container when one of its
+    threads fails, e.g. an RPC reply published while the broker restarts) would leave a
+    live process that consumes nothing: the process exits 1 instead, so that its
+    supervisor (Kubernetes, systemd, the fault tests) starts it again."""
+    import logging
+
+    import eventlet
     import eventlet.event
 
     _tune_garbage_collector()
 
     stopping = eventlet.event.Event()
+    died: list[str] = []
 
     def stop(*_):
         if not stopping.ready():
             stopping.send(True)
 
+    def watch(container) -> None:
+        try:
+            container.wait()
+            reason = "stopped"
+        except Exception as error:
+            reason = type(error).__name__
+        if not stopping.ready():
+            logging.getLogger("tessera").critical(
+                "service %s died (%s): exiting so that it is restarted",
+                container.service_name, reason)
+            died.append(container.service_name)
+            stop()
+
+    for container in runner.containers:
+        eventlet.spawn(watch, container)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     stopping.wait()
     ops.begin_shutdown()
     runner.stop()
     ops.stop()
+    return 1 if died else 0
 
 
 def _warn_if_closed(settings: Settings) -> None:
@@ -94,8 +121,7 @@ def cmd_up(args) -> int:
     announce(f"tessera up: embedded, data in {settings.data_dir}, "
              f"API on http://{settings.http_host}:{settings.http_port}, "
              f"{_ops_line(settings, ops)}")
-    _serve_forever(runner, ops)
-    return 0
+    return _serve_forever(runner, ops)
 
 
 def cmd_run(args) -> int:
@@ -107,8 +133,7 @@ def cmd_run(args) -> int:
     announce(f"tessera run: {', '.join(args.services)} on "
              f"{settings.broker_url.split('@')[-1]} with {settings.database}, "
              f"{_ops_line(settings, ops)}")
-    _serve_forever(runner, ops)
-    return 0
+    return _serve_forever(runner, ops)
 
 
 def _ops_line(settings: Settings, ops) -> str:
@@ -180,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     connector_cli.add_commands(commands)
     import_cli.add_commands(commands)
-    from tessera import contacts_cli
+    from tessera import access_cli, contacts_cli
     contacts_cli.add_commands(commands)
     from tessera import audit_cli, dsr_cli
     dsr_cli.add_commands(commands)
@@ -189,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     audit_chain_cli.add_commands(commands)
     from tessera import privacy_cli
     privacy_cli.add_commands(commands)
+    access_cli.add_commands(commands)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -73,7 +73,15 @@ class ActivationService:
 
     @rpc
     def replay(self, destination: str, letter_id: str):
-        return self.app.replay(destination, letter_id, self._decide_many)
+        """None when there is no such destination or dead letter."""
+        if destination not in self.app.destinations:
+            return None
+        try:
+            return self.app.replay(destination, letter_id, self._decide_many)
+        except KeyError as missing:
+            if missing.args != (letter_id,):
+                raise
+            return None
 
     @rpc
     def destinations(self):

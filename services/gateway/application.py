@@ -7,13 +7,25 @@ rejected one leaves only its rejection record. Retried requests are recognised b
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.utils import get_topic
 
+from services.gateway.access import (
+    Credential,
+    Keyring,
+    RateLimiter,
+    credential_id,
+    digest,
+    new_secret,
+)
 from services.gateway.domain import Rejection, judge_batch
 from services.gateway.subject_log import GatewaySubjectData
 from services.gateway.suppression import SuppressionList
@@ -34,6 +46,32 @@ class IngestRequest(Aggregate):
                  rejected: list[dict[str, Any]], received_at: str):
         self.source = source
         self.accepted_count = len(accepted)
+
+
+class StoredCredential(Aggregate):
+    """A write key or API token: only its digest is stored, never the secret."""
+
+    @staticmethod
+    def create_id(credential_id: str, **_: Any) -> uuid.UUID:
+        return _aggregate_id(credential_id)
+
+    @event("Issued")
+    def __init__(self, credential_id: str, kind: str, name: str, role: str | None,
+                 secret_digest: str, origin: str, issued_at: str):
+        self.credential_id = credential_id
+
+    @event("Revoked")
+    def revoke(self, revoked_at: str) -> None:
+        pass
+
+
+CREDENTIAL_TOPICS = [get_topic(StoredCredential.Issued), get_topic(StoredCredential.Revoked)]
+INGEST_TOPICS = [get_topic(IngestRequest.Received)]
+_CREDENTIAL_KINDS = {"write_key": "wk", "token": "tok"}
+
+
+class UnknownCredential(LookupError):
+    pass
 
 
 @dataclass
@@ -76,13 +114,91 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
         self._warm_seen()
         # Consent requests name purposes of this catalogue, or are refused at the door.
         self.purposes = load_catalogue(self.settings.purposes_file)
+        self.keyring = Keyring()
+        self.rate_limiter = RateLimiter(self.settings.rate_limit, self.settings.rate_burst)
+        self._credentials_read_to = 0
+        self._credential_of: dict[uuid.UUID, str] = {}
+        self._credentials_read_at = 0.0
+        self._credentials_lock = threading.Lock()
+        self._load_environment_credentials()
+        self.refresh_credentials(force=True)
+
+    # ---- credentials ------------------------------------------------------------------
+    def _load_environment_credentials(self) -> None:
+        settings = self.settings
+        for key, source in settings.write_keys.items():
+            self.keyring.put(_from_environment("write_key", source, None, key))
+        tokens = dict(settings.api_tokens)
+        if settings.admin_token:
+            tokens[settings.admin_token] = ("admin", "admin")
+        for token, (name, role) in tokens.items():
+            self.keyring.put(_from_environment("token", name, role, token))
+
+    def refresh_credentials(self, force: bool = False) -> None:
+        """Read credentials issued and revoked since the last read (by any replica), at
+        most every `credentials_refresh_s` unless forced."""
+        now = time.monotonic()
+        if not force and now - self._credentials_read_at < self.settings.credentials_refresh_s:
+            return
+        with self._credentials_lock:
+            while True:
+                notifications = self.process_recorder.select_notifications(
+                    start=self._credentials_read_to, limit=500, topics=CREDENTIAL_TOPICS,
+                    inclusive_of_start=False)
+                for notification in notifications:
+                    self._apply_credential_event(self.mapper.to_domain_event(notification))
+                if notifications:
+                    self._credentials_read_to = notifications[-1].id
+                if len(notifications) < 500:
+                    break
+            self._credentials_read_at = now
+
+    def _apply_credential_event(self, stored: Any) -> None:
+        if isinstance(stored, StoredCredential.Issued):
+            self._credential_of[stored.originator_id] = stored.credential_id
+            self.keyring.put(Credential(stored.credential_id, stored.kind, stored.name,
+                                        stored.role, stored.secret_digest, stored.origin,
+                                        stored.issued_at))
+        elif isinstance(stored, StoredCredential.Revoked):
+            self.keyring.revoke(self._credential_of[stored.originator_id], stored.revoked_at)
+
+    def issue_credential(self, kind: str, name: str, role: str | None = None
+                         ) -> tuple[Credential, str]:
+        """A new write key (for source `name`) or API token (for `name`, with `role`);
+        returns it with its secret, which is shown this once and stored only as a digest."""
+        secret = new_secret(_CREDENTIAL_KINDS[kind])
+        issued = StoredCredential(credential_id=str(uuid.uuid4()), kind=kind, name=name,
+                                  role=role, secret_digest=digest(secret), origin="api",
+                                  issued_at=_now())
+        self.save_and_wake(issued)
+        self.refresh_credentials(force=True)
+        return self.keyring.get(issued.credential_id), secret
+
+    def revoke_credential(self, kind: str, wanted: str) -> Credential:
+        """Revoked at once in this process; other replicas within `credentials_refresh_s`."""
+        self.refresh_credentials(force=True)
+        known = self.keyring.get(wanted)
+        if known is None or known.kind != kind:
+            raise UnknownCredential(wanted)
+        if known.revoked_at is None:
+            stored = self.find(_aggregate_id(wanted))
+            if stored is None:  # one of the environment's: stored the first time it is revoked
+                stored = StoredCredential(
+                    credential_id=wanted, kind=kind, name=known.name, role=known.role,
+                    secret_digest=known.secret_digest, origin=known.origin,
+                    issued_at=known.issued_at)
+            stored.revoke(revoked_at=_now())
+            self.save_and_wake(stored)
+            self.refresh_credentials(force=True)
+        return self.keyring.get(wanted)
 
     def _warm_seen(self) -> None:
         """A restarted gateway still recognises the retries of requests it accepted."""
         newest = self.process_recorder.max_notification_id() or 0
         start = max(1, newest - WARM_FROM_NOTIFICATIONS)
         while start <= newest:
-            notifications = self.process_recorder.select_notifications(start=start, limit=500)
+            notifications = self.process_recorder.select_notifications(
+                start=start, limit=500, topics=INGEST_TOPICS)
             if not notifications:
                 break
             for notification in notifications:
@@ -169,7 +285,7 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
         while stop > max(0, newest - REJECTIONS_SCAN_LIMIT) and len(found) < limit:
             start = max(1, stop - 499)
             notifications = self.process_recorder.select_notifications(
-                start=start, stop=stop, limit=500)
+                start=start, stop=stop, limit=500, topics=INGEST_TOPICS)
             for notification in reversed(notifications):
                 received = self.mapper.to_domain_event(notification)
                 if not isinstance(received, IngestRequest.Received):
@@ -181,6 +297,19 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
                                       received_at=received.received_at))
             stop = start - 1
         return found[:limit]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _aggregate_id(wanted: str) -> uuid.UUID:
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"tessera:credential:{wanted}")
+
+
+def _from_environment(kind: str, name: str, role: str | None, secret: str) -> Credential:
+    secret_digest = digest(secret)
+    return Credential(credential_id(secret_digest), kind, name, role, secret_digest, "env")
 
 
 def _rejection_record(rejection: Rejection) -> dict[str, Any]:

@@ -11,8 +11,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from nameko.web.handlers import http
 from werkzeug.wrappers import Response
+
+from services.gateway.access import Permission
+from services.gateway.guard import api
 
 API_SOURCE = "api"
 SEARCH_PARAMETERS = ("identifier", "email", "name", "account", "owner", "stage", "limit")
@@ -44,14 +46,14 @@ def _body(request) -> dict | Response:
 class ContactsRoutes:
     """Needs the gateway's `contacts` RpcProxy, `_admin` and `_call`."""
 
-    @http("GET", "/v1/contacts")
+    @api("GET", "/v1/contacts", Permission.PROFILES_READ)
     def search_contacts(self, request):
         def answer():
             criteria = {k: v for k, v in request.args.items() if k in SEARCH_PARAMETERS}
             return _answer(self._call(self.contacts.search_contacts, criteria))
         return self._admin(request, answer)
 
-    @http("POST", "/v1/contacts")
+    @api("POST", "/v1/contacts", Permission.CONTACTS_WRITE)
     def create_contact(self, request):
         return self._admin(request, self._create_contact, request)
 
@@ -76,36 +78,37 @@ class ContactsRoutes:
             return _json(400, {"code": first.rule, "message": first.message})
         return _json(202, {"accepted": True, "messageId": identify["messageId"]})
 
-    @http("PATCH", "/v1/contacts/<string:profile_id>")
+    @api("PATCH", "/v1/contacts/<string:profile_id>", Permission.CONTACTS_WRITE)
     def update_contact(self, request, profile_id):
         return self._admin(request, self._command, request, self.contacts.update_contact,
                            {"profile_id": profile_id}, "contact")
 
-    @http("PUT", "/v1/contacts/<string:profile_id>/stage")
+    @api("PUT", "/v1/contacts/<string:profile_id>/stage", Permission.CONTACTS_WRITE)
     def set_stage(self, request, profile_id):
         return self._admin(request, self._command, request, self.contacts.set_stage,
                            {"profile_id": profile_id}, "contact")
 
-    @http("POST", "/v1/contacts/<string:profile_id>/notes")
+    @api("POST", "/v1/contacts/<string:profile_id>/notes", Permission.CONTACTS_WRITE)
     def add_note(self, request, profile_id):
         return self._admin(request, self._command, request, self.contacts.add_note,
                            {"profile_id": profile_id}, "contact")
 
-    @http("PUT", "/v1/contacts/<string:profile_id>/accounts/<string:account_id>")
+    @api("PUT", "/v1/contacts/<string:profile_id>/accounts/<string:account_id>",
+         Permission.CONTACTS_WRITE)
     def link_account(self, request, profile_id, account_id):
         return self._admin(request, self._command, request, self.contacts.link_account,
                            {"profile_id": profile_id, "account_id": account_id}, "contact")
 
-    @http("POST", "/v1/contacts/bulk")
+    @api("POST", "/v1/contacts/bulk", Permission.CONTACTS_WRITE)
     def bulk_update(self, request):
         return self._admin(request, self._command, request, self.contacts.bulk_update, {}, None)
 
-    @http("GET", "/v1/accounts")
+    @api("GET", "/v1/accounts", Permission.PROFILES_READ)
     def search_accounts(self, request):
         return self._admin(request, lambda: _answer(self._call(
             self.contacts.search_accounts, request.args.get("name", ""))))
 
-    @http("GET", "/v1/accounts/<string:account_id>")
+    @api("GET", "/v1/accounts/<string:account_id>", Permission.PROFILES_READ)
     def get_account(self, request, account_id):
         def answer():
             account = self._call(self.contacts.get_account, account_id)
@@ -114,17 +117,17 @@ class ContactsRoutes:
             return _json(200, account)
         return self._admin(request, answer)
 
-    @http("PATCH", "/v1/accounts/<string:account_id>")
+    @api("PATCH", "/v1/accounts/<string:account_id>", Permission.CONTACTS_WRITE)
     def update_account(self, request, account_id):
         return self._admin(request, self._command, request, self.contacts.update_account,
                            {"account_id": account_id}, "account")
 
-    @http("GET", "/v1/accounts/<string:account_id>/contacts")
+    @api("GET", "/v1/accounts/<string:account_id>/contacts", Permission.PROFILES_READ)
     def account_contacts(self, request, account_id):
         return self._admin(request, lambda: _answer(self._call(
             self.contacts.search_contacts, {"account": account_id})))
 
-    @http("GET", "/v1/accounts/<string:account_id>/events")
+    @api("GET", "/v1/accounts/<string:account_id>/events", Permission.HISTORY_READ)
     def account_events(self, request, account_id):
         return self._admin(request, lambda: _json(200, {
             "account_id": account_id,

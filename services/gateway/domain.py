@@ -43,6 +43,10 @@ from services.gateway.schemas import (
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
+# Objects and lists within objects and lists: real events nest a few levels. The bound
+# keeps every hop able to encode what was accepted (orjson stops at 254 levels: an event
+# deeper than that, once accepted, could never be published and would block its outbox).
+MAX_EVENT_DEPTH = 64
 MASK = "***"
 
 # What a rejection log may show as is: none of them names a person.
@@ -256,6 +260,22 @@ def judge_batch(
     return accepted, rejected
 
 
+def _field_nested_too_deep(event: dict) -> str | None:
+    """The first top-level field whose value nests deeper than MAX_EVENT_DEPTH (iterative:
+    a deep value must not exhaust our own stack either)."""
+    for name, value in event.items():
+        pending = [(value, 1)]
+        while pending:
+            node, depth = pending.pop()
+            if depth > MAX_EVENT_DEPTH:
+                return name
+            children = (node.values() if isinstance(node, dict)
+                        else node if isinstance(node, list) else ())
+            pending.extend((child, depth + 1) for child in children
+                           if isinstance(child, dict | list))
+    return None
+
+
 def _batch_defaults(body: dict) -> _BatchDefaults:
     context, integrations = body.get("context"), body.get("integrations")
     for name, value in (("context", context), ("integrations", integrations)):
@@ -283,6 +303,10 @@ def _judge_event(
         message = f"type contradicts the path /v1/{path_type}."
         return _reject(item, index, "type", "type_mismatch", message, redact(item))
     event = _with_defaults(item, defaults, path_type)
+    deep = _field_nested_too_deep(event)
+    if deep is not None:
+        message = f"{deep}: nested deeper than {MAX_EVENT_DEPTH} levels."
+        return _reject(item, index, deep, "too_deep", message, _shown_as_is(item))
     try:
         loaded = schema_for(event.get("type")).load(event)
     except ValidationError as error:

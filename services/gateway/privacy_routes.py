@@ -14,9 +14,10 @@ import json
 from typing import Any
 
 from nameko.exceptions import RemoteError
-from nameko.web.handlers import http
 from werkzeug.wrappers import Response
 
+from services.gateway.access import Permission
+from services.gateway.guard import api
 from services.gateway.processing_records import (
     ProcessingConfigError,
     load_processing_config,
@@ -105,10 +106,13 @@ class PrivacyRoutes:
 
     # ---- who is looking ---------------------------------------------------------------
     def _viewer(self, request) -> tuple[str, str]:
-        """(who, role). The admin token is one role; the header names the person using it,
-        for the record (it grants nothing)."""
-        who = (request.headers.get(VIEWER_HEADER) or "admin").strip()[:200] or "admin"
-        return who, "admin"
+        """(who, role): the caller's token says both; a header may name the person using a
+        shared token, for the record (it grants nothing)."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        caller = self.app.keyring.token(token.strip()) if scheme == "Bearer" else None
+        name, role = (caller.name, caller.role) if caller is not None else ("unknown", "none")
+        who = (request.headers.get(VIEWER_HEADER) or name).strip()[:200] or name
+        return who, role
 
     def _log_views(self, request, response):
         """Called for every admin answer: a 2xx that shows people's data is a view."""
@@ -132,7 +136,7 @@ class PrivacyRoutes:
         return SubjectData(services)
 
     # ---- data subject requests --------------------------------------------------------
-    @http("POST", "/v1/dsr")
+    @api("POST", "/v1/dsr", Permission.DSR_HANDLE)
     def file_request(self, request):
         def answer():
             body = _body(request)
@@ -148,32 +152,32 @@ class PrivacyRoutes:
             return _answer(self._call(self.consent.file_request, command))
         return self._admin(request, answer)
 
-    @http("GET", "/v1/dsr")
+    @api("GET", "/v1/dsr", Permission.DSR_READ)
     def list_requests(self, request):
         return self._admin(request, lambda: _json(200, {"requests": self._call(
             self.consent.list_requests, request.args.get("status"), request.args.get("kind"))}))
 
-    @http("GET", "/v1/dsr/overdue")
+    @api("GET", "/v1/dsr/overdue", Permission.DSR_READ)
     def overdue_requests(self, request):
         return self._admin(request, lambda: _json(200, {"requests": self._call(
             self.consent.overdue_requests)}))
 
-    @http("GET", "/v1/dsr/<string:request_id>")
+    @api("GET", "/v1/dsr/<string:request_id>", Permission.DSR_READ)
     def show_request(self, request, request_id):
         return self._admin(request, lambda: _answer(self._call(self.consent.request,
                                                                request_id)))
 
-    @http("POST", "/v1/dsr/<string:request_id>/verify")
+    @api("POST", "/v1/dsr/<string:request_id>/verify", Permission.DSR_HANDLE)
     def verify_request(self, request, request_id):
         return self._admin(request, self._request_step, request, request_id,
                            self.consent.verify_request, "verified_by")
 
-    @http("POST", "/v1/dsr/<string:request_id>/extend")
+    @api("POST", "/v1/dsr/<string:request_id>/extend", Permission.DSR_HANDLE)
     def extend_request(self, request, request_id):
         return self._admin(request, self._request_step, request, request_id,
                            self.consent.extend_request, "extended_by")
 
-    @http("POST", "/v1/dsr/<string:request_id>/reject")
+    @api("POST", "/v1/dsr/<string:request_id>/reject", Permission.DSR_HANDLE)
     def reject_request(self, request, request_id):
         return self._admin(request, self._request_step, request, request_id,
                            self.consent.reject_request, "rejected_by")
@@ -186,7 +190,7 @@ class PrivacyRoutes:
                    by_field: body.get(by_field) or self._viewer(request)[0]}
         return _answer(self._call(remote, command))
 
-    @http("POST", "/v1/dsr/<string:request_id>/complete")
+    @api("POST", "/v1/dsr/<string:request_id>/complete", Permission.DSR_HANDLE)
     def complete_request(self, request, request_id):
         return self._admin(request, self._complete, request, request_id)
 
@@ -218,11 +222,11 @@ class PrivacyRoutes:
             raise ValueError("identifier: give at least one, written type:value")
         return [parse_identifier(i) for i in given]
 
-    @http("GET", "/v1/subjects/export")
+    @api("GET", "/v1/subjects/export", Permission.DSR_HANDLE)
     def export_subject(self, request):
         return self._admin(request, self._about_subject, request, lambda export: export)
 
-    @http("GET", "/v1/audit/subject")
+    @api("GET", "/v1/audit/subject", Permission.AUDIT_READ)
     def audit_subject(self, request):
         return self._admin(request, self._about_subject, request, lambda export: {
             "subject": export["subject"], "recipients": export["recipients"],
@@ -237,7 +241,7 @@ class PrivacyRoutes:
         except SubjectNotFound as missing:
             return _error(404, "not_found", str(missing), "identifier")
 
-    @http("GET", "/v1/audit/views")
+    @api("GET", "/v1/audit/views", Permission.AUDIT_READ)
     def list_views(self, request):
         def answer():
             raw = request.args.get("limit", "100")
@@ -249,7 +253,7 @@ class PrivacyRoutes:
         return self._admin(request, answer)
 
     # ---- records of processing (Art. 30) ------------------------------------------------
-    @http("GET", "/v1/processing-records")
+    @api("GET", "/v1/processing-records", Permission.AUDIT_READ)
     def processing_records(self, request):
         def answer():
             try:

@@ -7,19 +7,19 @@ everything that reads or configures.
 
 from __future__ import annotations
 
-import hmac
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import eventlet
 from marshmallow import ValidationError
 from nameko.rpc import RpcProxy, rpc
-from nameko.web.handlers import http
 from werkzeug.wrappers import Response
 
 from connectors.email import UnsubscribeLinks
-from services.gateway.application import GatewayApplication
+from services.gateway.access import Permission, Role, allows, retry_after_header
+from services.gateway.application import GatewayApplication, UnknownCredential
 from services.gateway.contacts_routes import ContactsRoutes
 from services.gateway.domain import (
     MAX_REQUEST_BYTES,
@@ -29,6 +29,8 @@ from services.gateway.domain import (
     parse_body,
     write_key_from,
 )
+from services.gateway.guard import api, require_declared_permissions, routes
+from services.gateway.openapi import openapi_description
 from services.gateway.privacy_routes import PrivacyRoutes
 from services.gateway.schemas import ConsentRequestSchema
 from services.gateway.translation import translator
@@ -64,6 +66,18 @@ class Unavailable(Exception):
     pass
 
 
+class RateLimited(BadRequest):
+    status = 429
+
+    def __init__(self, wait: float) -> None:
+        super().__init__("rate_limited", f"too many requests for this write key: retry "
+                         f"after {retry_after_header(wait)} s")
+        self.wait = wait
+
+
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
 class GatewayService(ContactsRoutes, PrivacyRoutes):
     name = "gateway"
     app = ServiceApp(GatewayApplication, translator)
@@ -75,11 +89,11 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
     activation = RpcProxy("activation")
 
     # ---- tracking API -----------------------------------------------------------------
-    @http("POST", "/v1/batch")
+    @api("POST", "/v1/batch", Permission.TRACK)
     def batch(self, request):
         return self._track(request, None)
 
-    @http("POST", "/v1/<string:kind>")
+    @api("POST", "/v1/<string:kind>", Permission.TRACK)
     def single(self, request, kind):
         if kind in ("batch", "b"):
             return self._track(request, None)
@@ -99,7 +113,7 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
             outcome = self.app.ingest(source, body, received_at=received_at, path_type=path_type,
                                       gpc=_gpc(request))
         except BadRequest as refused:
-            return _error(refused.status, refused.code, refused.message)
+            return _refused(refused)
         if outcome.accepted == 0 and outcome.duplicates == 0 and not outcome.suppressed \
                 and outcome.rejected:
             first = outcome.rejected[0]
@@ -107,19 +121,24 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
         return _json(200, {"success": True})
 
     def _source(self, request, body) -> str:
+        """The source whose write key authenticates the request, within its rate limit."""
         key = write_key_from(request.headers.get("Authorization"), body)
-        source = self.app.settings.write_keys.get(key) if key else None
-        if source is None:
-            raise Unauthorized("unknown or missing write key")
-        return source
+        self.app.refresh_credentials()
+        caller = self.app.keyring.write_key(key) if key else None
+        if caller is None:
+            raise Unauthorized("unknown, revoked or missing write key")
+        wait = self.app.rate_limiter.admit(caller.credential_id)
+        if wait:
+            raise RateLimited(wait)
+        return caller.name
 
     # ---- health -----------------------------------------------------------------------
-    @http("GET", "/health")
+    @api("GET", "/health", Permission.PUBLIC)
     def health(self, request):
         return _json(200, {"status": "ok"})
 
     # ---- consent through the API ------------------------------------------------------
-    @http("POST", "/v1/consent")
+    @api("POST", "/v1/consent", Permission.TRACK)
     def record_consent(self, request):
         """A consent receipt (purposes), a TC string, or a GPC signal (`Sec-GPC: 1`)."""
         try:
@@ -129,7 +148,7 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
             identifiers, purposes, receipt, tc_string = _consent_request(
                 body, self._catalogue(), gpc=_gpc(request))
         except BadRequest as refused:
-            return _error(refused.status, refused.code, refused.message)
+            return _refused(refused)
         try:
             answer: dict[str, Any] = {"success": True, "records": []}
             if purposes:
@@ -154,12 +173,12 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
         return self.app.purposes
 
     # ---- consent administration: objections and restrictions (data subject requests) --
-    @http("GET", "/v1/consent/purposes")
+    @api("GET", "/v1/consent/purposes", Permission.CONSENT_READ)
     def consent_purposes(self, request):
         return self._admin(request, lambda: _json(200, {
             "purposes": self._call(self.consent.purposes)}))
 
-    @http("POST", "/v1/consent/objections")
+    @api("POST", "/v1/consent/objections", Permission.DSR_HANDLE)
     def record_objection(self, request):
         def answer(body):
             return self._consent_answer(self.consent.record_objection,
@@ -167,7 +186,7 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
                                         body.get("source") or "admin")
         return self._admin(request, self._with_json_body, request, answer)
 
-    @http("POST", "/v1/consent/restrictions")
+    @api("POST", "/v1/consent/restrictions", Permission.DSR_HANDLE)
     def set_restriction(self, request):
         def answer(body):
             if not isinstance(body.get("restricted"), bool):
@@ -183,7 +202,7 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
         return _json(200, outcome)
 
     # ---- privacy: erasure (docs/privacy.md) ---------------------------------------------
-    @http("POST", "/v1/privacy/erasures")
+    @api("POST", "/v1/privacy/erasures", Permission.DSR_HANDLE)
     def request_erasure(self, request):
         def answer(body):
             identifier = body.get("identifier")
@@ -195,7 +214,7 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
             return _json(200, outcome)
         return self._admin(request, self._with_json_body, request, answer)
 
-    @http("POST", "/v1/privacy/erasures/reapply")
+    @api("POST", "/v1/privacy/erasures/reapply", Permission.PRIVACY_WRITE)
     def reapply_erasures(self, request):
         return self._admin(request, lambda: _json(
             200, self._call_long(self.consent.reapply_erasures)))
@@ -216,7 +235,7 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
             raise Unavailable(f"the erasure did not finish within {timeout}s") from expired
 
     # ---- one-click unsubscribe (RFC 8058) ----------------------------------------------
-    @http("POST", "/u/<string:token>")
+    @api("POST", "/u/<string:token>", Permission.PUBLIC)
     def one_click_unsubscribe(self, request, token):
         """An email's List-Unsubscribe link: an objection to the sender's purposes."""
         if request.get_data(cache=False).strip() != b"List-Unsubscribe=One-Click":
@@ -241,7 +260,7 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
         return _json(200, {"unsubscribed": True})
 
     # ---- read and admin API -----------------------------------------------------------
-    @http("GET", "/v1/profiles")
+    @api("GET", "/v1/profiles", Permission.PROFILES_READ)
     def find_profile(self, request):
         return self._admin(request, self._find_profile, request.args)
 
@@ -259,7 +278,7 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
         return _error(400, "missing_parameter",
                       "give one of userId, email, anonymousId or phone")
 
-    @http("GET", "/v1/profiles/<string:profile_id>")
+    @api("GET", "/v1/profiles/<string:profile_id>", Permission.PROFILES_READ)
     def get_profile(self, request, profile_id):
         return self._admin(request, self._profile, profile_id)
 
@@ -272,7 +291,7 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
                                                 profile["profile_id"])
         return _json(200, profile)
 
-    @http("GET", "/v1/profiles/<string:profile_id>/events")
+    @api("GET", "/v1/profiles/<string:profile_id>/events", Permission.HISTORY_READ)
     def profile_events(self, request, profile_id):
         def answer():
             limit = _limit(request.args.get("limit"), default=100, most=1000)
@@ -284,18 +303,18 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
             return _json(200, {"profile_id": profile_id, "events": events})
         return self._admin(request, answer)
 
-    @http("GET", "/v1/profiles/<string:profile_id>/consent")
+    @api("GET", "/v1/profiles/<string:profile_id>/consent", Permission.CONSENT_READ)
     def profile_consent(self, request, profile_id):
         return self._admin(request, lambda: _json(200, self._call(self.consent.consent_of,
                                                                   profile_id)))
 
-    @http("GET", "/v1/profiles/<string:profile_id>/segments")
+    @api("GET", "/v1/profiles/<string:profile_id>/segments", Permission.PROFILES_READ)
     def profile_segments(self, request, profile_id):
         return self._admin(request, lambda: _json(200, self._call(self.segments.memberships,
                                                                   profile_id)))
 
     # ---- identity: explain, review queue, taking merges back ---------------------------
-    @http("GET", "/v1/profiles/<string:profile_id>/identity")
+    @api("GET", "/v1/profiles/<string:profile_id>/identity", Permission.IDENTITY_READ)
     def profile_identity(self, request, profile_id):
         def answer():
             explained = self._call(self.identity.explain, profile_id)
@@ -304,7 +323,7 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
             return _json(200, explained)
         return self._admin(request, answer)
 
-    @http("POST", "/v1/profiles/<string:profile_id>/identity/retract")
+    @api("POST", "/v1/profiles/<string:profile_id>/identity/retract", Permission.IDENTITY_WRITE)
     def retract_identity_edge(self, request, profile_id):
         def answer(body):
             edge = [body.get("from"), body.get("to")]
@@ -315,17 +334,18 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
                                          "admin")
         return self._admin(request, self._with_json_body, request, answer)
 
-    @http("POST", "/v1/profiles/<string:profile_id>/identity/reject-merge")
+    @api("POST", "/v1/profiles/<string:profile_id>/identity/reject-merge",
+         Permission.IDENTITY_WRITE)
     def reject_identity_merge(self, request, profile_id):
         return self._admin(request, lambda: self._identity_answer(
             self.identity.reject_merge, profile_id, "admin"))
 
-    @http("GET", "/v1/identity/review")
+    @api("GET", "/v1/identity/review", Permission.IDENTITY_READ)
     def identity_review(self, request):
         return self._admin(request, lambda: self._identity_answer(
             self.identity.review_cases, request.args.get("status", "open"), key="cases"))
 
-    @http("POST", "/v1/identity/review/<string:case_id>")
+    @api("POST", "/v1/identity/review/<string:case_id>", Permission.IDENTITY_WRITE)
     def decide_identity_case(self, request, case_id):
         def answer(body):
             decision = body.get("decision")
@@ -335,16 +355,16 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
                                          decision == "approve", "admin")
         return self._admin(request, self._with_json_body, request, answer)
 
-    @http("GET", "/v1/identity/generic")
+    @api("GET", "/v1/identity/generic", Permission.IDENTITY_READ)
     def generic_identifiers(self, request):
         return self._admin(request, lambda: _json(200, {
             "generic": self._call(self.identity.generic_identifiers)}))
 
-    @http("GET", "/v1/identity/model")
+    @api("GET", "/v1/identity/model", Permission.IDENTITY_READ)
     def identity_model(self, request):
         return self._admin(request, lambda: _json(200, self._call(self.identity.match_weights)))
 
-    @http("POST", "/v1/identity/model/estimate")
+    @api("POST", "/v1/identity/model/estimate", Permission.IDENTITY_WRITE)
     def estimate_identity_model(self, request):
         return self._admin(request, lambda: self._identity_answer(
             self.identity.estimate_match_weights))
@@ -365,14 +385,14 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
             return _error(400, "invalid_body", "body must be a JSON object")
         return answer(body)
 
-    @http("GET", "/v1/decisions/<string:decision_id>")
+    @api("GET", "/v1/decisions/<string:decision_id>", Permission.CONSENT_READ)
     def decision(self, request, decision_id):
         def answer():
             found = self._call(self.consent.decision, decision_id)
             return _json(200, found) if found else _error(404, "not_found", "no such decision")
         return self._admin(request, answer)
 
-    @http("GET", "/v1/segments")
+    @api("GET", "/v1/segments", Permission.SEGMENTS_READ)
     def list_segments(self, request):
         def answer():
             sizes = self._call(self.segments.segment_sizes)
@@ -382,7 +402,7 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
                 for name, segment in self._call(self.segments.list_segments).items()]})
         return self._admin(request, answer)
 
-    @http("GET", "/v1/segments/<string:name>")
+    @api("GET", "/v1/segments/<string:name>", Permission.SEGMENTS_READ)
     def get_segment(self, request, name):
         def answer():
             segment = self._call(self.segments.list_segments).get(name)
@@ -393,12 +413,12 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
                                .get(name, 0), "backfill": backfills.get(name)})
         return self._admin(request, answer)
 
-    @http("POST", "/v1/segments")
+    @api("POST", "/v1/segments", Permission.SEGMENTS_WRITE)
     def define_segment(self, request):
         return self._admin(request, self._define, request, self.segments.define_segment,
                            "segment")
 
-    @http("POST", "/v1/segments/preview")
+    @api("POST", "/v1/segments/preview", Permission.SEGMENTS_READ)
     def preview_segment(self, request):
         return self._admin(request, self._define, request, self.segments.preview, None)
 
@@ -411,7 +431,7 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
             return _json(400, result["error"])
         return _json(200, result[key] if key else result)
 
-    @http("DELETE", "/v1/segments/<string:name>")
+    @api("DELETE", "/v1/segments/<string:name>", Permission.SEGMENTS_WRITE)
     def remove_segment(self, request, name):
         def answer():
             removed = self._call(self.segments.remove_segment, name)
@@ -422,7 +442,7 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
             return _error(404, "not_found", f"no segment {name}")
         return self._admin(request, answer)
 
-    @http("GET", "/v1/segments/<string:name>/members")
+    @api("GET", "/v1/segments/<string:name>/members", Permission.SEGMENTS_READ)
     def segment_members(self, request, name):
         def answer():
             limit = _limit(request.args.get("limit"), default=100, most=1000)
@@ -432,22 +452,22 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
                                          request.args.get("after", "")))
         return self._admin(request, answer)
 
-    @http("GET", "/v1/backfills")
+    @api("GET", "/v1/backfills", Permission.SEGMENTS_READ)
     def backfills(self, request):
         return self._admin(request, lambda: _json(200, {
             "backfills": self._call(self.segments.backfills)}))
 
-    @http("GET", "/v1/computed-traits")
+    @api("GET", "/v1/computed-traits", Permission.SEGMENTS_READ)
     def list_computed_traits(self, request):
         return self._admin(request, lambda: _json(200, {
             "computed_traits": list(self._call(self.segments.list_computed_traits).values())}))
 
-    @http("POST", "/v1/computed-traits")
+    @api("POST", "/v1/computed-traits", Permission.SEGMENTS_WRITE)
     def define_computed_trait(self, request):
         return self._admin(request, self._define, request,
                            self.segments.define_computed_trait, "computed_trait")
 
-    @http("DELETE", "/v1/computed-traits/<string:name>")
+    @api("DELETE", "/v1/computed-traits/<string:name>", Permission.SEGMENTS_WRITE)
     def remove_computed_trait(self, request, name):
         def answer():
             if self._call(self.segments.remove_computed_trait, name):
@@ -455,28 +475,33 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
             return _error(404, "not_found", f"no computed trait {name}")
         return self._admin(request, answer)
 
-    @http("GET", "/v1/destinations")
+    @api("GET", "/v1/destinations", Permission.DESTINATIONS_READ)
     def destinations(self, request):
         return self._admin(request, lambda: _json(200, {
             "destinations": self._call(self.activation.destinations),
             "deliveries": self._call(self.activation.stats)}))
 
-    @http("GET", "/v1/destinations/<string:name>/outcomes")
+    @api("GET", "/v1/destinations/<string:name>/outcomes", Permission.DESTINATIONS_READ)
     def outcomes(self, request, name):
         return self._admin(request, lambda: _json(200, {
             "outcomes": self._call(self.activation.outcomes, name)}))
 
-    @http("GET", "/v1/destinations/<string:name>/dead-letters")
+    @api("GET", "/v1/destinations/<string:name>/dead-letters", Permission.DESTINATIONS_READ)
     def dead_letters(self, request, name):
         return self._admin(request, lambda: _json(200, {
             "dead_letters": self._call(self.activation.dead_letters, name)}))
 
-    @http("POST", "/v1/destinations/<string:name>/dead-letters/<string:letter_id>/replay")
+    @api("POST", "/v1/destinations/<string:name>/dead-letters/<string:letter_id>/replay",
+         Permission.DESTINATIONS_WRITE)
     def replay(self, request, name, letter_id):
-        return self._admin(request, lambda: _json(200, self._call(self.activation.replay,
-                                                                  name, letter_id)))
+        def answer():
+            replayed = self._call(self.activation.replay, name, letter_id)
+            if replayed is None:
+                return _error(404, "not_found", f"no dead letter {letter_id} of {name}")
+            return _json(200, replayed)
+        return self._admin(request, answer)
 
-    @http("GET", "/v1/rejections")
+    @api("GET", "/v1/rejections", Permission.REJECTIONS_READ)
     def rejections(self, request):
         limit = _limit(request.args.get("limit"), default=100, most=1000)
         if limit is None:
@@ -484,7 +509,7 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
         return self._admin(request, lambda: _json(200, {
             "rejections": self.app.rejections(limit=limit, source=request.args.get("source"))}))
 
-    @http("GET", "/v1/stats")
+    @api("GET", "/v1/stats", Permission.OPERATIONS_READ)
     def stats(self, request):
         return self._admin(request, lambda: _json(200, {
             "events": self.app.counts(),
@@ -493,7 +518,7 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
             "deliveries": self._call(self.activation.stats),
         }))
 
-    @http("GET", "/v1/status")
+    @api("GET", "/v1/status", Permission.OPERATIONS_READ)
     def status(self, request):
         return self._admin(request, lambda: _json(200, self.pipeline_status()))
 
@@ -514,12 +539,84 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
         return {"drained": drained, "services": statuses,
                 "queued": sum(depths.values()), "queues": depths}
 
+    # ---- access: write keys and API tokens --------------------------------------------
+    @api("GET", "/v1/write-keys", Permission.CREDENTIALS_ADMIN)
+    def list_write_keys(self, request):
+        return self._list_credentials("write_key", "write_keys")
+
+    @api("POST", "/v1/write-keys", Permission.CREDENTIALS_ADMIN)
+    def issue_write_key(self, request):
+        def answer(body):
+            source = body.get("source")
+            if not isinstance(source, str) or not _NAME.fullmatch(source):
+                return _error(400, "invalid_source", "source: required, 1-64 letters, digits, "
+                              "'.', '_' or '-'")
+            credential, secret = self.app.issue_credential("write_key", source)
+            return _json(201, {**credential.public(), "write_key": secret})
+        return self._with_json_body(request, answer)
+
+    @api("DELETE", "/v1/write-keys/<string:key_id>", Permission.CREDENTIALS_ADMIN)
+    def revoke_write_key(self, request, key_id):
+        return self._revoke("write_key", key_id)
+
+    @api("GET", "/v1/tokens", Permission.CREDENTIALS_ADMIN)
+    def list_tokens(self, request):
+        return self._list_credentials("token", "tokens")
+
+    @api("POST", "/v1/tokens", Permission.CREDENTIALS_ADMIN)
+    def issue_token(self, request):
+        def answer(body):
+            name, role = body.get("name"), body.get("role")
+            if not isinstance(name, str) or not _NAME.fullmatch(name):
+                return _error(400, "invalid_name", "name: required, 1-64 letters, digits, "
+                              "'.', '_' or '-'")
+            if role not in tuple(Role):
+                return _error(400, "invalid_role",
+                              f"role: must be one of {', '.join(Role)}")
+            credential, secret = self.app.issue_credential("token", name, role)
+            return _json(201, {**credential.public(), "token": secret})
+        return self._with_json_body(request, answer)
+
+    @api("DELETE", "/v1/tokens/<string:token_id>", Permission.CREDENTIALS_ADMIN)
+    def revoke_token(self, request, token_id):
+        return self._revoke("token", token_id)
+
+    def _list_credentials(self, kind: str, key: str) -> Response:
+        self.app.refresh_credentials(force=True)
+        return _json(200, {key: [c.public() for c in self.app.keyring.listed(kind)]})
+
+    def _revoke(self, kind: str, wanted: str) -> Response:
+        try:
+            return _json(200, self.app.revoke_credential(kind, wanted).public())
+        except UnknownCredential:
+            return _error(404, "not_found", f"no {kind.replace('_', ' ')} {wanted}")
+
+    # ---- the API's description ----------------------------------------------------------
+    @api("GET", "/openapi.json", Permission.PUBLIC)
+    def openapi(self, request):
+        return _json(200, openapi_description(routes(type(self))))
+
     # ---- plumbing ---------------------------------------------------------------------
+    def _refuse(self, request, permission: Permission) -> Response | None:
+        """Checked before every route (see guard.api): None lets the request through.
+        The tracking routes authenticate their write key themselves (it may be in the
+        body); public routes need nothing."""
+        if permission in (Permission.PUBLIC, Permission.TRACK):
+            return None
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        self.app.refresh_credentials()
+        caller = self.app.keyring.token(token.strip()) if scheme == "Bearer" else None
+        if caller is None:
+            return _error(401, "unauthorized", "an API token is required "
+                          "(Authorization: Bearer); this one is unknown, revoked or missing")
+        if not allows(caller, permission):
+            return _error(403, "forbidden",
+                          f"the {caller.role} role does not grant {permission}")
+        return None
+
     def _admin(self, request, handler, *args):
-        token = self.app.settings.admin_token
-        given = request.headers.get("Authorization", "")
-        if not token or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return _error(401, "unauthorized", "admin token required (Authorization: Bearer)")
+        """Runs an admin route's answer (access was checked by its declared permission);
+        a service that does not answer in time is a 503."""
         try:
             return self._log_views(request, handler(*args))
         except Unavailable as down:
@@ -532,6 +629,15 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
                 return remote(*args, **kwargs)
         except eventlet.Timeout as expired:
             raise Unavailable(f"a service did not answer within {timeout}s") from expired
+
+
+def _refused(refused: BadRequest) -> Response:
+    headers = ({"Retry-After": retry_after_header(refused.wait)}
+               if isinstance(refused, RateLimited) else None)
+    return _json(refused.status, {"code": refused.code, "message": refused.message}, headers)
+
+
+require_declared_permissions(GatewayService)
 
 
 def _json_object(request) -> dict | Response:
@@ -547,7 +653,8 @@ def _json_object(request) -> dict | Response:
 def _limit(raw: str | None, *, default: int, most: int) -> int | None:
     if raw in (None, ""):
         return default
-    return int(raw) if raw.isdigit() and 1 <= int(raw) <= most else None
+    # isdigit() alone admits '³' and other digits int() refuses (found by the fuzzer)
+    return int(raw) if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= most else None
 
 
 def _gpc(request) -> bool:

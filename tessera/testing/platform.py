@@ -42,11 +42,16 @@ class Platform:
     database: str | None = None
     vhost: str | None = None
     ops_ports: list[int] = field(default_factory=list)  # each process's operations port
+    # Real mode: which RabbitMQ node and PostgreSQL server (the fault tests use their own).
+    amqp_base: str = "amqp://guest:guest@127.0.0.1:5672"
+    rabbit_node: str | None = None  # for rabbitmqctl -n; None: the default node
+    postgres_port: int = 5432
+    commands: list[list[str]] = field(default_factory=list)
 
     @property
     def broker_url(self) -> str:
         """Real mode runs in a RabbitMQ virtual host of its own: runs never see each other."""
-        return f"amqp://guest:guest@127.0.0.1:5672/{self.vhost}"
+        return f"{self.amqp_base}/{self.vhost}"
 
     @property
     def base_url(self) -> str:
@@ -65,7 +70,8 @@ class Platform:
         }
         if self.mode == "real":
             env |= {"TESSERA_BROKER_URL": self.broker_url, "TESSERA_DATABASE": "postgres",
-                    "TESSERA_POSTGRES_DBNAME": self.database}
+                    "TESSERA_POSTGRES_DBNAME": self.database,
+                    "TESSERA_POSTGRES_PORT": str(self.postgres_port)}
         return env | self.destination_secrets | self.extra_env
 
     def start(self, timeout: float = 60.0) -> Platform:
@@ -77,20 +83,35 @@ class Platform:
         if self.mode == "real":
             self.database = self.database or f"tessera_test_{secrets.token_hex(4)}"
             self.vhost = self.vhost or f"tessera-test-{secrets.token_hex(4)}"
-            create_vhost(self.vhost)
-            commands = [[*command, "run", name] for name in self.services]
+            create_vhost(self.vhost, self.rabbit_node)
+            self.commands = [[*command, "run", name] for name in self.services]
         else:
-            commands = [[*command, "up"]]
-        for index, argv in enumerate(commands):
-            log = open(self.workdir / f"process-{index}.log", "wb")  # noqa: SIM115
+            self.commands = [[*command, "up"]]
+        for index in range(len(self.commands)):
             self.ops_ports.append(_free_port())
-            env = self.env() | {"TESSERA_OPS_PORT": str(self.ops_ports[-1])}
-            self.processes.append(subprocess.Popen(argv, env=env, stdout=log,
-                                                   stderr=subprocess.STDOUT,
-                                                   start_new_session=True,
-                                                   preexec_fn=_die_with_parent))
+            self.processes.append(self._spawn(index))
         self._wait_ready(timeout)
         return self
+
+    def _spawn(self, index: int) -> subprocess.Popen:
+        log = open(self.workdir / f"process-{index}.log", "ab")  # noqa: SIM115
+        env = self.env() | {"TESSERA_OPS_PORT": str(self.ops_ports[index])}
+        return subprocess.Popen(self.commands[index], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+
+    def kill(self, service: str, sig: int = signal.SIGKILL) -> int:
+        """Signal the process running `service` (real mode) and wait for it to end."""
+        process = self.processes[self.services.index(service)]
+        os.killpg(process.pid, sig)
+        return process.wait(timeout=60)
+
+    def restart(self, service: str) -> None:
+        """Start `service` again, with the same command, environment and ports."""
+        index = self.services.index(service)
+        if self.processes[index].poll() is None:
+            raise RuntimeError(f"{service} is still running")
+        self.processes[index] = self._spawn(index)
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -187,8 +208,8 @@ class Platform:
         self.processes.clear()
         self.ops_ports.clear()
         if self.mode == "real" and self.database:
-            drop_database(self.database)
-            delete_vhost(self.vhost)
+            drop_database(self.database, self.postgres_port)
+            delete_vhost(self.vhost, self.rabbit_node)
 
     def cleanup(self) -> None:
         if self.workdir is not None:
@@ -210,31 +231,47 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+_handed_out: set[int] = set()
+
+
 def _free_port() -> int:
+    """A port nobody listens on, never the same twice in this process: two servers started
+    one after the other (a broker, then a gateway) must not be handed one port, which the
+    kernel does when asked twice for "any free port" before either binds."""
+    import random
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    while True:
+        port = random.randrange(20_000, 32_000)  # below Linux's ephemeral range
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+def _rabbitmqctl(*args: str, node: str | None = None) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *(("-n", node) if node else ()), *args], check=True,
+                   capture_output=True, timeout=60)
 
 
-def create_vhost(name: str) -> None:
-    _rabbitmqctl("add_vhost", name)
-    _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+def create_vhost(name: str, node: str | None = None) -> None:
+    _rabbitmqctl("add_vhost", name, node=node)
+    _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*", node=node)
 
 
-def delete_vhost(name: str | None) -> None:
+def delete_vhost(name: str | None, node: str | None = None) -> None:
     if name:
-        _rabbitmqctl("delete_vhost", name)
+        _rabbitmqctl("delete_vhost", name, node=node)
 
 
-def drop_database(name: str) -> None:
+def drop_database(name: str, port: int = 5432) -> None:
     import psycopg
 
-    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres",
+    with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres",
                          autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

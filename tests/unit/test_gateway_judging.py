@@ -636,3 +636,21 @@ def test_no_write_key_anywhere_gives_none():
 
 def test_an_oauth_bearer_header_leaves_the_write_key_to_the_body():
     assert write_key_from("Bearer eyJhbGciOi", batch(event())) == WRITE_KEY
+
+
+def _nested(depth: int) -> dict:
+    value: dict = {"leaf": 1}
+    for _ in range(depth - 1):
+        value = {"n": value}
+    return value
+
+
+def test_an_event_nested_deeper_than_the_bound_is_rejected_naming_its_field():
+    from services.gateway.domain import MAX_EVENT_DEPTH
+
+    deep = event("track", messageId="deep", properties=_nested(MAX_EVENT_DEPTH + 1))
+    fine = event("track", messageId="fine", properties=_nested(MAX_EVENT_DEPTH))
+    accepted, [rejection] = judge_batch(batch(deep, fine), received_at=RECEIVED_AT)
+    assert [a["messageId"] for a in accepted] == ["fine"]
+    assert (rejection.field, rejection.rule) == ("properties", "too_deep")
+    assert rejection.message == f"properties: nested deeper than {MAX_EVENT_DEPTH} levels."
