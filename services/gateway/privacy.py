@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.gateway.application import IngestRequest
+from services.gateway.application import IngestRequest, StoredCredential
 from services.gateway.subject_log import PersonViewed
 from shared.privacy import PLAIN, Items, subject_of_identifier
 
@@ -27,4 +27,7 @@ RULES = {
                                   keep=("messageId",)),
     # Who looked at which profile ids: pseudonymous ids and the viewer, no personal data.
     PersonViewed.Viewed: PLAIN,
+    # Write keys and API tokens: digests, sources and operators, no data subject.
+    StoredCredential.Issued: PLAIN,
+    StoredCredential.Revoked: PLAIN,
 }
