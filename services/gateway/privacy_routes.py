@@ -108,8 +108,7 @@ class PrivacyRoutes:
     def _viewer(self, request) -> tuple[str, str]:
         """(who, role): the caller's token says both; a header may name the person using a
         shared token, for the record (it grants nothing)."""
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        caller = self.app.keyring.token(token.strip()) if scheme == "Bearer" else None
+        caller = self._caller(request)
         name, role = (caller.name, caller.role) if caller is not None else ("unknown", "none")
         who = (request.headers.get(VIEWER_HEADER) or name).strip()[:200] or name
         return who, role

@@ -603,9 +603,8 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
         body); public routes need nothing."""
         if permission in (Permission.PUBLIC, Permission.TRACK):
             return None
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         self.app.refresh_credentials()
-        caller = self.app.keyring.token(token.strip()) if scheme == "Bearer" else None
+        caller = self._caller(request)
         if caller is None:
             return _error(401, "unauthorized", "an API token is required "
                           "(Authorization: Bearer); this one is unknown, revoked or missing")
@@ -613,6 +612,11 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
             return _error(403, "forbidden",
                           f"the {caller.role} role does not grant {permission}")
         return None
+
+    def _caller(self, request):
+        """The API token's holder (name, role), or None."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        return self.app.keyring.token(token.strip()) if scheme == "Bearer" else None
 
     def _admin(self, request, handler, *args):
         """Runs an admin route's answer (access was checked by its declared permission);
