@@ -20,7 +20,6 @@ from connectors.sdk.delivery import (
 )
 from connectors.sdk.destination import Capability
 from services.activation.audiences import (
-    CONSENT_ACTIVATION,
     CONSENT_REMOVAL,
     Audiences,
     plan_for_consent_change,
@@ -181,19 +180,28 @@ class ActivationApplication(ServiceApplication):
     def _consent_removals(self, destination: str, items: list[dict[str, Any]],
                           ledger: DestinationLedger) -> tuple[list[dict], list[dict]]:
         """Removals planned because consent went away skip the decision (they send
-        nothing new); those for an audience that never got the person are dropped, as are
-        adds planned because consent came back for an audience that holds them already."""
+        nothing new); those for an audience that never got the person are dropped. So is
+        an add for an audience that holds the person already, or that an earlier add of
+        this batch puts them in: the add planned from a segment entry and the one planned
+        because consent came later race each other, and only the first may go."""
+        held = {(h["profile_id"], h["segment"])
+                for h in self.audiences.holdings(sorted({i["profile_id"] for i in items}))
+                if h["destination"] == destination}
         removals, others, pointless = [], [], []
+        adding: set[tuple[str, str]] = set()
         for item in items:
+            place = (item["profile_id"], item.get("segment"))
             if item.get(CONSENT_REMOVAL):
-                if self.audiences.holds(destination, item["profile_id"], item["segment"]):
+                if place in held:
                     removals.append(dict(item, decision_id=CONSENT_REMOVAL))
                 else:
                     pointless.append(dict(item, reason="not in the destination's audience"))
-            elif item.get(CONSENT_ACTIVATION) and self.audiences.holds(
-                    destination, item["profile_id"], item["segment"]):
+            elif item["action"] == "entered" and place[1] is not None and (
+                    place in held or place in adding):
                 pointless.append(dict(item, reason="already in the destination's audience"))
             else:
+                if item["action"] == "entered" and place[1] is not None:
+                    adding.add(place)
                 others.append(item)
         if pointless:
             ledger.skipped_batch([summary(i) for i in pointless])

@@ -113,11 +113,6 @@ class Audiences:
         return [{"destination": r["destination"], "profile_id": r["profile_id"],
                  "segment": r["segment"], "traits": json.loads(r["traits"])} for r in rows]
 
-    def holds(self, destination: str, profile_id: str, segment: str) -> bool:
-        return bool(self.rm.query(
-            f"SELECT 1 FROM {self.rm.table('holdings')} WHERE destination = %s AND "
-            "profile_id = %s AND segment = %s", (destination, profile_id, segment)))
-
 
 def plan_for_consent_change(change: dict[str, Any], destinations, audiences: Audiences
                             ) -> list[dict[str, Any]]:

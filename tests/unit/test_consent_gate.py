@@ -3,6 +3,7 @@ destinations, restriction blocks everything, GPC and TC strings count (DESIGN §
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import httpx
@@ -167,6 +168,24 @@ def test_an_add_planned_when_consent_came_back_is_not_sent_twice(platform):
     platform.drain()
     assert sent(platform, "ads") == [("entered", "decided")]
     assert sent(platform, "stats") == [("entered", "decided")]
+
+
+def test_an_entry_and_consent_granted_meanwhile_reach_a_destination_once_in_one_batch(
+        platform):
+    platform.apps["gateway"].ingest("web", {"batch": [
+        {"type": "identify", "anonymousId": "a1", "traits": {"plan": "pro"}}]},
+        received_at=datetime.now(UTC))
+    pending = platform.drain(hold=frozenset({DELIVERY_PLANNED}))  # the entry's add
+    platform.apps["consent"].record_consent([("anonymous_id", "a1")], {"advertising": True},
+                                            source="cmp")
+    pending += platform.drain(hold=frozenset({DELIVERY_PLANNED}))  # consent's add
+    for destination in ("ads", "social"):
+        planned = [e for e in pending if e.partition == destination]
+        items = sorted((i for e in planned for i in e.items), key=lambda i: i["position"])
+        assert len(items) == 2
+        platform.consume(dataclasses.replace(planned[0], items=items))
+    platform.drain()
+    assert sent(platform, "ads") == sent(platform, "social") == [("entered", "decided")]
 
 
 def test_a_dead_lettered_removal_is_replayed_without_asking_consent_again(platform):
