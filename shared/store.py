@@ -159,6 +159,10 @@ class ServiceApplication(Application):
     # Topic of the service's privacy rules (services/<name>/privacy.py:RULES): which fields
     # of which stored events are whose personal data (shared.privacy).
     privacy_rules: str | None = None
+    # Aggregates saved once and never loaded again (a stream's batches, one request's
+    # record): kept in the aggregate cache they would fill it, and memory with it, for
+    # nothing.
+    written_once: tuple[type, ...] = ()
 
     def __init__(self, settings: Settings, env: dict[str, str] | None = None):
         self.settings = settings
@@ -192,6 +196,16 @@ class ServiceApplication(Application):
                 self.snapshots.mapper = mapper
 
     def _record(self, processing: ProcessingEvent) -> list[Any]:
+        recordings = self._record_sealed(processing)
+        cache = self.repository.cache
+        if self.written_once and cache is not None:
+            for aggregate_id, aggregate in processing.aggregates.items():
+                if isinstance(aggregate, self.written_once):
+                    with contextlib.suppress(KeyError):
+                        cache.get(aggregate_id, evict=True)
+        return recordings
+
+    def _record_sealed(self, processing: ProcessingEvent) -> list[Any]:
         """New subject keys are written in the transaction of the events sealed with them."""
         if not isinstance(self.mapper, PrivacyMapper):
             return super()._record(processing)

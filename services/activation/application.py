@@ -47,6 +47,7 @@ DecideMany = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
 class ActivationApplication(ServiceApplication):
     service_name = "activation"
+    written_once = (DeliveryPlan,)
     privacy_rules = "services.activation.privacy:RULES"
     name = "activation"
     snapshotting_intervals = {DestinationLedger: 200}

@@ -46,6 +46,7 @@ class ConsentError(ValueError):
 
 class ConsentApplication(SubjectRequestDesk, ServiceApplication):
     service_name = "consent"
+    written_once = (ConsentChanges, DecisionBatch)
     privacy_rules = "services.consent.privacy:RULES"
     name = "consent"
 

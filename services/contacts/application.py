@@ -70,6 +70,7 @@ class _NotFound(Exception):
 
 class ContactsApplication(ServiceApplication):
     service_name = "contacts"
+    written_once = (ChangeBatch,)
     privacy_rules = "services.contacts.privacy:RULES"
     name = "contacts"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,14 +26,13 @@ from services.gateway.access import (
     new_secret,
 )
 from services.gateway.domain import Rejection, judge_batch
-from services.gateway.subject_log import GatewaySubjectData
+from services.gateway.message_ids import SeenMessageIds
+from services.gateway.subject_log import GatewaySubjectData, PersonViewed
 from services.gateway.suppression import SuppressionList
 from shared.privacy import subject_of_identifier
 from shared.purposes import load_catalogue
 from shared.store import ServiceApplication
 
-SEEN_MESSAGE_IDS = 1_000_000
-WARM_FROM_NOTIFICATIONS = 20_000
 REJECTIONS_SCAN_LIMIT = 20_000
 
 
@@ -82,27 +80,9 @@ class IngestOutcome:
     rejected: list[Rejection] = field(default_factory=list)
 
 
-class _SeenMessages:
-    """The messageIds seen lately, per source, bounded (oldest forgotten first)."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
-
-    def __contains__(self, key: tuple[str, str]) -> bool:
-        return key in self._seen
-
-    def discard(self, key: tuple[str, str]) -> None:
-        self._seen.pop(key, None)
-
-    def add(self, key: tuple[str, str]) -> None:
-        self._seen[key] = None
-        if len(self._seen) > self.capacity:
-            self._seen.popitem(last=False)
-
-
 class GatewayApplication(GatewaySubjectData, ServiceApplication):
     service_name = "gateway"
+    written_once = (IngestRequest, PersonViewed)
     privacy_rules = "services.gateway.privacy:RULES"
     name = "gateway"
     ingest_event_class = IngestRequest.Received
@@ -110,8 +90,7 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.suppression = SuppressionList(self.read_model(), self.privacy.hashed)
-        self._seen = _SeenMessages(SEEN_MESSAGE_IDS)
-        self._warm_seen()
+        self.message_ids = SeenMessageIds(self.read_model())
         # Consent requests name purposes of this catalogue, or are refused at the door.
         self.purposes = load_catalogue(self.settings.purposes_file)
         self.keyring = Keyring()
@@ -192,21 +171,6 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
             self.refresh_credentials(force=True)
         return self.keyring.get(wanted)
 
-    def _warm_seen(self) -> None:
-        """A restarted gateway still recognises the retries of requests it accepted."""
-        newest = self.process_recorder.max_notification_id() or 0
-        start = max(1, newest - WARM_FROM_NOTIFICATIONS)
-        while start <= newest:
-            notifications = self.process_recorder.select_notifications(
-                start=start, limit=500, topics=INGEST_TOPICS)
-            if not notifications:
-                break
-            for notification in notifications:
-                received = self.mapper.to_domain_event(notification)
-                for item in getattr(received, "accepted", ()):
-                    self._seen.add((received.source, item["messageId"]))
-            start = notifications[-1].id + 1
-
     def ingest(self, source: str, body: dict[str, Any], *, received_at: datetime,
                path_type: str | None = None, gpc: bool = False) -> IngestOutcome:
         accepted, rejected = judge_batch(body, received_at=received_at, path_type=path_type)
@@ -216,28 +180,24 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
         outcome = IngestOutcome(rejected=rejected)
         accepted, suppressed = self._suppressed(accepted)
         outcome.suppressed = len(suppressed)
-        fresh = []
-        in_request: set[str] = set()
+        seen = self.message_ids.claim(source, [item["messageId"] for item in accepted])
+        fresh, in_request = [], set()
         for item in accepted:
-            key = (source, item["messageId"])
-            if key in self._seen or item["messageId"] in in_request:
+            if item["messageId"] in seen or item["messageId"] in in_request:
                 outcome.duplicates += 1
                 continue
             in_request.add(item["messageId"])
             fresh.append(item)
-        # Claimed before saving, so a concurrent retry of the same request is recognised.
-        for item in fresh:
-            self._seen.add((source, item["messageId"]))
-        if fresh or rejected or suppressed:
-            try:
+        try:
+            if fresh or rejected or suppressed:
                 self.save_and_wake(IngestRequest(
                     source=source, accepted=fresh,
                     rejected=[_rejection_record(r) for r in rejected] + suppressed,
-                    received_at=received_at.isoformat()))
-            except Exception:
-                for item in fresh:
-                    self._seen.discard((source, item["messageId"]))
-                raise
+                    received_at=received_at.isoformat()),
+                    writes=self.message_ids.writes(source, list(in_request), received_at))
+        finally:
+            self.message_ids.release(source, list(in_request))
+        self.message_ids.saved(len(fresh), received_at)
         outcome.accepted = len(fresh)
         return outcome
 

@@ -142,6 +142,7 @@ def _one_writer(method):
 
 class IdentityApplication(ServiceApplication):
     service_name = "identity"
+    written_once = (ResolutionBatch, GraphChange)
     privacy_rules = "services.identity.privacy:RULES"
     name = "identity"
 

@@ -201,6 +201,7 @@ class NextPage:
 
 class SegmentsApplication(ServiceApplication):
     service_name = "segments"
+    written_once = (MembershipBatch,)
     privacy_rules = "services.segments.privacy:RULES"
     name = "segments"
 
