@@ -189,6 +189,8 @@ class SubjectKeys:
                     tuple(chunk))
                 rows = cursor.fetchall()
             with self._lock:
+                if len(self._keys) >= HASHES_REMEMBERED:
+                    self._keys.clear()  # a cache of the table: what goes is read again
                 for row in rows:
                     key = row["key"]
                     self._keys[row["subject"]] = None if key is None else bytes(key)
