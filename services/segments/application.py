@@ -14,7 +14,6 @@ State lives in two places, written in one transaction per batch:
 from __future__ import annotations
 
 import contextlib
-import heapq
 import threading
 import time
 import uuid
@@ -43,6 +42,7 @@ from services.segments.evaluation import (
     release,
     trait_key,
 )
+from services.segments.expiries import ExpiryQueue
 from services.segments.rules import State, compile_rule, parse_time, referenced_segments
 from shared.partitions import partition_of
 from shared.privacy import subject_of_profile
@@ -154,11 +154,9 @@ class Pass:
         aggregates = [MembershipBatch(items=self.items)] if self.items else []
         return aggregates, self.writes
 
-    def scheduled(self) -> Iterable[tuple[float, str]]:
+    def scheduled(self) -> Iterable[tuple[str, float | None]]:
         for profile_id, profile in self.dirty.items():
-            due = next_due(profile)
-            if due is not None:
-                yield due, profile_id
+            yield profile_id, next_due(profile)
 
 
 class NextPage:
@@ -218,10 +216,9 @@ class SegmentsApplication(ServiceApplication):
         self._owner = uuid.uuid4().hex
         self._next_page: NextPage | None = None
         # (when, profile_id): the next moment a window may change a profile's answers.
-        self._expiries: list[tuple[float, str]] = [
-            (row["due"], row["profile_id"]) for row in self.rm.query(
-                f"SELECT profile_id, due FROM {self.rm.table('profiles')} WHERE due IS NOT NULL")]
-        heapq.heapify(self._expiries)
+        self._expiries = ExpiryQueue(
+            (row["profile_id"], row["due"]) for row in self.rm.query(
+                f"SELECT profile_id, due FROM {self.rm.table('profiles')} WHERE due IS NOT NULL"))
 
     # ---- erasure ----------------------------------------------------------------------
     def erase_subject(self, profile_ids: list[str], identifiers: list[list[str]],
@@ -235,8 +232,7 @@ class SegmentsApplication(ServiceApplication):
                     self.rm.execute(
                         f"DELETE FROM {self.rm.table(table)} WHERE profile_id = %s",
                         (profile_id,))
-            self._expiries = [e for e in self._expiries if e[1] not in gone]
-            heapq.heapify(self._expiries)
+            self._expiries.forget(gone)
             hashes = {*(self.privacy.hashed(subject_of_profile(p)) for p in profile_ids),
                       *subject_hashes}
             shredded = self.shred_subjects_by_hash(hashes)
@@ -435,16 +431,14 @@ class SegmentsApplication(ServiceApplication):
         return {pid: found.get(pid) or new_profile() for pid in ids}
 
     def _schedule(self, work: Pass) -> None:
-        for entry in work.scheduled():
-            heapq.heappush(self._expiries, entry)
+        for profile_id, due in work.scheduled():
+            self._expiries.schedule(profile_id, due)
 
     # ---- time -------------------------------------------------------------------------
     def expire_due(self, *_: Any) -> int:
         """Re-evaluate profiles whose window moved; returns the membership changes made."""
         now = self.clock()
-        due: set[str] = set()
-        while self._expiries and self._expiries[0][0] <= now:
-            due.add(heapq.heappop(self._expiries)[1])
+        due = self._expiries.pop_due(now)
         if not due:
             return 0
         with self._lock:
@@ -453,7 +447,10 @@ class SegmentsApplication(ServiceApplication):
             for profile_id, profile in self._load(due).items():
                 when = next_due(profile)
                 if profile["merged_into"] is not None or when is None or when > now:
-                    continue  # already re-evaluated since it was scheduled
+                    # Re-evaluated since it was scheduled (by another replica, say).
+                    self._expiries.schedule(profile_id, None if profile["merged_into"]
+                                            else when)
+                    continue
                 work.record(profile_id, profile, definitions.reevaluate(profile, {TIME}, now),
                             {})
             aggregates, writes = work.collect()
