@@ -246,6 +246,15 @@ class SubjectKeys:
                 "ON CONFLICT (subject) DO UPDATE SET erased_at = CASE WHEN t.key = excluded.key "
                 "THEN t.erased_at ELSE (1 / (length(t.subject) * 0))::text END")
 
+    def bulk_insert_statement(self) -> str | None:
+        """The same, for PostgreSQL, taking one array per column (shared.readmodel.Writes)."""
+        if self.sqlite:
+            return None
+        return (f"INSERT INTO {self.table} AS t (subject, key) SELECT * FROM "
+                "unnest(%b::text[], %b::bytea[]) "
+                "ON CONFLICT (subject) DO UPDATE SET erased_at = CASE WHEN t.key = excluded.key "
+                "THEN t.erased_at ELSE (1 / (length(t.subject) * 0))::text END")
+
     def unsaved(self, used: Iterable[tuple[str, bytes]]) -> None:
         """The save failed: its new keys may lose to another writer's, ask again."""
         with self._lock:

@@ -213,7 +213,8 @@ class ServiceApplication(Application):
         given = processing.saved_kwargs.get(READ_MODEL_WRITES)
         with self.mapper.subject_cipher.saving() as new_keys:
             # Filled while the events are mapped, read when the recorder runs the writes.
-            writes = Writes([(self.privacy.keys.insert_statement(), new_keys, None)])
+            writes = Writes([(self.privacy.keys.insert_statement(), new_keys,
+                             self.privacy.keys.bulk_insert_statement())])
             writes.extend(given)
             processing.saved_kwargs[READ_MODEL_WRITES] = writes
             try:

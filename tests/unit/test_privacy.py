@@ -282,3 +282,28 @@ def test_on_postgres_two_replicas_creating_one_subjects_key_never_lose_events(
     finally:
         first.close()
         second.close()
+
+
+def test_on_postgres_a_save_of_many_new_keys_fails_whole_if_one_collides(postgres_settings):
+    """Many new keys go in one statement: one of them colliding with another replica's
+    still fails the save, and its retry stores every event under the stored keys."""
+    first, second = GatewayApplication(postgres_settings), GatewayApplication(postgres_settings)
+    try:
+        second.privacy.keys.key_for_writing(first.privacy.hashed("user_id:ann"))
+        first.ingest("web", {"batch": [{"type": "identify", "userId": "ann",
+                                        "traits": {"email": EMAIL}}]},
+                     received_at=datetime.now(UTC))
+        batch = {"batch": [{"type": "identify", "userId": user, "traits": {"plan": "pro"}}
+                           for user in ("bob", "ann", "cy")]}
+        with pytest.raises(Exception, match="division by zero"):
+            second.ingest("web", batch, received_at=datetime.now(UTC))
+        second.ingest("web", batch, received_at=datetime.now(UTC))
+
+        reader = GatewayApplication(postgres_settings)
+        [_, retried] = list(reader.scan(IngestRequest.Received))
+        assert [i["userId"] for i in retried.accepted] == ["bob", "ann", "cy"]
+        assert not any(is_erased(item) for item in retried.accepted)
+        reader.close()
+    finally:
+        first.close()
+        second.close()
