@@ -20,6 +20,7 @@ from connectors.sdk.delivery import (
 )
 from connectors.sdk.destination import Capability
 from services.activation.audiences import (
+    CONSENT_ACTIVATION,
     CONSENT_REMOVAL,
     Audiences,
     plan_for_consent_change,
@@ -181,29 +182,39 @@ class ActivationApplication(ServiceApplication):
     def _consent_removals(self, destination: str, items: list[dict[str, Any]],
                           ledger: DestinationLedger) -> tuple[list[dict], list[dict]]:
         """Removals planned because consent went away skip the decision (they send
-        nothing new); those for an audience that never got the person are dropped. So is
-        an add for an audience that holds the person already, or that an earlier add of
-        this batch puts them in: the add planned from a segment entry and the one planned
-        because consent came later race each other, and only the first may go."""
+        nothing new); those for an audience that never got the person are dropped, as are
+        adds planned because consent came back for an audience that holds them already.
+        Of two adds for one audience in one batch only the later goes: the add planned
+        from a segment entry and the one planned because consent came meanwhile race each
+        other into the same batch."""
         held = {(h["profile_id"], h["segment"])
                 for h in self.audiences.holdings(sorted({i["profile_id"] for i in items}))
                 if h["destination"] == destination}
         removals, others, pointless = [], [], []
-        adding: set[tuple[str, str]] = set()
+        latest_add: dict[tuple[str, str], int] = {}  # audience -> its add's index in others
         for item in items:
             place = (item["profile_id"], item.get("segment"))
             if item.get(CONSENT_REMOVAL):
+                latest_add.pop(place, None)
                 if place in held:
                     removals.append(dict(item, decision_id=CONSENT_REMOVAL))
                 else:
                     pointless.append(dict(item, reason="not in the destination's audience"))
-            elif item["action"] == "entered" and place[1] is not None and (
-                    place in held or place in adding):
+                continue
+            if item.get(CONSENT_ACTIVATION) and place in held:
                 pointless.append(dict(item, reason="already in the destination's audience"))
-            else:
-                if item["action"] == "entered" and place[1] is not None:
-                    adding.add(place)
-                others.append(item)
+                continue
+            if place[1] is not None and item["action"] == "entered":
+                earlier = latest_add.pop(place, None)
+                if earlier is not None:
+                    pointless.append(dict(others[earlier],
+                                          reason="superseded by a later add in the batch"))
+                    others[earlier] = None
+                latest_add[place] = len(others)
+            elif place[1] is not None:
+                latest_add.pop(place, None)
+            others.append(item)
+        others = [item for item in others if item is not None]
         if pointless:
             ledger.skipped_batch([summary(i) for i in pointless])
         return removals, others
