@@ -1,4 +1,4 @@
-"""Warehouse destination: profiles and segment memberships kept current in PostgreSQL.
+"""Warehouse destination: profiles, events and segment memberships kept current in PostgreSQL.
 
 Tables, in the configured schema (default ``tessera``), created on first use::
 
@@ -7,13 +7,36 @@ Tables, in the configured schema (default ``tessera``), created on first use::
     segment_memberships (profile_id text, segment text, is_member boolean NOT NULL,
                          entered_at timestamptz, exited_at timestamptz,
                          updated_at timestamptz NOT NULL, PRIMARY KEY (profile_id, segment))
+    events              (event_id text PRIMARY KEY,      -- the event's messageId
+                         profile_id text NOT NULL,       -- as identity resolved it
+                         type text NOT NULL,             -- identify, track, page, screen, …
+                         event text,                     -- track's event, page/screen's name
+                         user_id text, anonymous_id text,
+                         properties jsonb NOT NULL,      -- track/page/screen properties
+                         traits jsonb NOT NULL,          -- identify/group traits
+                         context jsonb NOT NULL,
+                         occurred_at timestamptz NOT NULL,  -- the clock-corrected timestamp
+                         received_at timestamptz,        -- when the gateway received it
+                         loaded_at timestamptz NOT NULL DEFAULT now())
+                         INDEX (profile_id, occurred_at), INDEX (occurred_at)
     loads               (load_id bigserial PRIMARY KEY, operation text NOT NULL,
                          items integer NOT NULL, loaded_at timestamptz NOT NULL DEFAULT now())
 
 A change is applied only if it is not older than what the row already holds
 (``updated_at``), so a redelivered or late batch never turns an exit back into an entry;
-each batch is one transaction and one row in ``loads``. Deleting a subject removes its
-profile and memberships. Segment entries also upsert the profile's traits.
+each batch is one transaction and one row in ``loads``. Segment entries also upsert the
+profile's traits.
+
+Events arrive only for a destination configured with ``events: true`` (capability
+``track_events``), each once its consent was decided for the destination's purposes; an
+event delivered again (a retry, a replay) is kept once (``ON CONFLICT DO NOTHING`` on its
+messageId). Deleting a subject removes its profile, memberships and events.
+
+Merges: an event keeps the profile id identity resolved it to when it arrived. After a
+merge, the absorbed person's later events arrive under the survivor's id, their earlier
+ones stay under the absorbed id (this destination does not declare ``merge_profiles``);
+a person's whole history is the events of the survivor and of the profiles merged into
+it (``GET /v1/profiles/{id}/identity`` lists its merges).
 """
 
 from __future__ import annotations
@@ -43,6 +66,13 @@ CREATE TABLE IF NOT EXISTS {schema}.segment_memberships (
     profile_id text NOT NULL, segment text NOT NULL, is_member boolean NOT NULL,
     entered_at timestamptz, exited_at timestamptz, updated_at timestamptz NOT NULL,
     PRIMARY KEY (profile_id, segment));
+CREATE TABLE IF NOT EXISTS {schema}.events (
+    event_id text PRIMARY KEY, profile_id text NOT NULL, type text NOT NULL, event text,
+    user_id text, anonymous_id text, properties jsonb NOT NULL, traits jsonb NOT NULL,
+    context jsonb NOT NULL, occurred_at timestamptz NOT NULL, received_at timestamptz,
+    loaded_at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX IF NOT EXISTS events_profile_time ON {schema}.events (profile_id, occurred_at);
+CREATE INDEX IF NOT EXISTS events_time ON {schema}.events (occurred_at);
 CREATE TABLE IF NOT EXISTS {schema}.loads (
     load_id bigserial PRIMARY KEY, operation text NOT NULL, items integer NOT NULL,
     loaded_at timestamptz NOT NULL DEFAULT now());
@@ -63,6 +93,13 @@ ON CONFLICT (profile_id, segment) DO UPDATE SET is_member = EXCLUDED.is_member,
     exited_at = EXCLUDED.exited_at, updated_at = EXCLUDED.updated_at
 WHERE m.updated_at <= EXCLUDED.updated_at
 """
+_EVENT = """
+INSERT INTO {schema}.events (event_id, profile_id, type, event, user_id, anonymous_id,
+    properties, traits, context, occurred_at, received_at)
+VALUES (%(event_id)s, %(profile_id)s, %(type)s, %(event)s, %(user_id)s, %(anonymous_id)s,
+    %(properties)s, %(traits)s, %(context)s, %(occurred_at)s, %(received_at)s)
+ON CONFLICT (event_id) DO NOTHING
+"""
 
 
 class WarehouseConfig(DestinationConfigSchema):
@@ -80,7 +117,8 @@ class PostgresWarehouse(Destination):
     name: ClassVar[str] = "warehouse"
     config_schema = WarehouseConfig
     capabilities = frozenset({Capability.UPSERT_PROFILE, Capability.ADD_TO_AUDIENCE,
-                              Capability.REMOVE_FROM_AUDIENCE, Capability.DELETE_SUBJECT})
+                              Capability.REMOVE_FROM_AUDIENCE, Capability.DELETE_SUBJECT,
+                              Capability.TRACK_EVENTS})
     batch_size = 1000
 
     def __init__(self, **config: Any) -> None:
@@ -124,11 +162,13 @@ class PostgresWarehouse(Destination):
     def _apply(self, connection, operation: Capability, items: list[DeliveryItem]) -> None:
         with connection.cursor() as cursor:
             if operation == Capability.DELETE_SUBJECT:
-                ids = [i.profile_id for i in items]
-                cursor.execute(self._sql("DELETE FROM {schema}.segment_memberships "
-                                         "WHERE profile_id = ANY(%s)"), (ids,))
-                cursor.execute(self._sql("DELETE FROM {schema}.profiles "
-                                         "WHERE profile_id = ANY(%s)"), (ids,))
+                ids = sorted(_subject_ids(items))
+                for table in ("segment_memberships", "profiles", "events"):
+                    cursor.execute(self._sql(f"DELETE FROM {{schema}}.{table} "
+                                             "WHERE profile_id = ANY(%s)"), (ids,))
+                return
+            if operation == Capability.TRACK_EVENTS:
+                cursor.executemany(self._sql(_EVENT), [_event_row(i) for i in items])
                 return
             if operation in (Capability.UPSERT_PROFILE, Capability.ADD_TO_AUDIENCE):
                 cursor.executemany(self._sql(_UPSERT_PROFILE), [
@@ -140,6 +180,9 @@ class PostgresWarehouse(Destination):
                      "at": i.occurred_at} for i in items])
 
     def preview(self, operation, destination, items):
+        if operation == Capability.TRACK_EVENTS:
+            return [{"operation": str(operation), "schema": self.config.get("schema", "tessera"),
+                     "rows": [_event_row(i) for i in items]}]
         return [{"operation": str(operation), "schema": self.config.get("schema", "tessera"),
                  "rows": [{"profile_id": i.profile_id, "segment": i.segment,
                            "traits": self.fields_of(i), "at": i.occurred_at} for i in items]}]
@@ -159,3 +202,29 @@ class PostgresWarehouse(Destination):
             config=lambda db: {"dsn": db.dsn, "schema": "analytics"},
             bad_config=lambda db: {"dsn": db.dsn.replace(db.name, db.name + "_missing")},
             faults=False)
+
+
+def _subject_ids(items: list[DeliveryItem]) -> set[str]:
+    """The profile ids to delete: each item's own, and those an erasure names (every
+    profile merged into the person) in ``identifiers["profile_ids"]``."""
+    ids = {i.profile_id for i in items if i.profile_id}
+    for item in items:
+        ids.update((item.identifiers or {}).get("profile_ids") or ())
+    return ids
+
+
+def _event_row(item: DeliveryItem) -> dict[str, Any]:
+    event = item.event or {}
+    return {
+        "event_id": event.get("messageId") or item.idempotency_key,
+        "profile_id": item.profile_id,
+        "type": event.get("type") or "unknown",
+        "event": event.get("event") or event.get("name"),
+        "user_id": event.get("userId"),
+        "anonymous_id": event.get("anonymousId"),
+        "properties": json.dumps(event.get("properties") or {}),
+        "traits": json.dumps(event.get("traits") or {}),
+        "context": json.dumps(event.get("context") or {}),
+        "occurred_at": event.get("timestamp") or item.occurred_at,
+        "received_at": event.get("receivedAt") or item.received_at,
+    }

@@ -282,6 +282,59 @@ def test_a_late_entry_never_turns_a_later_exit_back(warehouse):
     assert db.memberships() == [("profile-1", "buyers", False)]
 
 
+def tracked(n: int, profile: str = "profile-1", **extra) -> DeliveryItem:
+    event = {"type": "track", "event": "Order Completed", "messageId": f"m-{n}",
+             "userId": "u-1", "properties": {"order_id": f"o-{n}", "revenue": 42.5},
+             "context": {"library": {"name": "analytics-python"}},
+             "timestamp": f"2026-01-0{n}T10:00:00.000Z",
+             "receivedAt": f"2026-01-0{n}T10:00:00.250Z", **extra}
+    return DeliveryItem(f"wh:event:m-{n}", profile, "event", None, {}, {},
+                        event["timestamp"], f"d{n}", event=event)
+
+
+def test_the_warehouse_keeps_each_event_once_however_often_it_is_delivered(warehouse):
+    db, connector = warehouse
+    deliver(connector, Capability.TRACK_EVENTS, [tracked(1), tracked(2)])
+    deliver(connector, Capability.TRACK_EVENTS, [tracked(2), tracked(3)])
+    assert [(row[0], row[1], row[2], row[3]) for row in db.events()] == [
+        ("m-1", "profile-1", "track", "Order Completed"),
+        ("m-2", "profile-1", "track", "Order Completed"),
+        ("m-3", "profile-1", "track", "Order Completed")]
+    assert db.events()[0][4] == {"order_id": "o-1", "revenue": 42.5}
+
+
+def test_a_page_keeps_its_name_and_an_identify_its_traits(warehouse):
+    db, connector = warehouse
+    page = tracked(1, type="page", name="Pricing", event=None)
+    identify = tracked(2, type="identify", event=None, traits={"plan": "pro"})
+    deliver(connector, Capability.TRACK_EVENTS, [page, identify])
+    [traits] = db._rows("SELECT traits FROM {schema}.events WHERE type = 'identify'")
+    assert [(row[2], row[3]) for row in db.events()] == [("page", "Pricing"),
+                                                          ("identify", None)]
+    assert traits == ({"plan": "pro"},)
+
+
+def test_deleting_a_subject_deletes_their_events_and_only_theirs(warehouse):
+    db, connector = warehouse
+    deliver(connector, Capability.ADD_TO_AUDIENCE, [person(1), person(2)])
+    deliver(connector, Capability.TRACK_EVENTS,
+            [tracked(1, "profile-1"), tracked(2, "profile-2"), tracked(3, "profile-9")])
+    # An erasure names the person by identifiers, with every profile merged into them.
+    erased = DeliveryItem("wh:erase:0", "", "erased", None, {"email": "p1@example.com"},
+                          {"profile_ids": ["profile-1", "profile-9"]}, "2026-01-09", "")
+    deliver(connector, Capability.DELETE_SUBJECT, [erased])
+    assert [row[1] for row in db.events()] == ["profile-2"]
+    assert set(db.profiles()) == {"profile-2"}
+    assert db.subjects() == ["profile-2"]
+
+
+def test_the_warehouse_dry_run_shows_the_event_rows(warehouse):
+    _, connector = warehouse
+    [preview] = connector.preview(Capability.TRACK_EVENTS, "wh", [tracked(1)])
+    assert preview["rows"][0]["event_id"] == "m-1"
+    assert preview["rows"][0]["occurred_at"] == "2026-01-01T10:00:00.000Z"
+
+
 # ---- email -------------------------------------------------------------------------------
 TestEmailConformance = conformance_tests("email")
 
