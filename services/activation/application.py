@@ -24,7 +24,7 @@ from services.activation.audiences import (
     Audiences,
     plan_for_consent_change,
 )
-from services.activation.credentials import CredentialVault, load_cipher
+from services.activation.credentials import CredentialVault, load_cipher, runtime_seeds
 from services.activation.destinations import Destination, load_destinations
 from services.activation.domain import (
     DeliveryPlan,
@@ -304,9 +304,7 @@ class ActivationApplication(ServiceApplication):
     def _connector(self, destination: Destination):
         if destination.name not in self._connectors:
             connector = as_destination(load_connector(destination.kind, destination.config))
-            runtime = getattr(connector, "runtime_credentials", frozenset())
-            seeds = {name: destination.config[name] for name in runtime
-                     if destination.config.get(name)}
+            seeds = runtime_seeds(connector, destination.config)
             if seeds:  # only then is a key needed
                 connector.credentials = self._vault().for_destination(destination.name, seeds)
             self._connectors[destination.name] = connector
