@@ -328,6 +328,43 @@ def test_deleting_a_subject_deletes_their_events_and_only_theirs(warehouse):
     assert db.subjects() == ["profile-2"]
 
 
+def reconciled(action: str, profile: str, traits: dict, **extra) -> DeliveryItem:
+    return DeliveryItem(f"wh:{action}:{profile}", profile, action, None, traits, {},
+                        "2026-01-05T00:00:00Z", "d", **extra)
+
+
+def test_a_warehouse_merge_gathers_the_absorbed_events_and_a_split_gives_them_back(
+        warehouse):
+    db, connector = warehouse
+    deliver(connector, Capability.ADD_TO_AUDIENCE, [person(1), person(2)])
+    deliver(connector, Capability.TRACK_EVENTS,
+            [tracked(1, "profile-1"), tracked(2, "profile-2")])
+    merged = {"email": "p1@example.com", "phone": "+44 20 7946 0000"}
+    deliver(connector, Capability.MERGE_PROFILES, [reconciled(
+        "merged", "profile-1", merged, merged_profiles=(
+            {"profile_id": "profile-1", "traits": {}}, {"profile_id": "profile-2", "traits": {}}))])
+    assert [row[1] for row in db.events()] == ["profile-1", "profile-1"]
+    assert db.profiles() == {"profile-1": merged}
+    assert db.memberships() == [("profile-1", "buyers", True)]
+
+    deliver(connector, Capability.MERGE_PROFILES, [
+        reconciled("split", "profile-1", {"email": "p1@example.com"}, split_from="profile-1"),
+        reconciled("split", "profile-2", {"phone": "+44 20 7946 0000"},
+                   split_from="profile-1")])
+    assert [row[1] for row in db.events()] == ["profile-1", "profile-2"]
+    assert db.profiles() == {"profile-1": {"email": "p1@example.com"},
+                             "profile-2": {"phone": "+44 20 7946 0000"}}
+    assert sorted(db.subjects()) == ["profile-1", "profile-2"]
+
+
+def test_a_split_of_a_profile_the_warehouse_never_held_is_skipped(warehouse):
+    db, connector = warehouse
+    report = deliver(connector, Capability.MERGE_PROFILES, [
+        reconciled("split", "profile-7", {"email": "x@example.com"}, split_from="profile-6")])
+    assert report.delivered == [] and report.skipped == ["wh:split:profile-7"]
+    assert db.profiles() == {}
+
+
 def test_the_warehouse_dry_run_shows_the_event_rows(warehouse):
     _, connector = warehouse
     [preview] = connector.preview(Capability.TRACK_EVENTS, "wh", [tracked(1)])

@@ -123,3 +123,20 @@ def test_following_events_with_a_connector_that_takes_none_is_refused_by_name(se
     with pytest.raises(ValueError, match=r"destination ads: events: .*track_events"), \
             applications(settings, [ads]):
         pass
+
+
+def test_a_merge_brings_the_absorbed_profiles_events_under_the_survivor(db, settings):
+    with applications(settings, [warehouse_destination(db)]) as apps:
+        send(apps, {"type": "identify", "userId": "eve", "messageId": "eve-1",
+                    "context": ANALYTICS})
+        send(apps, {"type": "page", "anonymousId": "a-eve", "name": "Pricing",
+                    "messageId": "eve-2", "context": ANALYTICS})
+        before = {r[0]: r[1] for r in db.events()}
+        assert len(set(before.values())) == 2
+
+        send(apps, {"type": "identify", "userId": "eve", "anonymousId": "a-eve",
+                    "messageId": "eve-3", "context": ANALYTICS})
+
+        after = {r[0]: r[1] for r in db.events()}
+        assert set(after) == {"eve-1", "eve-2", "eve-3"}
+        assert len(set(after.values())) == 1 and after["eve-1"] == before["eve-1"]
