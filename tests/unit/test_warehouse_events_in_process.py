@@ -1,6 +1,6 @@
-"""Tracked events reach a warehouse that follows them: the six applications in one
-process, fed by each other's relays as the broker would (tessera.testing.pipeline), and a
-real PostgreSQL database as the analysts' warehouse."""
+"""Tracked events reach a warehouse (or a webhook) that follows them: the six applications
+in one process, fed by each other's relays as the broker would (tessera.testing.pipeline),
+and a real PostgreSQL database as the analysts' warehouse."""
 
 from __future__ import annotations
 
@@ -140,3 +140,26 @@ def test_a_merge_brings_the_absorbed_profiles_events_under_the_survivor(db, sett
         after = {r[0]: r[1] for r in db.events()}
         assert set(after) == {"eve-1", "eve-2", "eve-3"}
         assert len(set(after.values())) == 1 and after["eve-1"] == before["eve-1"]
+
+
+def test_a_webhook_following_events_gets_each_with_its_event_and_a_segment_webhook_none(
+        settings):
+    from tessera.testing.webhook_receiver import WebhookReceiver
+
+    receiver = WebhookReceiver("events")
+    receiver.start()
+    try:
+        hooks = [Destination(name, "webhook", (), ("analytics",),
+                             {"url": receiver.url_for(name), "secret": "events"},
+                             events=events)
+                 for name, events in (("stream", True), ("audience", False))]
+        with applications(settings, hooks) as apps:
+            send(apps, {"type": "identify", "userId": "fay", "messageId": "fay-1",
+                        "context": ANALYTICS})
+            send(apps, bought("fay", "o-1"))
+        received = receiver.items()
+    finally:
+        receiver.stop()
+    assert {i["destination"] for i in received} == {"stream"}
+    assert [(i["action"], i["event"]["messageId"]) for i in received] == [
+        ("event", "fay-1"), ("event", "fay-o-1")]
