@@ -46,7 +46,7 @@ class DeliveryItem:
 
     idempotency_key: str
     profile_id: str
-    action: str  # "entered" | "exited" | "profile" | "erased" | "merged" | "split"
+    action: str  # "entered" | "exited" | "profile" | "erased" | "merged" | "split" | "event"
     segment: str | None
     traits: dict
     identifiers: dict
@@ -60,6 +60,9 @@ class DeliveryItem:
     # A split ("split"): the profile that was split. A CRM that never held it has nothing
     # to part (and must not create records for people it was never sent).
     split_from: str | None = None
+    # A tracked event ("event"): the event as identity resolved it (messageId, type,
+    # event/name, properties, traits, context, timestamp, receivedAt). None otherwise.
+    event: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -201,7 +201,7 @@ class WebhookConnector(HttpDestination):
         if operation is not None:
             payload["operation"] = str(operation)
         payload["sent_at"] = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
-        payload["items"] = [dict(asdict(item), traits=self.fields_of(item)) for item in items]
+        payload["items"] = [self._item_json(item) for item in items]
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
         raw = body.encode("utf-8")
         batch_key = batch_idempotency_key([i.idempotency_key for i in items])
@@ -217,6 +217,12 @@ class WebhookConnector(HttpDestination):
             "webhook-signature": standard_signature(self._secret, msg_id, int(now), raw),
         }
         return raw, headers
+
+    def _item_json(self, item: DeliveryItem) -> dict[str, Any]:
+        body = dict(asdict(item), traits=self.fields_of(item))
+        if item.event is None:  # only a followed event carries one: keep the rest as it was
+            del body["event"]
+        return body
 
     def requests_for(self, operation, destination, items):
         raw, headers = self.build_request(destination, items, operation)

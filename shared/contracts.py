@@ -23,7 +23,8 @@ CONSENT_CHANGED = "consent.changed"
 # stream -> services that consume it (each gets one queue per partition).
 CONSUMERS: dict[str, tuple[str, ...]] = {
     INGEST_RECEIVED: ("identity",),
-    IDENTITY_RESOLVED: ("contacts", "consent"),
+    # activation: the events themselves, for destinations that follow events.
+    IDENTITY_RESOLVED: ("contacts", "consent", "activation"),
     IDENTITY_PROFILE_SPLIT: ("contacts", "consent"),
     PROFILE_CHANGED: ("segments",),
     PROFILE_RECONCILED: ("activation",),
@@ -142,6 +143,8 @@ class DeliveryPlannedItem(_Item):
     # An add planned because consent was granted later: skipped if the destination holds
     # the person already.
     consent_activation = fields.Boolean(load_default=False)
+    # A tracked event (action "event") for a destination that follows events.
+    event = fields.Dict(allow_none=True, load_default=None)
 
 
 class ConsentChangedItem(_Item):

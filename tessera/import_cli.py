@@ -11,17 +11,20 @@ recognised by their messageId and kept once).
 
 ``tessera pull hubspot --source crm --secret-env access_token=TESSERA_HUBSPOT_TOKEN``
 sends what changed since the last pull (its cursor is kept under
-``TESSERA_DATA_DIR/pulls/``), skipping Tessera's own writes coming back.
+``TESSERA_DATA_DIR/pulls/``), skipping Tessera's own writes coming back. A credential
+the vendor rotates (Salesforce's refresh token) is kept encrypted in activation's store,
+seeded from ``--secret-env``, so the next pull uses the rotated one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -150,6 +153,26 @@ def run_pull(source, client: httpx.Client, cursor_file: Path) -> ImportReport:
     return report
 
 
+@contextlib.contextmanager
+def lasting_credentials(source, config: dict, owner: str) -> Iterator[None]:
+    """Give a source whose vendor rotates credentials (``runtime_credentials``) the
+    encrypted store of activation's (services.activation.credentials), seeded from the
+    config (the environment): a token rotated during this pull is the one the next pull
+    uses. Sources without such fields, or without a seed, need no store (nor key)."""
+    from services.activation.credentials import credential_vault, runtime_seeds
+    from shared.config import Settings
+
+    seeds = runtime_seeds(source, config)
+    with contextlib.ExitStack() as stack:
+        if seeds:
+            try:
+                vault = stack.enter_context(credential_vault(Settings.from_env()))
+            except ValueError as error:
+                raise SystemExit(f"credentials: {error}") from None
+            source.credentials = vault.for_destination(owner, seeds)
+        yield
+
+
 def cmd_pull(args) -> int:
     from importlib.metadata import entry_points
 
@@ -164,15 +187,21 @@ def cmd_pull(args) -> int:
             raise SystemExit(f"--secret-env: {variable} (for {field}) is not set")
         config[field] = os.environ[variable]
     try:
-        source = cls(**cls.config_schema().load(config))
-        source.check()
+        config = cls.config_schema().load(config)
+        source = cls(**config)
     except ValueError as error:
         raise SystemExit(str(getattr(error, "messages", error))) from None
     data_dir = Path(os.environ.get("TESSERA_DATA_DIR", "data"))
     cursor_file = data_dir / "pulls" / f"{args.kind}-{args.source}.json"
-    with httpx.Client(base_url=_api_url(), auth=(_write_key(args.source), ""),
-                      timeout=60) as client:
-        report = run_pull(source, client, cursor_file)
+    # The store first: checking the credentials may already rotate a refresh token.
+    with lasting_credentials(source, config, f"source:{args.kind}:{args.source}"):
+        try:
+            source.check()
+        except ValueError as error:
+            raise SystemExit(str(getattr(error, "messages", error))) from None
+        with httpx.Client(base_url=_api_url(), auth=(_write_key(args.source), ""),
+                          timeout=60) as client:
+            report = run_pull(source, client, cursor_file)
     source.close()
     skipped = getattr(source, "skipped_own_writes", 0)
     print(f"pulled {report.sent:,} records in {report.batches} batches; skipped {skipped:,} "

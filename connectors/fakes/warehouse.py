@@ -51,6 +51,14 @@ class ScratchDatabase:
         return self._rows("SELECT profile_id, segment, is_member FROM "
                           "{schema}.segment_memberships ORDER BY profile_id, segment")
 
+    def events(self) -> list[tuple]:
+        """(event_id, profile_id, type, event, properties) of every event, oldest first;
+        none when the warehouse was never written to (its tables are made on first use)."""
+        if self._rows("SELECT to_regclass('{schema}.events')") == [(None,)]:
+            return []
+        return self._rows("SELECT event_id, profile_id, type, event, properties FROM "
+                          "{schema}.events ORDER BY occurred_at, event_id")
+
     def received_identifiers(self) -> list[dict[str, str]]:
         return []
 

@@ -79,6 +79,8 @@ def operations_for(action: str, sync: frozenset[str]) -> list[Capability]:
         operations.append(Capability.DELETE_SUBJECT)
     if action in ("merged", "split"):  # identity changed who this is: whatever the sync
         operations.append(Capability.MERGE_PROFILES)
+    if action == "event":  # a destination following events gets each, whatever the sync
+        operations.append(Capability.TRACK_EVENTS)
     if action in ("entered", "message") and MESSAGE_ON_ENTRY in sync:
         operations.append(Capability.SEND_MESSAGE)
     return operations
@@ -350,7 +352,8 @@ def _partly_failed(batch: Batch, failures: dict[str, DeliveryError], report: Del
 class _SendOnly:
     """A pre-SDK connector (only ``send``) seen as a Destination that does everything."""
 
-    capabilities = frozenset(Capability) - {Capability.MERGE_PROFILES}
+    capabilities = frozenset(Capability) - {Capability.MERGE_PROFILES,
+                                            Capability.TRACK_EVENTS}
     batch_size = 1000
     rate_limit = None
 

@@ -59,6 +59,10 @@ class Capability(enum.StrEnum):
     # Follow identity: a merge folds the absorbed profiles' records into the survivor's;
     # a split upserts each part with its own recomputed traits, clearing what it lost.
     MERGE_PROFILES = "merge_profiles"
+    # Receive the tracked events themselves (identify, track, page, …), identity-resolved:
+    # only for destinations configured with ``events: true`` (there are many more events
+    # than membership changes), each event decided on consent at send time like the rest.
+    TRACK_EVENTS = "track_events"
 
 
 class CredentialStore(Protocol):

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 
 from marshmallow import Schema
 
+from connectors.sdk.destination import CredentialStore, InMemoryCredentials
+
 __all__ = ["Page", "Source"]
 
 
@@ -29,9 +31,15 @@ class Page:
 class Source:
     name: ClassVar[str]
     config_schema: ClassVar[type[Schema]]
+    # Config fields the vendor may replace at run time (a rotated OAuth refresh token), as
+    # for destinations: ``credentials.get(name)`` answers the latest value (the config's,
+    # seeded from the environment, until one is ``put``); ``tessera pull`` gives the
+    # source a store that keeps what is put encrypted, so it survives the next run.
+    runtime_credentials: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **config: Any) -> None:
         self.config = config
+        self.credentials: CredentialStore = InMemoryCredentials(config)
 
     def check(self) -> None:
         """Raise ValueError (naming the field) if the config cannot work."""

@@ -63,6 +63,12 @@ class SalesforceSourceConfig(Schema):
     client_id = fields.String(required=True, metadata={"description": "Consumer key."})
     client_secret = fields.String(required=True, metadata={"secret": True,
                                                            "description": "Consumer secret."})
+    refresh_token = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=1),
+        metadata={"secret": True, "description": "A refresh token from the web-server flow: "
+                  "then sessions come from the refresh_token grant. With refresh token "
+                  "rotation each use returns a new one, which `tessera pull` keeps "
+                  "encrypted in activation's store; this value only seeds it."})
     api_version = fields.String(load_default="v66.0",
                                 validate=validate.Regexp(r"^v\d+\.\d$", error="like v66.0"),
                                 metadata={"description": "REST API version."})
@@ -81,17 +87,29 @@ class SalesforceSourceConfig(Schema):
 class SalesforceContactsSource(Source):
     name = "salesforce"
     config_schema = SalesforceSourceConfig
+    runtime_credentials = frozenset({"refresh_token"})
 
     def __init__(self, **config: Any) -> None:
+        # The destination's OAuth and HTTP plumbing, reused for reading; made first, as
+        # the base class hands it the credentials.
+        self._api = SalesforceContacts(login_url=config["login_url"],
+                                       client_id=config["client_id"],
+                                       client_secret=config["client_secret"],
+                                       refresh_token=config.get("refresh_token"),
+                                       api_version=config.get("api_version", "v66.0"))
         super().__init__(**config)
         self.traits = config.get("traits") or DEFAULT_TRAITS
         self.skipped_own_writes = 0
         self.skipped_without_contact = 0
-        # The destination's OAuth and HTTP plumbing, reused for reading.
-        self._api = SalesforceContacts(login_url=config["login_url"],
-                                       client_id=config["client_id"],
-                                       client_secret=config["client_secret"],
-                                       api_version=config.get("api_version", "v66.0"))
+
+    @property
+    def credentials(self):
+        """The OAuth plumbing's: a rotated refresh token is put where the platform said."""
+        return self._api.credentials
+
+    @credentials.setter
+    def credentials(self, store) -> None:
+        self._api.credentials = store
 
     def close(self) -> None:
         self._api.close()

@@ -25,7 +25,7 @@ from services.activation.audiences import (
     Audiences,
     plan_for_consent_change,
 )
-from services.activation.credentials import CredentialVault, load_cipher
+from services.activation.credentials import CredentialVault, load_cipher, runtime_seeds
 from services.activation.destinations import Destination, load_destinations
 from services.activation.domain import (
     DeliveryPlan,
@@ -68,6 +68,7 @@ class ActivationApplication(ServiceApplication):
         self._credentials: CredentialVault | None = None
         self._sleep = sleep
         self._clock = clock  # the circuits' (tests turn it by hand)
+        self.event_followers = self._event_followers()
 
     # ---- planning ---------------------------------------------------------------------
     def plan(self, tracking_key: str, changes: list[dict[str, Any]]) -> int:
@@ -95,6 +96,33 @@ class ActivationApplication(ServiceApplication):
                             position=fresh[-1]["position"],
                             writes=self.audiences.membership_writes(fresh))
         return len(planned)
+
+    def plan_events(self, tracking_key: str, partition: str,
+                    resolved: list[dict[str, Any]]) -> int:
+        """`identity.resolved`: each event, for each destination that follows events, as a
+        delivery of its own (its destination's queue, consent at send time, retries, dead
+        letters, replay). Without such a destination, nothing at all: not even a tracking
+        record, since events outnumber everything else activation reads."""
+        if not self.event_followers:
+            return 0
+        fresh = self.fresh_items(tracking_key, resolved)
+        if not fresh:
+            return 0
+        planned = [event_delivery(destination.name, partition, item)
+                   for item in fresh for destination in self.event_followers]
+        aggregates = [DeliveryPlan(items=planned)] if planned else []
+        self.save_processed(*aggregates, tracking_key=tracking_key,
+                            position=fresh[-1]["position"])
+        return len(planned)
+
+    def _event_followers(self) -> list[Destination]:
+        followers = [d for d in self.destinations.values() if d.events]
+        for destination in followers:
+            if Capability.TRACK_EVENTS not in self._connector(destination).capabilities:
+                raise ValueError(f"destination {destination.name}: events: a {destination.kind} "
+                                 "connector does not take events (it declares no "
+                                 f"{Capability.TRACK_EVENTS})")
+        return followers
 
     def apply_consent_changes(self, tracking_key: str, changes: list[dict[str, Any]]) -> int:
         """`consent.changed`: remove the person from the audiences they fed, or plan their
@@ -288,9 +316,7 @@ class ActivationApplication(ServiceApplication):
     def _connector(self, destination: Destination):
         if destination.name not in self._connectors:
             connector = as_destination(load_connector(destination.kind, destination.config))
-            runtime = getattr(connector, "runtime_credentials", frozenset())
-            seeds = {name: destination.config[name] for name in runtime
-                     if destination.config.get(name)}
+            seeds = runtime_seeds(connector, destination.config)
             if seeds:  # only then is a key needed
                 connector.credentials = self._vault().for_destination(destination.name, seeds)
             self._connectors[destination.name] = connector
@@ -428,10 +454,12 @@ class ActivationApplication(ServiceApplication):
                 "subject_hashes": sorted(hashes)}
 
     def delete_at_destinations(self, identifiers: list[list[str]],
-                               only: list[str] | None = None) -> dict[str, dict[str, Any]]:
+                               only: list[str] | None = None,
+                               profile_ids: list[str] = ()) -> dict[str, dict[str, Any]]:
         """Ask each destination that can delete a person to delete this one. Returns, per
         destination, "confirmed", "failed" (with the error; the caller retries) or
-        "unsupported" (the connector declares no delete_subject)."""
+        "unsupported" (the connector declares no delete_subject). Destinations keyed by
+        our profile ids (the warehouse) find them in each item's ``identifiers``."""
         emails = sorted({v for t, v in identifiers if t == "email"})
         phones = sorted({v for t, v in identifiers if t == "phone"})
         outcomes: dict[str, dict[str, Any]] = {}
@@ -445,7 +473,8 @@ class ActivationApplication(ServiceApplication):
             items = [DeliveryItem(
                 idempotency_key=f"{name}:erase:{index}", profile_id="", action="erased",
                 segment=None, traits={"email": email, **({"phone": phones[0]} if phones else {})},
-                identifiers={}, occurred_at=utcnow_iso(), decision_id="")
+                identifiers={"profile_ids": list(profile_ids)}, occurred_at=utcnow_iso(),
+                decision_id="")
                 for index, email in enumerate(emails or [None])]
             try:
                 connector.deliver(Capability.DELETE_SUBJECT, name, items)
@@ -474,4 +503,27 @@ def _delivery_item(item: dict[str, Any]) -> DeliveryItem:
         identifiers={}, occurred_at=item["occurred_at"], decision_id=item["decision_id"],
         received_at=item.get("received_at"),
         merged_profiles=tuple(item.get("merged_profiles") or ()),
-        split_from=item.get("split_from"))
+        split_from=item.get("split_from"), event=item.get("event"))
+
+
+def event_delivery(destination: str, partition: str, resolved: dict[str, Any]
+                   ) -> dict[str, Any]:
+    """One identity-resolved event, planned for one destination that follows events.
+
+    Keyed by the event's messageId (the gateway's dedupe key), so a redelivered event is
+    the same delivery; the cause makes consent read identity's log that far first, so
+    consent given on this very event counts."""
+    event = resolved["event"]
+    event_id = event.get("messageId") or f"{partition}:{resolved['position']}"
+    return {
+        "idempotency_key": f"{destination}:event:{event_id}",
+        "destination": destination,
+        "profile_id": resolved["profile_id"],
+        "segment": None,
+        "action": "event",
+        "traits": {},
+        "event": event,
+        "occurred_at": event.get("timestamp") or event.get("receivedAt") or utcnow_iso(),
+        "cause": {"partition": partition, "position": resolved["position"]},
+        "received_at": event.get("receivedAt"),
+    }

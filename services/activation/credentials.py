@@ -11,18 +11,26 @@ required, since every replica must read what another wrote.
 
 A new seed in the environment (the operator authorised the app again) wins over a value
 derived from an older seed: each stored value remembers the digest of its seed.
+
+Sources (``tessera pull``) keep theirs in the same table, under ``source:<kind>:<name>``:
+the pull runs outside the services, so it opens activation's store for just this table
+(:func:`credential_vault`), on the same database or file and with the same key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from shared.config import Settings
 from shared.readmodel import ReadModel
+from shared.store import ServiceApplication
 
 KEY_ENV = "TESSERA_CREDENTIALS_KEY"
 KEY_FILE = "credentials.key"
@@ -53,6 +61,30 @@ def _generated_key(settings: Settings) -> bytes:
     with os.fdopen(descriptor, "wb") as file:
         file.write(Fernet.generate_key())
     return path.read_bytes().strip()
+
+
+def runtime_seeds(connector: Any, config: Mapping[str, Any]) -> dict[str, str]:
+    """The config's values of the fields the connector says may change at run time."""
+    return {name: config[name] for name in getattr(connector, "runtime_credentials", ())
+            if config.get(name)}
+
+
+class _ActivationStore(ServiceApplication):
+    """Activation's store opened by another process, for the credentials table only."""
+
+    service_name = "activation"
+    name = "activation"
+
+
+@contextlib.contextmanager
+def credential_vault(settings: Settings) -> Iterator[CredentialVault]:
+    """Activation's vault outside the activation service (``tessera pull``)."""
+    cipher = load_cipher(settings)  # fails fast, before touching the store
+    store = _ActivationStore(settings)
+    try:
+        yield CredentialVault(store.read_model(), cipher)
+    finally:
+        store.close()
 
 
 def _digest(seed: str | None) -> str:
@@ -100,7 +132,7 @@ class CredentialVault:
 
 
 class DestinationCredentials:
-    """One destination's runtime credentials, as its connector sees them."""
+    """One destination's (or source's) runtime credentials, as its connector sees them."""
 
     def __init__(self, vault: CredentialVault, destination: str,
                  seeds: dict[str, str]) -> None:

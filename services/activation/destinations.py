@@ -34,6 +34,9 @@ class DestinationSchema(Schema):
     sync = fields.List(fields.String(validate=validate.OneOf(sorted(SYNC_MODES))),
                        load_default=None, allow_none=True)
     segments = fields.List(fields.String(), required=True)
+    # Send every tracked event of the people it may receive (the connector must declare
+    # track_events): off by default, events are far more numerous than segment changes.
+    events = fields.Boolean(load_default=False)
     purposes = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
 
 
@@ -49,7 +52,7 @@ class Destination:
     purposes: tuple[str, ...]
     config: dict[str, Any] = field(default_factory=dict, compare=False)
     sync: tuple[str, ...] | None = None  # None: the connector's default
-
+    events: bool = False  # receives the tracked events too
 
     def follows(self, segment: str) -> bool:
         return segment in self.segments
@@ -57,7 +60,8 @@ class Destination:
     def public(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "segments": list(self.segments),
                 "purposes": list(self.purposes),
-                "sync": list(self.sync) if self.sync is not None else None}
+                "sync": list(self.sync) if self.sync is not None else None,
+                "events": self.events}
 
 
 def load_destinations(path: Path | None) -> list[Destination]:
@@ -80,7 +84,8 @@ def load_destinations(path: Path | None) -> list[Destination]:
             config[config_field] = _secret(spec["name"], variable)
         sync = tuple(spec["sync"]) if spec["sync"] is not None else None
         destinations.append(Destination(spec["name"], spec["kind"], tuple(spec["segments"]),
-                                        tuple(spec["purposes"]), config, sync))
+                                        tuple(spec["purposes"]), config, sync,
+                                        spec["events"]))
     return destinations
 
 

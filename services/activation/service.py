@@ -1,4 +1,5 @@
-"""activation's nameko entrypoints: plan from membership changes, deliver per destination."""
+"""activation's nameko entrypoints: plan from membership changes and events, deliver per
+destination."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from services.activation.translation import translator
 from shared.contracts import (
     CONSENT_CHANGED,
     DELIVERY_PLANNED,
+    IDENTITY_RESOLVED,
     MEMBERSHIP_CHANGED,
     PROFILE_RECONCILED,
 )
@@ -34,6 +36,10 @@ class ActivationService:
     @partitioned_handler(MEMBERSHIP_CHANGED, "activation")
     def on_membership_changed(self, envelope):
         return self.app.plan(envelope.tracking_key, envelope.items)
+
+    @partitioned_handler(IDENTITY_RESOLVED, "activation")
+    def on_identity_resolved(self, envelope):
+        return self.app.plan_events(envelope.tracking_key, envelope.partition, envelope.items)
 
     @partitioned_handler(PROFILE_RECONCILED, "activation")
     def on_profile_reconciled(self, envelope):
@@ -102,8 +108,9 @@ class ActivationService:
         return self.app.erase_subject(profile_ids, identifiers, **hashes)
 
     @rpc
-    def delete_at_destinations(self, identifiers: list[list[str]], only: list[str] | None = None):
-        return self.app.delete_at_destinations(identifiers, only)
+    def delete_at_destinations(self, identifiers: list[list[str]], only: list[str] | None = None,
+                               profile_ids: list[str] = ()):
+        return self.app.delete_at_destinations(identifiers, only, profile_ids)
 
     @rpc
     def status(self):

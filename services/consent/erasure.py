@@ -193,7 +193,7 @@ class Erasure:
             services[service] = {"status": "erased", "keys_shredded": done["keys_shredded"]}
             subject_hashes[service] = done.get("subject_hashes", [])
             suppression.extend(done.get("suppression_hashes", ()))
-        recipients = self._delete_at_destinations(request_id, identifiers)
+        recipients = self._delete_at_destinations(request_id, identifiers, profile_ids)
         complete = all(s["status"] == "erased" for s in services.values())
         self.log.record(request_id, requested_by, "erased" if complete else "incomplete",
                         profile_ids, subject_hashes, suppression)
@@ -201,8 +201,8 @@ class Erasure:
                 "profile_ids": profile_ids, "identifiers": len(identifiers),
                 "services": services, "recipients": recipients}
 
-    def _delete_at_destinations(self, request_id: str, identifiers: list[list[str]]
-                                ) -> dict[str, dict[str, Any]]:
+    def _delete_at_destinations(self, request_id: str, identifiers: list[list[str]],
+                                profile_ids: list[str]) -> dict[str, dict[str, Any]]:
         ledger = self.log.ledger(request_id)
         done = {name for name, entry in ledger.items()
                 if entry["status"] in ("confirmed", "unsupported")}
@@ -214,7 +214,8 @@ class Erasure:
         for attempt in range(1, DELETE_ATTEMPTS + 1):
             try:
                 outcomes = self.call("activation", "delete_at_destinations",
-                                     identifiers=identifiers, only=pending)
+                                     identifiers=identifiers, only=pending,
+                                     profile_ids=profile_ids)
             except Exception as failed:
                 outcomes = {name: {"status": "failed", "error": type(failed).__name__}
                             for name in (pending or ())}

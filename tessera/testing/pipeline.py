@@ -77,6 +77,8 @@ def stream_handlers(apps: dict[str, Any]) -> dict[tuple[str, str], Any]:
             e.tracking_key, e.items),
         ("segments", "contacts.profile_changed"): lambda e: apps["segments"].apply_batch(
             e.tracking_key, e.items),
+        ("activation", "identity.resolved"): lambda e: apps["activation"].plan_events(
+            e.tracking_key, e.partition, e.items),
         ("activation", "segments.membership_changed"): lambda e: apps["activation"].plan(
             e.tracking_key, e.items),
         ("activation", "contacts.profile_reconciled"): lambda e: apps[

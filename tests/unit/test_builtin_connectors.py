@@ -282,6 +282,96 @@ def test_a_late_entry_never_turns_a_later_exit_back(warehouse):
     assert db.memberships() == [("profile-1", "buyers", False)]
 
 
+def tracked(n: int, profile: str = "profile-1", **extra) -> DeliveryItem:
+    event = {"type": "track", "event": "Order Completed", "messageId": f"m-{n}",
+             "userId": "u-1", "properties": {"order_id": f"o-{n}", "revenue": 42.5},
+             "context": {"library": {"name": "analytics-python"}},
+             "timestamp": f"2026-01-0{n}T10:00:00.000Z",
+             "receivedAt": f"2026-01-0{n}T10:00:00.250Z", **extra}
+    return DeliveryItem(f"wh:event:m-{n}", profile, "event", None, {}, {},
+                        event["timestamp"], f"d{n}", event=event)
+
+
+def test_the_warehouse_keeps_each_event_once_however_often_it_is_delivered(warehouse):
+    db, connector = warehouse
+    deliver(connector, Capability.TRACK_EVENTS, [tracked(1), tracked(2)])
+    deliver(connector, Capability.TRACK_EVENTS, [tracked(2), tracked(3)])
+    assert [(row[0], row[1], row[2], row[3]) for row in db.events()] == [
+        ("m-1", "profile-1", "track", "Order Completed"),
+        ("m-2", "profile-1", "track", "Order Completed"),
+        ("m-3", "profile-1", "track", "Order Completed")]
+    assert db.events()[0][4] == {"order_id": "o-1", "revenue": 42.5}
+
+
+def test_a_page_keeps_its_name_and_an_identify_its_traits(warehouse):
+    db, connector = warehouse
+    page = tracked(1, type="page", name="Pricing", event=None)
+    identify = tracked(2, type="identify", event=None, traits={"plan": "pro"})
+    deliver(connector, Capability.TRACK_EVENTS, [page, identify])
+    [traits] = db._rows("SELECT traits FROM {schema}.events WHERE type = 'identify'")
+    assert [(row[2], row[3]) for row in db.events()] == [("page", "Pricing"),
+                                                          ("identify", None)]
+    assert traits == ({"plan": "pro"},)
+
+
+def test_deleting_a_subject_deletes_their_events_and_only_theirs(warehouse):
+    db, connector = warehouse
+    deliver(connector, Capability.ADD_TO_AUDIENCE, [person(1), person(2)])
+    deliver(connector, Capability.TRACK_EVENTS,
+            [tracked(1, "profile-1"), tracked(2, "profile-2"), tracked(3, "profile-9")])
+    # An erasure names the person by identifiers, with every profile merged into them.
+    erased = DeliveryItem("wh:erase:0", "", "erased", None, {"email": "p1@example.com"},
+                          {"profile_ids": ["profile-1", "profile-9"]}, "2026-01-09", "")
+    deliver(connector, Capability.DELETE_SUBJECT, [erased])
+    assert [row[1] for row in db.events()] == ["profile-2"]
+    assert set(db.profiles()) == {"profile-2"}
+    assert db.subjects() == ["profile-2"]
+
+
+def reconciled(action: str, profile: str, traits: dict, **extra) -> DeliveryItem:
+    return DeliveryItem(f"wh:{action}:{profile}", profile, action, None, traits, {},
+                        "2026-01-05T00:00:00Z", "d", **extra)
+
+
+def test_a_warehouse_merge_gathers_the_absorbed_events_and_a_split_gives_them_back(
+        warehouse):
+    db, connector = warehouse
+    deliver(connector, Capability.ADD_TO_AUDIENCE, [person(1), person(2)])
+    deliver(connector, Capability.TRACK_EVENTS,
+            [tracked(1, "profile-1"), tracked(2, "profile-2")])
+    merged = {"email": "p1@example.com", "phone": "+44 20 7946 0000"}
+    deliver(connector, Capability.MERGE_PROFILES, [reconciled(
+        "merged", "profile-1", merged, merged_profiles=(
+            {"profile_id": "profile-1", "traits": {}}, {"profile_id": "profile-2", "traits": {}}))])
+    assert [row[1] for row in db.events()] == ["profile-1", "profile-1"]
+    assert db.profiles() == {"profile-1": merged}
+    assert db.memberships() == [("profile-1", "buyers", True)]
+
+    deliver(connector, Capability.MERGE_PROFILES, [
+        reconciled("split", "profile-1", {"email": "p1@example.com"}, split_from="profile-1"),
+        reconciled("split", "profile-2", {"phone": "+44 20 7946 0000"},
+                   split_from="profile-1")])
+    assert [row[1] for row in db.events()] == ["profile-1", "profile-2"]
+    assert db.profiles() == {"profile-1": {"email": "p1@example.com"},
+                             "profile-2": {"phone": "+44 20 7946 0000"}}
+    assert sorted(db.subjects()) == ["profile-1", "profile-2"]
+
+
+def test_a_split_of_a_profile_the_warehouse_never_held_is_skipped(warehouse):
+    db, connector = warehouse
+    report = deliver(connector, Capability.MERGE_PROFILES, [
+        reconciled("split", "profile-7", {"email": "x@example.com"}, split_from="profile-6")])
+    assert report.delivered == [] and report.skipped == ["wh:split:profile-7"]
+    assert db.profiles() == {}
+
+
+def test_the_warehouse_dry_run_shows_the_event_rows(warehouse):
+    _, connector = warehouse
+    [preview] = connector.preview(Capability.TRACK_EVENTS, "wh", [tracked(1)])
+    assert preview["rows"][0]["event_id"] == "m-1"
+    assert preview["rows"][0]["occurred_at"] == "2026-01-01T10:00:00.000Z"
+
+
 # ---- email -------------------------------------------------------------------------------
 TestEmailConformance = conformance_tests("email")
 

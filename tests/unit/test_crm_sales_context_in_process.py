@@ -72,9 +72,12 @@ class Pipeline:
 
 
 class _NoActivation:
-    """No destination here: membership changes stop at activation's door."""
+    """No destination here: membership changes and events stop at activation's door."""
 
     def plan(self, *args):
+        return 0
+
+    def plan_events(self, *args):
         return 0
 
 
