@@ -347,11 +347,11 @@ def subject(viewer: Viewer, identifier: str, export: dict[str, Any],
     return page("A person's history", body, viewer, "/console/compliance")
 
 
-def audit(viewer: Viewer, reports: list[dict[str, Any]]) -> str:
+def audit(viewer: Viewer, reports: list[dict[str, Any]], keys: str) -> str:
     rows = ((r["service"], "intact" if r["ok"] else "BROKEN", r.get("events", ""),
              r.get("first_problem") or r.get("missing") or "") for r in reports)
     body = ("<p>Every service's chain recomputed from its store now, and every signed "
-            "checkpoint checked.</p>" + table(("service", "result", "events checked",
+            f"checkpoint checked.</p>{notice(keys)}" + table(("service", "result", "events checked",
                                               "first problem"), rows))
     return page("Audit verification", body, viewer, "/console/compliance")
 

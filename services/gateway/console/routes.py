@@ -425,7 +425,10 @@ class ConsoleRoutes:
     @api("GET", "/console/compliance/audit", Permission.AUDIT_READ, refuse="_refuse_page")
     def console_audit(self, request):
         def render(viewer):
-            trusted, _ = trusted_public_keys(self.app.settings)
+            try:
+                trusted, keys_from = trusted_public_keys(self.app.settings)
+            except ValueError as unset:  # e.g. real mode with no key configured
+                return _html(200, pages.audit(viewer, [], f"Cannot verify: {unset}."))
             reports = []
             for service in AUDITED_SERVICES:
                 report = verify_service(self.app.settings, service, trusted)
@@ -433,7 +436,8 @@ class ConsoleRoutes:
                                 "missing": report.missing,
                                 "first_problem": report.findings[0].message
                                 if report.findings else None})
-            return _html(200, pages.audit(viewer, reports))
+            return _html(200, pages.audit(viewer, reports,
+                                          f"Signatures checked with {keys_from}."))
         return self._page(request, render)
 
     @api("GET", "/console/compliance/processing-records", Permission.AUDIT_READ,
