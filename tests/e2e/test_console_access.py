@@ -126,3 +126,13 @@ def test_pages_forbid_framing_and_third_party_content(platform):
     admin = signed_in(platform, platform.admin_token)
     policy = admin.get("/console").headers["content-security-policy"]
     assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+
+
+def test_the_overview_counts_the_events_accepted_in_the_last_hour(platform):
+    admin = signed_in(platform, platform.admin_token)
+    before = int(re.search(r"(\d+) events in the last hour", admin.get("/console").text)[1])
+    sent = httpx.post(f"{platform.base_url}/v1/batch", auth=("wk_test_web", ""), json={
+        "batch": [{"type": "track", "userId": f"u-{i}", "event": "Viewed"} for i in range(3)]})
+    assert sent.status_code == 200
+    after = int(re.search(r"(\d+) events in the last hour", admin.get("/console").text)[1])
+    assert after == before + 3

@@ -42,7 +42,8 @@ SECURITY_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'sel
                     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
                     "Cache-Control": "no-store"}
 MINUTES_SHOWN = 60
-INGEST_BATCHES_READ = 500  # the newest ingest batches read for the per-minute chart
+INGEST_BATCHES_READ = 120  # at most, for the per-minute chart (about 100 events each)
+INGEST_PAGE = 20
 SEGMENT_MEMBERS_READ = 1000
 
 
@@ -155,23 +156,29 @@ class ConsoleRoutes:
         return self._page(request, render)
 
     def _events_per_minute(self) -> list[tuple[str, int]]:
-        """Accepted events per minute over the last hour, from the newest ingest batches
-        (a bounded read: the chart never scans the whole store)."""
+        """Accepted events per minute over the last hour, read newest batch first until the
+        hour or INGEST_BATCHES_READ batches are behind (the chart never scans the store)."""
         now = datetime.now(UTC).replace(second=0, microsecond=0)
         minutes = [(now - timedelta(minutes=m)).strftime("%Y-%m-%dT%H:%M")
                    for m in range(MINUTES_SHOWN - 1, -1, -1)]
         counts = dict.fromkeys(minutes, 0)
         recorder = self.app.process_recorder
-        newest = recorder.max_notification_id() or 0
-        notifications = recorder.select_notifications(
-            start=max(1, newest - INGEST_BATCHES_READ + 1), stop=newest,
-            limit=INGEST_BATCHES_READ, topics=INGEST_TOPICS) if newest else []
-        for notification in notifications:
-            received = self.app.mapper.to_domain_event(notification)
-            if isinstance(received, IngestRequest.Received):
+        stop, read = recorder.max_notification_id() or 0, 0
+        while stop > 0 and read < INGEST_BATCHES_READ:
+            start = max(1, stop - INGEST_PAGE + 1)
+            page = recorder.select_notifications(start=start, stop=stop, limit=INGEST_PAGE,
+                                                 topics=INGEST_TOPICS)
+            for notification in reversed(page):
+                received = self.app.mapper.to_domain_event(notification)
+                if not isinstance(received, IngestRequest.Received):
+                    continue
+                read += 1
                 minute = str(received.received_at)[:16]
+                if minute < minutes[0]:
+                    return [(m[11:], c) for m, c in counts.items()]
                 if minute in counts:
                     counts[minute] += len(received.accepted)
+            stop = start - 1
         return [(minute[11:], count) for minute, count in counts.items()]
 
     # ---- profiles -------------------------------------------------------------------------
