@@ -136,3 +136,22 @@ def test_the_overview_counts_the_events_accepted_in_the_last_hour(platform):
     assert sent.status_code == 200
     after = int(re.search(r"(\d+) events in the last hour", admin.get("/console").text)[1])
     assert after == before + 3
+
+
+def test_a_compliance_officer_files_and_verifies_a_request_from_the_console(platform):
+    compliance = signed_in(platform, TOKENS[Role.COMPLIANCE])
+    page = compliance.get("/console/compliance")
+    filed = compliance.post("/console/compliance/requests", data={
+        "csrf": csrf_of(page), "kind": "access", "regulation": "GDPR",
+        "identifier": "email:filed.from.console@example.org"})
+    assert filed.status_code == 303 and "Request+filed" in filed.headers["location"]
+    [request] = [r for r in platform.admin("GET", "/v1/dsr").json()["requests"]
+                 if r["identifiers"] == [["email", "filed.from.console@example.org"]]]
+    assert request["filed_by"] == "compliance-1" and request["status"] == "received"
+    listed = compliance.get("/console/compliance").text
+    assert "filed.from.console@example.org" in listed and "Mark verified" in listed
+    verified = compliance.post(f"/console/compliance/requests/{request['request_id']}/verify",
+                               data={"csrf": csrf_of(page)})
+    assert verified.status_code == 303 and "verified" in verified.headers["location"]
+    assert platform.admin("GET", f"/v1/dsr/{request['request_id']}").json()["status"] \
+        == "verified"
