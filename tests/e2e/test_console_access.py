@@ -130,11 +130,11 @@ def test_pages_forbid_framing_and_third_party_content(platform):
 
 def test_the_overview_counts_the_events_accepted_in_the_last_hour(platform):
     admin = signed_in(platform, platform.admin_token)
-    before = int(re.search(r"(\d+) events in the last hour", admin.get("/console").text)[1])
+    before = int(re.search(r"(\d+) events in the last 60 minutes", admin.get("/console").text)[1])
     sent = httpx.post(f"{platform.base_url}/v1/batch", auth=("wk_test_web", ""), json={
         "batch": [{"type": "track", "userId": f"u-{i}", "event": "Viewed"} for i in range(3)]})
     assert sent.status_code == 200
-    after = int(re.search(r"(\d+) events in the last hour", admin.get("/console").text)[1])
+    after = int(re.search(r"(\d+) events in the last 60 minutes", admin.get("/console").text)[1])
     assert after == before + 3
 
 
