@@ -83,7 +83,14 @@ def load(platform: Platform, n: int, seed: int) -> None:
                 print(f"  sent {done * BATCH:>7} events ({time.perf_counter() - started:.0f} s)",
                       flush=True)
     print(f"  sent {n} in {time.perf_counter() - started:.0f} s; draining", flush=True)
-    platform.wait_drained(timeout=3600)
+    deadline = time.monotonic() + 3600
+    while True:  # a platform busy draining may not answer one status call in time
+        try:
+            platform.wait_drained(timeout=max(1.0, deadline - time.monotonic()))
+            break
+        except httpx.TimeoutException:
+            if time.monotonic() > deadline:
+                raise
     print(f"  drained after {time.perf_counter() - started:.0f} s", flush=True)
 
 
