@@ -56,7 +56,7 @@ def overview(viewer: Viewer, per_minute: list[tuple[str, int]], status: dict[str
         '<section><h2>Events in per minute</h2>'
         + column_chart(per_minute, caption=f"accepted events, last {len(per_minute)} minutes")
         + f'<p>{sum(v for _, v in per_minute)} events in the last {len(per_minute)} minutes'
-        + ("" if len(per_minute) >= 60 else " (the newest 10,000 events read: the chart covers "
+        + ("" if len(per_minute) >= 60 else " (the newest 1,000 events read: the chart covers "
                                              "the minutes they span)") + '</p></section>'
         '<section><h2>Pipeline lag per service</h2>'
         '<p>Events saved but not yet published, plus batches being handled. '
