@@ -157,7 +157,8 @@ def cmd_demo(args) -> int:
     from tessera.demo.run import run_demo
 
     return run_demo(people=args.people, events=args.events, seed=args.seed,
-                    data_dir=Path(args.data_dir) if args.data_dir else None)
+                    data_dir=Path(args.data_dir) if args.data_dir else None,
+                    serve=args.serve)
 
 
 def cmd_identity_explain(args) -> int:
@@ -186,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--events", type=int, default=20000)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--data-dir")
+    demo.add_argument("--serve", action="store_true",
+                      help="keep the platform up afterwards for the web console (/console)")
     demo.set_defaults(func=cmd_demo)
 
     from tessera import segments_cli

@@ -30,14 +30,16 @@ class Route:
     permission: Permission | None
 
 
-def api(method: str, url: str, permission: Permission, **options):
+def api(method: str, url: str, permission: Permission, *, refuse: str = "_refuse", **options):
+    """`refuse` names the service's method that checks access (the console's pages answer
+    a refusal with a page, not JSON)."""
     if not isinstance(permission, Permission):
         raise TypeError(f"{method} {url}: permission must be a Permission, not {permission!r}")
 
     def declare(handler):
         @functools.wraps(handler)
         def guarded(self, request, *args, **kwargs):
-            refused = self._refuse(request, permission)
+            refused = getattr(self, refuse)(request, permission)
             if refused is not None:
                 return refused
             return handler(self, request, *args, **kwargs)

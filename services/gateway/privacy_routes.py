@@ -196,10 +196,13 @@ class PrivacyRoutes:
     def _complete(self, request, request_id):
         """Carry the request out, then record it completed with what was done. If carrying
         out fails, the request stays open (and says nothing was done)."""
+        return self.carry_out_request(request_id, self._viewer(request)[0])
+
+    def carry_out_request(self, request_id: str, by: str) -> Response:
+        """The API's and the console's way to carry a verified request out."""
         ready = self._call(self.consent.ready_to_carry_out, request_id)
         if "error" in ready:
             return _answer(ready)
-        by = self._viewer(request)[0]
         try:
             outcome, result = self._subject_data().carry_out(ready["result"], by)
         except SubjectNotFound as missing:
@@ -256,12 +259,15 @@ class PrivacyRoutes:
     def processing_records(self, request):
         def answer():
             try:
-                config = load_processing_config()
+                report = self.processing_report()
             except (ProcessingConfigError, OSError) as bad:
                 return _error(500, "invalid_configuration", str(bad))
-            report = records_of_processing(self._call(self.activation.destinations), config,
-                                           utcnow_iso())
             if request.args.get("format") == "markdown":
                 return Response(render_markdown(report), status=200, mimetype="text/markdown")
             return _json(200, report)
         return self._admin(request, answer)
+
+    def processing_report(self) -> dict[str, Any]:
+        """The Art. 30 report of what is configured now (the API and the console)."""
+        return records_of_processing(self._call(self.activation.destinations),
+                                     load_processing_config(), utcnow_iso())

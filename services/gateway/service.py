@@ -20,6 +20,7 @@ from werkzeug.wrappers import Response
 from connectors.email import UnsubscribeLinks
 from services.gateway.access import Permission, Role, allows, retry_after_header
 from services.gateway.application import GatewayApplication, UnknownCredential
+from services.gateway.console.routes import ConsoleRoutes
 from services.gateway.contacts_routes import ContactsRoutes
 from services.gateway.domain import (
     MAX_REQUEST_BYTES,
@@ -78,7 +79,7 @@ class RateLimited(BadRequest):
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-class GatewayService(ContactsRoutes, PrivacyRoutes):
+class GatewayService(ContactsRoutes, PrivacyRoutes, ConsoleRoutes):
     name = "gateway"
     app = ServiceApp(GatewayApplication, translator)
     latency = RequestLatency()
@@ -269,27 +270,37 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
                             ("anonymousId", "anonymous_id"), ("phone", "phone")):
             value = args.get(param)
             if value:
-                if kind == "email":  # gmail's dots and +tags reach one mailbox
-                    value = normalise_email(value) or value.strip().lower()
-                profile_id = self._call(self.identity.profile_id_for, kind, value)
+                profile_id = self.profile_id_for(kind, value)
                 if profile_id is None:
                     return _error(404, "not_found", f"no profile with {param} {value!r}")
                 return self._profile(profile_id)
         return _error(400, "missing_parameter",
                       "give one of userId, email, anonymousId or phone")
 
+    def profile_id_for(self, kind: str, value: str) -> str | None:
+        if kind == "email":  # gmail's dots and +tags reach one mailbox
+            value = normalise_email(value) or value.strip().lower()
+        return self._call(self.identity.profile_id_for, kind, value)
+
     @api("GET", "/v1/profiles/<string:profile_id>", Permission.PROFILES_READ)
     def get_profile(self, request, profile_id):
         return self._admin(request, self._profile, profile_id)
 
     def _profile(self, profile_id):
-        profile = self._call(self.contacts.get_profile, profile_id)
+        profile = self.profile_view(profile_id)
         if profile is None:
             return _error(404, "not_found", f"no profile {profile_id}")
+        return _json(200, profile)
+
+    def profile_view(self, profile_id: str) -> dict[str, Any] | None:
+        """A profile with its identifiers and computed traits (the API and the console)."""
+        profile = self._call(self.contacts.get_profile, profile_id)
+        if profile is None:
+            return None
         profile["identifiers"] = self._call(self.identity.identifiers_of, profile["profile_id"])
         profile["computed_traits"] = self._call(self.segments.computed_traits_of,
                                                 profile["profile_id"])
-        return _json(200, profile)
+        return profile
 
     @api("GET", "/v1/profiles/<string:profile_id>/events", Permission.HISTORY_READ)
     def profile_events(self, request, profile_id):
@@ -394,13 +405,14 @@ class GatewayService(ContactsRoutes, PrivacyRoutes):
 
     @api("GET", "/v1/segments", Permission.SEGMENTS_READ)
     def list_segments(self, request):
-        def answer():
-            sizes = self._call(self.segments.segment_sizes)
-            backfills = {b["name"]: b for b in self._call(self.segments.backfills)}
-            return _json(200, {"segments": [
-                {**segment, "size": sizes.get(name, 0), "backfill": backfills.get(name)}
-                for name, segment in self._call(self.segments.list_segments).items()]})
-        return self._admin(request, answer)
+        return self._admin(request, lambda: _json(200, {"segments": self.segments_view()}))
+
+    def segments_view(self) -> list[dict[str, Any]]:
+        """Every segment with its size and backfill (the API and the console)."""
+        sizes = self._call(self.segments.segment_sizes)
+        backfills = {b["name"]: b for b in self._call(self.segments.backfills)}
+        return [{**segment, "size": sizes.get(name, 0), "backfill": backfills.get(name)}
+                for name, segment in self._call(self.segments.list_segments).items()]
 
     @api("GET", "/v1/segments/<string:name>", Permission.SEGMENTS_READ)
     def get_segment(self, request, name):

@@ -83,7 +83,7 @@ def _spot_check_members(platform: Platform, data: Dataset, mismatches: list[str]
 
 
 def run_demo(people: int = 1000, events: int = 20000, seed: int = 7,
-             data_dir: Path | None = None) -> int:
+             data_dir: Path | None = None, serve: bool = False) -> int:
     started = time.monotonic()
     data = generate(people=people, events=events, seed=seed)
     secret = secrets.token_hex(16)
@@ -103,7 +103,10 @@ def run_demo(people: int = 1000, events: int = 20000, seed: int = 7,
             platform.wait_drained(timeout=600)
             print(f"  phase {number}: {sent} calls sent and processed "
                   f"({time.monotonic() - started:.1f} s)", flush=True)
-        return _report(platform, data, receiver, started)
+        outcome = _report(platform, data, receiver, started)
+        if serve:
+            _serve_console(platform)
+        return outcome
     except Exception as failure:
         print(f"demo failed: {failure}\n--- platform log ---\n{platform.logs()}",
               file=sys.stderr)
@@ -112,6 +115,18 @@ def run_demo(people: int = 1000, events: int = 20000, seed: int = 7,
         platform.stop()
         platform.cleanup()
         receiver.stop()
+
+
+def _serve_console(platform: Platform) -> None:
+    """Keep the demo's platform up for the web console until Ctrl-C (docs/console.md)."""
+    print(f"\nConsole: {platform.base_url}/console\n"
+          f"  sign in with the admin token: {platform.admin_token}\n"
+          "  (a random token of this run only; Ctrl-C stops the platform)", flush=True)
+    try:
+        while all(process.poll() is None for process in platform.processes):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
 
 
 def _report(platform: Platform, data: Dataset, receiver: WebhookReceiver, started) -> int:

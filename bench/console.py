@@ -1,0 +1,180 @@
+"""Console benchmark: each page's server time with at least 100,000 profiles loaded.
+
+1. **Load.** ``--profiles`` generated people (fixed seed: a user id, an email, a country,
+   a plan; one in five consents to advertising) are sent through the public tracking API
+   (``POST /v1/batch``, 500 events a batch, 4 senders) to a platform started as the demo
+   starts it (embedded by default, ``--mode real`` for RabbitMQ + PostgreSQL), with one
+   segment and one webhook destination; the pipeline is drained before anything is timed,
+   so every page reads the services' read models as they stand (no replay). The load is
+   not timed as a page.
+2. **Pages.** Signed in as the admin (the console's cookie), each page is requested
+   ``--requests`` times one after another, each timed from request to the whole answer
+   (httpx against the running gateway), for people picked at random from the load.
+   Two pages read every service's whole store by design: a person's full history (the
+   services' subject exports) and the audit verification (every chain recomputed); they
+   are timed ``--heavy-requests`` times (default 5) so that the run ends.
+
+It prints p50/p95/max per page and ends with one line::
+
+    console: worst page p95 <ms> ms at <N> profiles
+
+Usage::
+
+    python bench/console.py [--profiles 100000] [--requests 50] [--mode embedded|real]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import secrets
+import statistics
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import quote
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+
+from tessera.testing.platform import Platform
+from tessera.testing.webhook_receiver import WebhookReceiver
+
+WRITE_KEY = "wk_bench_console"
+BATCH = 500
+SENDERS = 4
+PLANS = ("free", "basic", "pro", "enterprise")
+COUNTRIES = ("FR", "DE", "GB", "US", "ES")
+
+
+def people(n: int, seed: int):
+    rng = random.Random(seed)
+    for i in range(n):
+        consent = {"consent": {"categoryPreferences": {"advertising": True}}} \
+            if rng.random() < 0.2 else {}
+        yield {"type": "identify", "userId": f"u-{i:07d}", "messageId": str(uuid.uuid4()),
+               "context": consent,
+               "traits": {"email": f"person{i}@bench.example", "plan": rng.choice(PLANS),
+                          "country": rng.choice(COUNTRIES)}}
+
+
+def load(platform: Platform, n: int, seed: int) -> None:
+    started = time.perf_counter()
+    batches, batch = [], []
+    for event in people(n, seed):
+        batch.append(event)
+        if len(batch) == BATCH:
+            batches.append(batch)
+            batch = []
+    if batch:
+        batches.append(batch)
+
+    def send(events):
+        answer = httpx.post(f"{platform.base_url}/v1/batch", auth=(WRITE_KEY, ""),
+                            json={"batch": events}, timeout=300)
+        answer.raise_for_status()
+
+    with ThreadPoolExecutor(SENDERS) as pool:
+        for done, _ in enumerate(pool.map(send, batches), 1):
+            if done % 40 == 0:
+                print(f"  sent {done * BATCH:>7} events ({time.perf_counter() - started:.0f} s)",
+                      flush=True)
+    print(f"  sent {n} in {time.perf_counter() - started:.0f} s; draining", flush=True)
+    deadline = time.monotonic() + 3600
+    while True:  # a platform busy draining may not answer one status call in time
+        try:
+            platform.wait_drained(timeout=max(1.0, deadline - time.monotonic()))
+            break
+        except httpx.TimeoutException:
+            if time.monotonic() > deadline:
+                raise
+    print(f"  drained after {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def timed(client: httpx.Client, paths: list[str]) -> list[float]:
+    latencies = []
+    for path in paths:
+        started = time.perf_counter()
+        answer = client.get(path)
+        latencies.append((time.perf_counter() - started) * 1000)
+        if answer.status_code not in (200, 303):
+            raise RuntimeError(f"{path}: {answer.status_code} {answer.text[:200]}")
+    return latencies
+
+
+def p95(latencies: list[float]) -> float:
+    if len(latencies) < 2:
+        return latencies[0]
+    return statistics.quantiles(latencies, n=20, method="inclusive")[18]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profiles", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--heavy-requests", type=int, default=5)
+    parser.add_argument("--mode", choices=("embedded", "real"), default="embedded")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+
+    receiver = WebhookReceiver(secrets.token_hex(8))
+    receiver.start()
+    platform = Platform(
+        mode=args.mode, write_keys={"bench": WRITE_KEY},
+        destinations=[{"name": "ads", "kind": "webhook", "segments": ["enterprise"],
+                       "purposes": ["advertising"], "secret_env": "TESSERA_BENCH_SECRET",
+                       "config": {"url": receiver.url_for("{destination}")}}],
+        destination_secrets={"TESSERA_BENCH_SECRET": receiver.secret.decode()})
+    print(f"console bench: {args.profiles} profiles, {args.mode} platform", flush=True)
+    try:
+        platform.start()
+        platform.define_segment("enterprise", {"trait": "plan", "op": "eq",
+                                               "value": "enterprise"})
+        load(platform, args.profiles, args.seed)
+        client = httpx.Client(base_url=platform.base_url, timeout=900,
+                              headers={"Accept": "text/html"})
+        client.post("/console/sign-in", data={"token": platform.admin_token})
+        rng = random.Random(args.seed + 1)
+        picks = [rng.randrange(args.profiles) for _ in range(args.requests)]
+        profile_ids = [platform.admin("GET", "/v1/profiles", params={"userId": f"u-{i:07d}"}
+                                      ).json()["profile_id"] for i in picks]
+        pages = {
+            "overview": ["/console"] * args.requests,
+            "profile search": [f"/console/profiles?kind=email&q=person{i}%40bench.example"
+                               for i in picks],
+            "profile 360": [f"/console/profiles/{p}" for p in profile_ids],
+            "segments": ["/console/segments"] * args.requests,
+            "segment": ["/console/segments/enterprise"] * args.requests,
+            "destinations": ["/console/destinations"] * args.requests,
+            "destination": ["/console/destinations/ads"] * args.requests,
+            "compliance": ["/console/compliance"] * args.requests,
+            "person's history": [f"/console/compliance/subject?identifier="
+                                 f"{quote(f'user_id:u-{i:07d}')}"
+                                 for i in picks[:args.heavy_requests]],
+            "processing records": ["/console/compliance/processing-records"] * args.requests,
+            "audit verification": ["/console/compliance/audit"] * args.heavy_requests,
+        }
+        timed(client, ["/console", "/console/segments"] * 3)  # warm up
+        print(f"\n  {'page':<20} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
+        worst, worst_page = 0.0, ""
+        for name, paths in pages.items():
+            latencies = timed(client, paths)
+            if p95(latencies) > worst:
+                worst, worst_page = p95(latencies), name
+            print(f"  {name:<20} {len(latencies):4d} {statistics.median(latencies):8.1f} "
+                  f"{p95(latencies):8.1f} "
+                  f"{max(latencies):8.1f}", flush=True)
+        print(f"  (worst: {worst_page})")
+    finally:
+        platform.stop()
+        platform.cleanup()
+        receiver.stop()
+    print(f"console: worst page p95 {worst:.0f} ms at {args.profiles} profiles")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
