@@ -3,8 +3,8 @@
 Segment de-duplicates over about a day; so does the gateway (`WINDOW`). The ids live in
 the gateway's own store, written in the transaction that records the accepted events: a
 restarted gateway and its replicas share them, and the process's memory stays flat however
-long it runs. Only requests still being saved are held in memory (`_in_flight`), so that
-two concurrent copies of one request are not both taken.
+long it runs. Only requests still being saved are held in memory (`_in_flight`): a
+concurrent copy of one is asked to retry, never taken twice nor dropped.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta
 
+from shared.errors import RetryLater
 from shared.readmodel import ReadModel, Writes
 
 WINDOW = timedelta(hours=24)
 PRUNE_EVERY = 10_000  # accepted events between two clear-outs of ids older than WINDOW
+IN_FLIGHT_RETRY_S = 1.0
 
 
 class SeenMessageIds:
@@ -34,15 +36,25 @@ class SeenMessageIds:
         self._since_prune = 0
 
     def claim(self, source: str, message_ids: list[str]) -> set[str]:
-        """Claims the ids not seen before and returns those that were (duplicates). The
-        claim holds until `release`, which follows the save, whatever its outcome."""
+        """Claims the ids and returns those already stored (duplicates); the others stay
+        claimed until `release`, which follows the save, whatever its outcome.
+
+        Raises RetryLater while another request holding some of them is being saved:
+        whether it will be stored is not known yet, so this copy may be neither taken nor
+        called a duplicate (the client retries, as the SDKs do on a 503)."""
+        wanted = list(dict.fromkeys(message_ids))
         with self._lock:
-            busy = {m for m in message_ids if (source, m) in self._in_flight}
-            claimed = [m for m in dict.fromkeys(message_ids) if m not in busy]
-            self._in_flight.update((source, m) for m in claimed)
-        stored = self._stored(source, claimed)
-        self.release(source, [m for m in claimed if m in stored])
-        return busy | stored
+            if any((source, m) in self._in_flight for m in wanted):
+                raise RetryLater("a request with the same messageIds is being saved",
+                                 IN_FLIGHT_RETRY_S)
+            self._in_flight.update((source, m) for m in wanted)
+        try:
+            stored = self._stored(source, wanted)
+        except BaseException:
+            self.release(source, wanted)
+            raise
+        self.release(source, [m for m in wanted if m in stored])
+        return stored
 
     def release(self, source: str, message_ids: list[str]) -> None:
         with self._lock:

@@ -37,6 +37,7 @@ from services.gateway.schemas import ConsentRequestSchema
 from services.gateway.translation import translator
 from services.identity.normalise import normalise_email
 from shared.contracts import CONSUMERS, PARTITIONED_BY_DESTINATION
+from shared.errors import RetryLater
 from shared.messaging.broker import queue_depths, queues_for
 from shared.messaging.nameko_ext import (
     RequestLatency,
@@ -115,6 +116,9 @@ class GatewayService(ContactsRoutes, PrivacyRoutes, ConsoleRoutes):
                                       gpc=_gpc(request))
         except BadRequest as refused:
             return _refused(refused)
+        except RetryLater as busy:
+            return _json(503, {"code": "retry", "message": str(busy)},
+                         {"Retry-After": retry_after_header(busy.retry_after)})
         if outcome.accepted == 0 and outcome.duplicates == 0 and not outcome.suppressed \
                 and outcome.rejected:
             first = outcome.rejected[0]

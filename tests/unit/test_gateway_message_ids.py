@@ -10,6 +10,7 @@ import pytest
 from services.gateway import message_ids
 from services.gateway.application import GatewayApplication
 from shared.config import Settings
+from shared.errors import RetryLater
 
 NOON = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -55,12 +56,27 @@ def test_ids_older_than_a_day_are_let_go_and_then_accepted_again(settings, monke
     gateway.close()
 
 
-def test_a_request_still_being_saved_holds_its_ids_against_a_concurrent_copy(settings):
+def test_a_concurrent_copy_of_a_request_being_saved_is_asked_to_retry_not_dropped(settings):
     gateway = GatewayApplication(settings)
     assert gateway.message_ids.claim("web", ["m1", "m2"]) == set()
-    assert gateway.message_ids.claim("web", ["m2", "m3"]) == {"m2"}
-    gateway.message_ids.release("web", ["m1", "m2", "m3"])
-    assert send(gateway, "m1", "m2").accepted == 2
+    with pytest.raises(RetryLater):
+        send(gateway, "m2", "m3")
+    gateway.message_ids.release("web", ["m1", "m2"])  # the first request's save failed
+    assert send(gateway, "m2", "m3").accepted == 2  # so the retry is taken
+    gateway.close()
+
+
+def test_a_lookup_that_fails_with_the_database_leaves_nothing_claimed(settings, monkeypatch):
+    gateway = GatewayApplication(settings)
+
+    def down(*args):
+        raise ConnectionError("database went away")
+
+    monkeypatch.setattr(gateway.message_ids, "_stored", down)
+    with pytest.raises(ConnectionError):
+        send(gateway, "m1")
+    monkeypatch.undo()
+    assert send(gateway, "m1").accepted == 1
     gateway.close()
 
 
