@@ -215,8 +215,10 @@ class ActivationApplication(ServiceApplication):
         Of two adds for one audience in one batch only the later goes: the add planned
         from a segment entry and the one planned because consent came meanwhile race each
         other into the same batch."""
-        held = {(h["profile_id"], h["segment"])
-                for h in self.audiences.holdings(sorted({i["profile_id"] for i in items}))
+        # Only what consent changes planned asks what the destination holds.
+        asking = sorted({i["profile_id"] for i in items
+                         if i.get(CONSENT_REMOVAL) or i.get(CONSENT_ACTIVATION)})
+        held = {(h["profile_id"], h["segment"]) for h in self.audiences.holdings(asking)
                 if h["destination"] == destination}
         removals, others, pointless = [], [], []
         latest_add: dict[tuple[str, str], int] = {}  # audience -> its add's index in others
