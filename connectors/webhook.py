@@ -31,7 +31,7 @@ import hmac
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -66,6 +66,7 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 _SIGNATURE_PREFIX = "sha256="
 
 STANDARD_TOLERANCE_SECONDS = 5 * 60
+DELIVERY_ITEM_FIELDS = tuple(f.name for f in dataclass_fields(DeliveryItem))
 
 
 def _key_bytes(secret: str | bytes) -> bytes:
@@ -219,7 +220,10 @@ class WebhookConnector(HttpDestination):
         return raw, headers
 
     def _item_json(self, item: DeliveryItem) -> dict[str, Any]:
-        body = dict(asdict(item), traits=self.fields_of(item))
+        # Field by field rather than dataclasses.asdict: its deep copy of every value was
+        # an eighth of a delivery's CPU, and json.dumps copies nothing it is given.
+        body = {name: getattr(item, name) for name in DELIVERY_ITEM_FIELDS}
+        body["traits"] = self.fields_of(item)
         if item.event is None:  # only a followed event carries one: keep the rest as it was
             del body["event"]
         return body

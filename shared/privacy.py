@@ -482,7 +482,7 @@ class Items:
         sealed = dict(state)
         items = []
         for item in state.get(self.field) or ():
-            subject = self.subject(item) if isinstance(item, dict) else None
+            subject = self._subject_with_secrets(item)
             if subject is None:
                 items.append(item)
                 continue
@@ -495,10 +495,17 @@ class Items:
 
     def subjects(self, state, stream_id) -> Iterator[str]:
         for item in state.get(self.field) or ():
-            if isinstance(item, dict):
-                subject = self.subject(item)
-                if subject is not None:
-                    yield subject
+            subject = self._subject_with_secrets(item)
+            if subject is not None:
+                yield subject
+
+    def _subject_with_secrets(self, item: Any) -> str | None:
+        """Whose key seals the item; None when it belongs to nobody or holds nothing but
+        readable fields (a ledger's summaries): an empty envelope would cost a key lookup
+        and a cipher call per item and hide nothing."""
+        if not isinstance(item, dict) or all(k in self.keep for k in item):
+            return None
+        return self.subject(item)
 
 
 def _open_into(target: dict[str, Any], cipher: SubjectCipher, stream_id: Any) -> bool:

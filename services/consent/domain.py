@@ -8,6 +8,7 @@ an unknown jurisdiction, a restriction or a disagreement between linked records 
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Set
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ from eventsourcing.domain import Aggregate, event
 _NAMESPACE = uuid.UUID("2f1c9a7e-4b3d-4e21-9c0a-5d6e7f8a9b10")
 
 
+@functools.lru_cache(maxsize=65536)
 def record_id(identifier_type: str, value: str) -> uuid.UUID:
+    # Cached: every decision asks it for each of the person's identifiers, and uuid5 hashes.
     return uuid.uuid5(_NAMESPACE, f"{identifier_type}:{value}")
 
 
