@@ -9,7 +9,10 @@ process, and records the outcome on the destination's ledger (SQLite event store
 
 1. Throughput: one destination, batches of 100, for ``--seconds``; the figure counts
    deliveries the webhook acknowledged (the 15% that consent suppresses are decided and
-   recorded too, but not counted).
+   recorded too, but not counted). One lane by default; ``--lanes N`` gives each
+   destination N lanes (a worker each, the people split between them as the service
+   splits them), and ``--vendor-latency-ms`` makes the healthy webhook answer later, as a
+   distant vendor does: what lanes are for.
 2. Isolation: the healthy destination's rate alone and beside each bad one in turn,
    in alternating windows (``--rounds`` pairs of ``--seconds``) — stalled
    (every call takes 10 s), failing fast with 500, answering 429 with ``Retry-After: 1``.
@@ -36,9 +39,10 @@ from typing import Any
 
 from connectors.sdk.delivery import DestinationPaused
 from services.activation.application import ActivationApplication
-from services.activation.destinations import Destination
+from services.activation.destinations import Destination, lane_of
 from services.consent.application import ConsentApplication
 from shared.config import Settings
+from shared.contracts import lane_partition
 from tessera.testing.webhook_receiver import spawn_receiver
 
 SECRET = "bench-secret"
@@ -47,6 +51,7 @@ CONSENTING = 0.85
 BATCH = 100
 SEGMENT = "gold_tier"
 BEHAVIOURS = ("stalled", "500-fast", "429-retry-after")
+LANES = 1
 
 
 class BadDestination(http.server.BaseHTTPRequestHandler):
@@ -116,12 +121,14 @@ def seed_consent(consent: ConsentApplication, profiles: list[str]) -> None:
 
 
 class Lane:
-    """One destination's worker: planned batches of 100, delivered one after another."""
+    """One lane of a destination: planned batches of 100 for the people whose deliveries
+    take this lane, delivered one after another, as the lane's queue consumer does."""
 
     def __init__(self, app: ActivationApplication, consent: ConsentApplication,
-                 destination: str, profiles: list[str]) -> None:
+                 destination: str, profiles: list[str], lane: int = 0, lanes: int = 1) -> None:
         self.app, self.consent, self.destination = app, consent, destination
-        self.profiles = profiles
+        self.lane, self.partition = lane, lane_partition(destination, lane)
+        self.profiles = [p for p in profiles if lane_of(p, lanes) == lane]
         self.position = 0
         self.deliveries = 0
         self.final_cpu = 0.0
@@ -135,7 +142,7 @@ class Lane:
             profile = self.profiles[self.position % len(self.profiles)]
             action = "entered" if (self.position // len(self.profiles)) % 2 == 0 else "exited"
             items.append({
-                "position": self.position, "destination": self.destination,
+                "position": self.position, "destination": self.destination, "lane": self.lane,
                 "idempotency_key": f"{self.destination}:{profile}:{SEGMENT}:{self.position}",
                 "profile_id": profile, "segment": SEGMENT, "action": action,
                 "traits": {"email": f"{profile[:8]}@example.com", "tier": "gold"},
@@ -144,11 +151,11 @@ class Lane:
         return items
 
     def run(self) -> None:
-        key = f"bench/{self.destination}/{uuid.uuid4()}"
+        key = f"bench/{self.partition}/{uuid.uuid4()}"
         batch = self.batch()
         while not self.stop.is_set():
             try:
-                outcome = self.app.deliver(key, self.destination, batch,
+                outcome = self.app.deliver(key, self.partition, batch,
                                            self.consent.decide_many)
             except DestinationPaused as paused:
                 # As the service's lane does: the same batch again once the pause is over,
@@ -164,9 +171,40 @@ class Lane:
         return self
 
 
-def thread_cpu(lane: Lane | None) -> float:
-    """CPU seconds the lane's thread has used so far (0 for no lane)."""
-    if lane is None or lane.thread.ident is None:
+class Lanes:
+    """A destination's lanes, each its own worker thread (the service: each its own queue
+    consumer), counted together."""
+
+    def __init__(self, app: ActivationApplication, consent: ConsentApplication,
+                 destination: str, profiles: list[str], lanes: int) -> None:
+        self.lanes = [Lane(app, consent, destination, profiles, lane, lanes)
+                      for lane in range(lanes)]
+
+    @property
+    def deliveries(self) -> int:
+        return sum(lane.deliveries for lane in self.lanes)
+
+    def start(self) -> Lanes:
+        for lane in self.lanes:
+            lane.start()
+        return self
+
+    def stop(self) -> None:
+        for lane in self.lanes:
+            lane.stop.set()
+
+    def join(self) -> None:
+        for lane in self.lanes:
+            lane.thread.join()
+
+
+def thread_cpu(lanes: Lanes | None) -> float:
+    """CPU seconds the lanes' threads have used so far (0 for none)."""
+    return sum(_lane_cpu(lane) for lane in lanes.lanes) if lanes is not None else 0.0
+
+
+def _lane_cpu(lane: Lane) -> float:
+    if lane.thread.ident is None:
         return 0.0
     try:
         return time.clock_gettime(time.pthread_getcpuclockid(lane.thread.ident))
@@ -207,7 +245,7 @@ class Window:
         return 100 * self.neighbour_cpu / self.seconds if self.seconds else 0.0
 
 
-def sample(lane: Lane, seconds: float, neighbour: Lane | None = None) -> Window:
+def sample(lane: Lanes, seconds: float, neighbour: Lanes | None = None) -> Window:
     """The lane's deliveries over the next ``seconds``, and the CPU both lanes used."""
     before, started = lane.deliveries, time.perf_counter()
     cpu, neighbour_cpu = thread_cpu(lane), thread_cpu(neighbour)
@@ -216,18 +254,18 @@ def sample(lane: Lane, seconds: float, neighbour: Lane | None = None) -> Window:
                   thread_cpu(lane) - cpu, thread_cpu(neighbour) - neighbour_cpu)
 
 
-def beside(app, consent, profiles, healthy: Lane, bad: str, seconds: float,
-           server: BadServer | None) -> Window:
-    """The healthy lane's window while a bad destination's lane runs beside it."""
-    app._circuits.pop(bad, None)  # every window starts the bad lane afresh, circuit closed
-    neighbour = Lane(app, consent, bad, profiles)
+def beside(app, consent, profiles, healthy: Lanes, bad: str, seconds: float,
+           server: BadServer | None, lanes: int) -> Window:
+    """The healthy lanes' window while a bad destination's lanes run beside them."""
+    app._circuits.pop(bad, None)  # every window starts the bad lanes afresh, circuit closed
+    neighbour = Lanes(app, consent, bad, profiles, lanes)
     if server is not None:
         neighbour.start()
     window = sample(healthy, seconds, neighbour if server is not None else None)
-    neighbour.stop.set()
+    neighbour.stop()
     if server is not None:
-        server.released.set()  # a stalled call returns at once, so the lane can end
-        neighbour.thread.join()
+        server.released.set()  # a stalled call returns at once, so the lanes can end
+        neighbour.join()
         server.released.clear()
     return window
 
@@ -239,11 +277,15 @@ def main() -> int:
                         help="alone/beside window pairs per bad destination")
     parser.add_argument("--bad", nargs="+", choices=BEHAVIOURS, default=list(BEHAVIOURS),
                         help="which bad neighbours to measure beside (default: all three)")
+    parser.add_argument("--lanes", type=int, default=LANES,
+                        help=f"delivery lanes per destination (default {LANES})")
+    parser.add_argument("--vendor-latency-ms", type=float, default=0.0,
+                        help="the healthy webhook answers this much later (default: at once)")
     parser.add_argument("--control", action="store_true",
                         help="first measure beside an idle neighbour: the noise floor")
     args = parser.parse_args()
 
-    receiver, base_url = spawn_receiver(SECRET)
+    receiver, base_url = spawn_receiver(SECRET, latency_ms=args.vendor_latency_ms)
     bad_servers = {name: BadServer(name) for name in args.bad}
     data_dir = Path(tempfile.mkdtemp(prefix="tessera-bench-activation-"))
     settings = Settings(data_dir=data_dir, delivery_attempts=5)
@@ -251,7 +293,8 @@ def main() -> int:
 
     def webhook(name: str, url: str, timeout: float = 5.0) -> Destination:
         return Destination(name, "webhook", (SEGMENT,), ("advertising",),
-                           {"url": url, "secret": SECRET, "timeout": timeout})
+                           {"url": url, "secret": SECRET, "timeout": timeout},
+                           lanes=args.lanes)
 
     destinations = [webhook("healthy", base_url + "/hooks/{destination}")] + [
         webhook(name, server.url, timeout=30.0) for name, server in bad_servers.items()]
@@ -261,11 +304,11 @@ def main() -> int:
     neighbours.update(bad_servers)
     try:
         seed_consent(consent, profiles)
-        healthy = Lane(app, consent, "healthy", profiles).start()
+        healthy = Lanes(app, consent, "healthy", profiles, args.lanes).start()
         time.sleep(2.0)  # warm up: connections open, caches filled
         throughput = sample(healthy, args.seconds).rate
         print(f"throughput: {throughput:,.0f} deliveries/s (batches of {BATCH}, consent "
-              "decided per batch at send time)", flush=True)
+              f"decided per batch at send time, {args.lanes} lanes)", flush=True)
         kept = []
         for bad, server in neighbours.items():
             # Alone and beside alternate in short windows, in turn first and second: the
@@ -274,10 +317,12 @@ def main() -> int:
             alone, side = Window(), Window()
             for round_ in range(args.rounds):
                 if round_ % 2:
-                    side += beside(app, consent, profiles, healthy, bad, args.seconds, server)
+                    side += beside(app, consent, profiles, healthy, bad, args.seconds, server,
+                                   args.lanes)
                 alone += sample(healthy, args.seconds)
                 if not round_ % 2:
-                    side += beside(app, consent, profiles, healthy, bad, args.seconds, server)
+                    side += beside(app, consent, profiles, healthy, bad, args.seconds, server,
+                                   args.lanes)
             wall = 100 * side.rate / alone.rate
             if server is not None:
                 kept.append(wall)
@@ -286,8 +331,8 @@ def main() -> int:
                   f"deliveries {alone.cpu_per_1000:.0f} ms alone, {side.cpu_per_1000:.0f} ms "
                   f"beside; the {bad} lane used {side.neighbour_share:.1f}% of a core",
                   flush=True)
-        healthy.stop.set()
-        healthy.thread.join()
+        healthy.stop()
+        healthy.join()
         print(f"activation: {throughput:,.0f} deliveries/s; healthy destination keeps "
               f"{min(kept):.0f}% of its throughput beside a stalled one", flush=True)
     finally:

@@ -35,6 +35,14 @@ CONSUMERS: dict[str, tuple[str, ...]] = {
 
 # Streams partitioned by destination name rather than by a hash of the person.
 PARTITIONED_BY_DESTINATION = frozenset({DELIVERY_PLANNED})
+# A destination's deliveries go through its lanes, a partition each.
+LANE_SEPARATOR = "~"  # not allowed in a destination's name; "#" would be a routing wildcard
+
+
+def lane_partition(destination: str, lane: int) -> str:
+    """The queue partition of a destination's lane; lane 0 keeps the destination's name,
+    so a destination given more lanes keeps its first queue and ledger."""
+    return destination if lane == 0 else f"{destination}{LANE_SEPARATOR}{lane}"
 
 
 class _Item(Schema):
@@ -145,6 +153,8 @@ class DeliveryPlannedItem(_Item):
     consent_activation = fields.Boolean(load_default=False)
     # A tracked event (action "event") for a destination that follows events.
     event = fields.Dict(allow_none=True, load_default=None)
+    # The destination's delivery lane the person's deliveries take (0 with one lane).
+    lane = fields.Integer(load_default=0)
 
 
 class ConsentChangedItem(_Item):

@@ -26,11 +26,18 @@ from services.activation.audiences import (
     plan_for_consent_change,
 )
 from services.activation.credentials import CredentialVault, load_cipher, runtime_seeds
-from services.activation.destinations import Destination, load_destinations
+from services.activation.destinations import (
+    MAX_LANES,
+    Destination,
+    load_destinations,
+    parse_partition,
+)
 from services.activation.domain import (
+    RECENT_OUTCOMES,
     DeliveryPlan,
     DestinationLedger,
     idempotency_key,
+    merged_stats,
     summary,
 )
 from shared.envelope import utcnow_iso
@@ -91,7 +98,7 @@ class ActivationApplication(ServiceApplication):
             for destination in self.destinations.values()
             if destination.follows(change["segment"])
         ]
-        aggregates = [DeliveryPlan(items=planned)] if planned else []
+        aggregates = self._plans(planned)
         self.save_processed(*aggregates, tracking_key=tracking_key,
                             position=fresh[-1]["position"],
                             writes=self.audiences.membership_writes(fresh))
@@ -110,10 +117,20 @@ class ActivationApplication(ServiceApplication):
             return 0
         planned = [event_delivery(destination.name, partition, item)
                    for item in fresh for destination in self.event_followers]
-        aggregates = [DeliveryPlan(items=planned)] if planned else []
+        aggregates = self._plans(planned)
         self.save_processed(*aggregates, tracking_key=tracking_key,
                             position=fresh[-1]["position"])
         return len(planned)
+
+    def _plans(self, planned: list[dict[str, Any]]) -> list[DeliveryPlan]:
+        """The plan of a batch (none if empty), each item on its person's lane."""
+        if not planned:
+            return []
+        for item in planned:
+            destination = self.destinations.get(item["destination"])
+            if destination is not None and destination.lanes > 1:
+                item["lane"] = destination.lane_of(item["profile_id"])
+        return [DeliveryPlan(items=planned)]
 
     def _event_followers(self) -> list[Destination]:
         followers = [d for d in self.destinations.values() if d.events]
@@ -132,7 +149,7 @@ class ActivationApplication(ServiceApplication):
             return 0
         planned = [item for change in fresh for item in plan_for_consent_change(
             change, list(self.destinations.values()), self.audiences)]
-        aggregates = [DeliveryPlan(items=planned)] if planned else []
+        aggregates = self._plans(planned)
         self.save_processed(*aggregates, tracking_key=tracking_key,
                             position=fresh[-1]["position"])
         return len(planned)
@@ -163,15 +180,18 @@ class ActivationApplication(ServiceApplication):
             }
             for change in fresh for destination in following
         ]
-        aggregates = [DeliveryPlan(items=planned)] if planned else []
+        aggregates = self._plans(planned)
         self.save_processed(*aggregates, tracking_key=tracking_key,
                             position=fresh[-1]["position"])
         return len(planned)
 
     # ---- delivering -------------------------------------------------------------------
-    def deliver(self, tracking_key: str, destination_name: str, items: list[dict[str, Any]],
+    def deliver(self, tracking_key: str, partition: str, items: list[dict[str, Any]],
                 decide_many: DecideMany) -> dict[str, int]:
         """Decide consent for the batch right now, then send the allowed, suppress the rest.
+
+        ``partition`` is a lane of a destination (its name for lane 0, see
+        `lane_partition`); each lane keeps its own ledger, so lanes never contend.
 
         Raises when consent cannot be decided yet (the batch waits and is retried); a
         destination that keeps failing ends in the dead-letter store, never in a loop.
@@ -181,10 +201,11 @@ class ActivationApplication(ServiceApplication):
         fresh = self.fresh_items(tracking_key, items)
         if not fresh:
             return {"delivered": 0, "suppressed": 0, "dead_lettered": 0}
+        destination_name, lane = parse_partition(partition)
         destination = self.destinations[destination_name]
         circuit = self._circuit(destination_name)
         circuit.admit(destination_name)
-        ledger = self._ledger(destination_name)
+        ledger = self._ledger(destination_name, lane)
         removals, to_decide = self._consent_removals(destination_name, fresh, ledger)
         allowed, denied = self._decide(destination, to_decide, decide_many) if to_decide \
             else ([], [])
@@ -341,21 +362,33 @@ class ActivationApplication(ServiceApplication):
                                                list(batch.items))}
                 for batch in batches]
 
-    def _ledger(self, destination: str) -> DestinationLedger:
-        return (self.find(DestinationLedger.create_id(destination))
-                or DestinationLedger(destination))
+    def _ledger(self, destination: str, lane: int = 0) -> DestinationLedger:
+        return (self.find(DestinationLedger.create_id(destination, lane))
+                or DestinationLedger(destination, lane))
+
+    def _ledgers(self, destination: str) -> list[DestinationLedger]:
+        """The ledgers of every lane the destination has (or had: a destination given
+        fewer lanes keeps the dead letters of the lanes it dropped)."""
+        ledgers = [self._ledger(destination)]
+        for lane in range(1, MAX_LANES):
+            found = self.find(DestinationLedger.create_id(destination, lane))
+            if found is not None:
+                ledgers.append(found)
+        return ledgers
 
     # ---- dead letters -----------------------------------------------------------------
     def dead_letters(self, destination: str) -> list[dict[str, Any]]:
-        return list(self._ledger(destination).dead_letters.values())
+        return [letter for ledger in self._ledgers(destination)
+                for letter in ledger.dead_letters.values()]
 
     def replay(self, destination_name: str, letter_id: str,
                decide_many: DecideMany) -> dict[str, int]:
         """Send a dead letter again, deciding consent again: the decision that counts is now."""
-        ledger = self._ledger(destination_name)
-        letter = ledger.dead_letters.get(letter_id)
-        if letter is None:
+        ledger = next((ledger for ledger in self._ledgers(destination_name)
+                       if letter_id in ledger.dead_letters), None)
+        if ledger is None:
             raise KeyError(letter_id)
+        letter = ledger.dead_letters[letter_id]
         destination = self.destinations[destination_name]
         # Items of people erased since are not sent again (their traits are gone).
         items = [i for i in letter["items"] if not is_erased(i)]
@@ -418,9 +451,10 @@ class ActivationApplication(ServiceApplication):
                 "recipients": recipients}
 
     def _ledger_name(self, ledger_id: uuid.UUID) -> str:
-        for name in self.destinations:
-            if DestinationLedger.create_id(name) == ledger_id:
-                return name
+        for destination in self.destinations.values():
+            if any(DestinationLedger.create_id(destination.name, lane) == ledger_id
+                   for lane in range(destination.lanes)):
+                return destination.name
         found = self.find(ledger_id)
         return found.destination if found is not None else str(ledger_id)
 
@@ -439,7 +473,7 @@ class ActivationApplication(ServiceApplication):
             for segment in sorted(segments)
             for destination in self.destinations.values() if destination.follows(segment)]
         if planned:
-            self.save_and_wake(DeliveryPlan(items=planned))
+            self.save_and_wake(*self._plans(planned))
         return len(planned)
     # ---- erasure ----------------------------------------------------------------------
     def erase_subject(self, profile_ids: list[str], identifiers: list[list[str]],
@@ -487,10 +521,13 @@ class ActivationApplication(ServiceApplication):
 
     # ---- queries ----------------------------------------------------------------------
     def outcomes(self, destination: str) -> list[dict[str, Any]]:
-        return list(reversed(self._ledger(destination).recent))
+        """The latest outcomes, newest first (lane by lane when it has several)."""
+        return [outcome for ledger in self._ledgers(destination)
+                for outcome in reversed(ledger.recent)][:RECENT_OUTCOMES]
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        return {name: self._ledger(name).stats() for name in self.destinations}
+        return {name: merged_stats(name, [ledger.stats() for ledger in self._ledgers(name)])
+                for name in self.destinations}
 
     def close(self) -> None:
         for connector in self._connectors.values():

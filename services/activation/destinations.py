@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,20 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from connectors.sdk.delivery import SYNC_MODES
+from shared.contracts import LANE_SEPARATOR, lane_partition
+
+MAX_LANES = 32
+
+
+def lane_of(profile_id: str, lanes: int) -> int:
+    """The lane a person's deliveries take: stable across restarts and replicas."""
+    return zlib.crc32(profile_id.encode()) % lanes if lanes > 1 else 0
+
+
+def parse_partition(partition: str) -> tuple[str, int]:
+    """(destination, lane) of a delivery partition."""
+    destination, _, lane = partition.partition(LANE_SEPARATOR)
+    return destination, int(lane) if lane else 0
 
 
 class DestinationSchema(Schema):
@@ -38,6 +53,10 @@ class DestinationSchema(Schema):
     # track_events): off by default, events are far more numerous than segment changes.
     events = fields.Boolean(load_default=False)
     purposes = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
+    # Delivery lanes: batches in flight at once for this destination, each lane its own
+    # queue and ledger. A person always goes through the same lane, so their changes
+    # arrive in order; more lanes hide the vendor's and the database's latency.
+    lanes = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_LANES))
 
 
 class DestinationsFileSchema(Schema):
@@ -53,15 +72,22 @@ class Destination:
     config: dict[str, Any] = field(default_factory=dict, compare=False)
     sync: tuple[str, ...] | None = None  # None: the connector's default
     events: bool = False  # receives the tracked events too
+    lanes: int = 1  # batches in flight at once (see DestinationSchema.lanes)
 
     def follows(self, segment: str) -> bool:
         return segment in self.segments
+
+    def lane_of(self, profile_id: str) -> int:
+        return lane_of(profile_id, self.lanes)
+
+    def partitions(self) -> list[str]:
+        return [lane_partition(self.name, lane) for lane in range(self.lanes)]
 
     def public(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "segments": list(self.segments),
                 "purposes": list(self.purposes),
                 "sync": list(self.sync) if self.sync is not None else None,
-                "events": self.events}
+                "events": self.events, "lanes": self.lanes}
 
 
 def load_destinations(path: Path | None) -> list[Destination]:
@@ -85,7 +111,7 @@ def load_destinations(path: Path | None) -> list[Destination]:
         sync = tuple(spec["sync"]) if spec["sync"] is not None else None
         destinations.append(Destination(spec["name"], spec["kind"], tuple(spec["segments"]),
                                         tuple(spec["purposes"]), config, sync,
-                                        spec["events"]))
+                                        spec["events"], spec["lanes"]))
     return destinations
 
 

@@ -7,9 +7,10 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
+from shared.contracts import lane_partition
+
 RECENT_OUTCOMES = 200
 _NAMESPACE = uuid.UUID("8a3e1c2b-7d4f-4a6b-9e0d-1c2b3a4d5e6f")
-
 
 def summary(item: dict[str, Any]) -> dict[str, Any]:
     """What the ledger keeps of a delivered or suppressed item: who, what, and the consent
@@ -34,15 +35,17 @@ class DeliveryPlan(Aggregate):
 
 
 class DestinationLedger(Aggregate):
-    """Every outcome for one destination: delivered, suppressed, dead-lettered, replayed."""
+    """Every outcome for one lane of a destination: delivered, suppressed, dead-lettered,
+    replayed. Lane 0's ledger is the one a destination had before it had lanes."""
 
     @staticmethod
-    def create_id(destination: str) -> uuid.UUID:
-        return uuid.uuid5(_NAMESPACE, destination)
+    def create_id(destination: str, lane: int = 0) -> uuid.UUID:
+        return uuid.uuid5(_NAMESPACE, lane_partition(destination, lane))
 
     @event("Opened")
-    def __init__(self, destination: str):
+    def __init__(self, destination: str, lane: int = 0):
         self.destination = destination
+        self.lane = lane
         self.delivered = 0
         self.suppressed = 0
         self.duplicates = 0
@@ -86,3 +89,11 @@ class DestinationLedger(Aggregate):
         return {"destination": self.destination, "delivered": self.delivered,
                 "suppressed": self.suppressed, "duplicates": self.duplicates,
                 "dead_letters": len(self.dead_letters)}
+
+
+def merged_stats(destination: str, lanes: list[dict[str, Any]]) -> dict[str, Any]:
+    """A destination's counts: the sum of its lanes' ledgers."""
+    totals = {"destination": destination}
+    for name in ("delivered", "suppressed", "duplicates", "dead_letters"):
+        totals[name] = sum(lane[name] for lane in lanes)
+    return totals

@@ -25,7 +25,9 @@ class ConsentPending(Exception):
 
 
 def destination_partitions(settings) -> list[str]:
-    return [d.name for d in load_destinations(settings.destinations_file)]
+    """A queue per lane of each destination (one lane unless configured)."""
+    return [partition for d in load_destinations(settings.destinations_file)
+            for partition in d.partitions()]
 
 
 class ActivationService:

@@ -1,4 +1,4 @@
-"""activation's domain events -> `activation.delivery_planned` items, one queue per destination."""
+"""activation's domain events -> `activation.delivery_planned` items, a queue per lane."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from services.activation.domain import DeliveryPlan
-from shared.contracts import DELIVERY_PLANNED
+from shared.contracts import DELIVERY_PLANNED, lane_partition
 
 
 def translator(partitions: int):
     def translate(domain_event: Any) -> Iterator[tuple[str, str, dict[str, Any]]]:
         if isinstance(domain_event, DeliveryPlan.Planned):
             for item in domain_event.items:
-                yield DELIVERY_PLANNED, item["destination"], dict(item)
+                partition = lane_partition(item["destination"], item.get("lane", 0))
+                yield DELIVERY_PLANNED, partition, dict(item)
 
     return translate

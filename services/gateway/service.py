@@ -36,7 +36,7 @@ from services.gateway.privacy_routes import PrivacyRoutes
 from services.gateway.schemas import ConsentRequestSchema
 from services.gateway.translation import translator
 from services.identity.normalise import normalise_email
-from shared.contracts import CONSUMERS, PARTITIONED_BY_DESTINATION
+from shared.contracts import CONSUMERS, PARTITIONED_BY_DESTINATION, lane_partition
 from shared.errors import RetryLater
 from shared.messaging.broker import queue_depths, queues_for
 from shared.messaging.nameko_ext import (
@@ -542,7 +542,9 @@ class GatewayService(ContactsRoutes, PrivacyRoutes, ConsoleRoutes):
         statuses = [service_status("gateway", self.app)]
         for name in SERVICES[1:]:
             statuses.append(self._call(getattr(self, name).status))
-        destinations = [d["name"] for d in self._call(self.activation.destinations)]
+        destinations = [lane_partition(d["name"], lane)
+                        for d in self._call(self.activation.destinations)
+                        for lane in range(d.get("lanes", 1))]
         queues = []
         for stream in CONSUMERS:
             partitions = (destinations if stream in PARTITIONED_BY_DESTINATION

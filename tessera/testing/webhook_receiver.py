@@ -73,6 +73,7 @@ class _State:
         self.fail_next = 0
         self.fail_status = 503
         self.fail_retry_after: str | None = None
+        self.latency = 0.0  # seconds each hook call takes, as a distant vendor's would
 
     def clear(self) -> None:
         with self.lock:
@@ -210,6 +211,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _hook(self, destination: str, body: bytes) -> None:
         state = self.server.state
+        if state.latency:
+            time.sleep(state.latency)
         with state.lock:
             state.requests += 1
             failing = state.fail_next > 0
@@ -266,11 +269,12 @@ class _Handler(BaseHTTPRequestHandler):
 class WebhookReceiver:
     """The receiver, served from a background thread of this process."""
 
-    def __init__(self, secret: str | bytes) -> None:
+    def __init__(self, secret: str | bytes, latency: float = 0.0) -> None:
         if not secret:
             raise ValueError("the receiver needs a secret")
         self.secret = secret if isinstance(secret, bytes) else secret.encode("utf-8")
         self._state = _State()
+        self._state.latency = latency
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.base_url: str | None = None
@@ -376,13 +380,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--secret", required=True, help="HMAC key shared with the connector")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="answer each hook call this much later, as a distant vendor")
     args = parser.parse_args(argv)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
-    receiver = WebhookReceiver(args.secret)
+    receiver = WebhookReceiver(args.secret, latency=args.latency_ms / 1000)
     base_url = receiver.start(port=args.port, host=args.host)
     print(f"listening on {base_url}", flush=True)
     try:
@@ -399,6 +405,7 @@ def spawn_receiver(
     port: int = 0,
     host: str = "127.0.0.1",
     timeout: float = 15.0,
+    latency_ms: float = 0.0,
 ) -> tuple[subprocess.Popen, str]:
     """Start the receiver as a child process; return it and its base url.
 
@@ -415,6 +422,8 @@ def spawn_receiver(
             host,
             "--secret",
             secret,
+            "--latency-ms",
+            str(latency_ms),
         ],
         stdout=subprocess.PIPE,
         text=True,

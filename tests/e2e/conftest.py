@@ -11,6 +11,8 @@ from tessera.testing.platform import Platform
 from tessera.testing.webhook_receiver import WebhookReceiver
 
 PURPOSES = {"ads": ["advertising"], "crm": ["marketing", "analytics"]}
+# crm delivers through two lanes (two queues, two ledgers): every test through it covers them.
+LANES = {"ads": 1, "crm": 2}
 BUYERS = {"event": "Order Completed", "count": {"op": "at_least", "value": 2},
           "within_days": 30}
 
@@ -26,7 +28,8 @@ def receiver():
 def start_platform(mode: str, receiver: WebhookReceiver) -> Platform:
     destinations = [
         {"name": name, "kind": "webhook", "config": {"url": receiver.url_for("{destination}")},
-         "secret_env": "TESSERA_E2E_SECRET", "segments": ["buyers"], "purposes": purposes}
+         "secret_env": "TESSERA_E2E_SECRET", "segments": ["buyers"], "purposes": purposes,
+         "lanes": LANES[name]}
         for name, purposes in PURPOSES.items()
     ]
     platform = Platform(mode=mode, write_keys={"web": WRITE_KEY}, destinations=destinations,
