@@ -59,6 +59,9 @@ class ScratchDatabase:
         return self._rows("SELECT event_id, profile_id, type, event, properties FROM "
                           "{schema}.events ORDER BY occurred_at, event_id")
 
+    def event_ids(self) -> list[str]:
+        return [row[0] for row in self.events()]
+
     def received_identifiers(self) -> list[dict[str, str]]:
         return []
 

@@ -3,7 +3,8 @@
 ``POST /hooks/<destination>``: needs ``webhook-id``, ``webhook-timestamp`` (±5 min) and a
 ``webhook-signature`` with a matching ``v1,`` entry, else 401 and nothing recorded. Items
 are applied once per ``(operation, idempotency_key)``: add/upsert put the profile in,
-remove/delete take it out; a repeated key is reported in ``duplicate_keys``.
+remove/delete take it out, a tracked event is kept under its messageId; a repeated key
+is reported in ``duplicate_keys``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class FakeStandardWebhookReceiver(FakeVendor):
         self.secret = secret
         self.seen: set[tuple[str, str]] = set()
         self.present: dict[str, set[str]] = {}  # destination -> profile ids
+        self.events: list[str] = []  # messageIds of the tracked events kept, in order
         self.sizes: list[int] = []
 
     def is_data_request(self, request: FakeRequest) -> bool:
@@ -44,6 +46,10 @@ class FakeStandardWebhookReceiver(FakeVendor):
                     duplicates.append(item["idempotency_key"])
                     continue
                 self.seen.add(key)
+                if operation == "track_events":
+                    if (item.get("event") or {}).get("messageId"):
+                        self.events.append(item["event"]["messageId"])
+                    continue
                 (present.discard if operation in _OUT else present.add)(item["profile_id"])
         return FakeResponse(200, {"received": len(payload["items"]) - len(duplicates),
                                   "duplicate_keys": duplicates})
@@ -55,3 +61,7 @@ class FakeStandardWebhookReceiver(FakeVendor):
     def subjects(self) -> list[str]:
         with self.lock:
             return [p for present in self.present.values() for p in present]
+
+    def event_ids(self) -> list[str]:
+        with self.lock:
+            return list(self.events)

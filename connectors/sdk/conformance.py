@@ -89,6 +89,22 @@ class Kit:
                              occurred_at="2026-01-01T00:00:00Z", decision_id=f"d-{n}")
                 for n in range(start, start + count)]
 
+    def events(self, count: int) -> list[DeliveryItem]:
+        """Tracked events as activation sends them (see docs/connectors.md, track_events)."""
+        items = []
+        for n in range(count):
+            message_id = f"conformance-event-{n}"
+            event = {"messageId": message_id, "type": "track", "event": "Order Completed",
+                     "properties": {"order_id": f"o-{n}", "revenue": 10.0 + n},
+                     "traits": {}, "context": {}, "timestamp": "2026-01-01T00:00:00.000Z",
+                     "receivedAt": "2026-01-01T00:00:00.100Z"}
+            items.append(DeliveryItem(
+                idempotency_key=f"conformance:event:{message_id}", profile_id=f"p-{n}",
+                action="event", segment=None, traits=self.harness.traits(n),
+                identifiers={}, occurred_at=event["timestamp"], decision_id=f"d-{n}",
+                event=event))
+        return items
+
     def deliver(self, connector, operation: Capability, items: list[DeliveryItem],
                 batch_size: int | None = None) -> DeliveryReport:
         size = batch_size or connector.batch_size
@@ -299,6 +315,23 @@ def check_merges_and_splits_are_followed_when_declared(kit: Kit) -> None:
         "a split of someone the vendor never held created records there"
 
 
+def check_events_arrive_once_per_message_id_when_declared(kit: Kit) -> None:
+    """Tracked events reach the vendor, each under its messageId, and sending them again
+    (a retry, a replay) keeps each once. The fake answers ``event_ids()``."""
+    if Capability.TRACK_EVENTS not in kit.cls.capabilities:
+        raise Skip("does not declare track_events")
+    assert hasattr(kit.fake, "event_ids"), \
+        "a fake for a connector that takes events must answer event_ids()"
+    events = kit.events(3)
+    with contextlib.closing(kit.connector()) as connector:
+        _delivered_all(kit.deliver(connector, Capability.TRACK_EVENTS, events), events)
+        kit.deliver(connector, Capability.TRACK_EVENTS, events)
+    sent = sorted(i.event["messageId"] for i in events)
+    kept = sorted(kit.fake.event_ids())
+    assert set(kept) == set(sent), f"the vendor kept events {kept}, expected {sent}"
+    assert kept == sent, f"an event sent twice was kept twice: {kept}"
+
+
 def check_identifiers_are_hashed_as_the_worked_examples(kit: Kit) -> None:
     network = kit.cls.hashing
     if network is None:
@@ -336,6 +369,7 @@ CHECKS: list[Callable[[Kit], None]] = [
     check_remove_takes_people_out_when_declared,
     check_delete_erases_the_subject_when_declared,
     check_merges_and_splits_are_followed_when_declared,
+    check_events_arrive_once_per_message_id_when_declared,
     check_identifiers_are_hashed_as_the_worked_examples,
 ]
 

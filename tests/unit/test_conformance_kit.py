@@ -14,6 +14,7 @@ from connectors.sdk.conformance import (
     CHECKS,
     check_429_is_retried_after_retry_after,
     check_another_4xx_is_never_retried,
+    check_events_arrive_once_per_message_id_when_declared,
     check_identifiers_are_hashed_as_the_worked_examples,
     conformance_tests,
     run_check,
@@ -97,6 +98,31 @@ def test_a_connector_that_hashes_without_normalising_fails_the_kit(generated):
 
     with pytest.raises(AssertionError, match="email_sha256: expected 7504"):
         run_check(WrongHashes, check_identifiers_are_hashed_as_the_worked_examples)
+
+
+def test_a_connector_that_loses_the_events_messageid_fails_the_kit():
+    from connectors.webhook import WebhookConnector
+
+    class DropsTheEvent(WebhookConnector):
+        def _item_json(self, item):
+            return {k: v for k, v in super()._item_json(item).items() if k != "event"}
+
+    with pytest.raises(AssertionError, match="the vendor kept events \\[\\]"):
+        run_check(DropsTheEvent, check_events_arrive_once_per_message_id_when_declared)
+
+
+def test_a_connector_that_sends_an_event_again_under_a_new_key_fails_the_kit():
+    from connectors.webhook import WebhookConnector
+
+    class FreshKeys(WebhookConnector):
+        sent = 0
+
+        def _item_json(self, item):
+            FreshKeys.sent += 1
+            return dict(super()._item_json(item), idempotency_key=f"k-{FreshKeys.sent}")
+
+    with pytest.raises(AssertionError, match="an event sent twice was kept twice"):
+        run_check(FreshKeys, check_events_arrive_once_per_message_id_when_declared)
 
 
 def test_a_config_schema_without_descriptions_fails_the_kit(generated):
