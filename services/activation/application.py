@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Callable
@@ -521,9 +522,11 @@ class ActivationApplication(ServiceApplication):
 
     # ---- queries ----------------------------------------------------------------------
     def outcomes(self, destination: str) -> list[dict[str, Any]]:
-        """The latest outcomes, newest first (lane by lane when it has several)."""
-        return [outcome for ledger in self._ledgers(destination)
-                for outcome in reversed(ledger.recent)][:RECENT_OUTCOMES]
+        """The latest outcomes, newest first. Lanes' outcomes are taken in turn, newest of
+        each first: lanes move at about the same pace, and an outcome carries no time."""
+        newest_first = [reversed(ledger.recent) for ledger in self._ledgers(destination)]
+        in_turn = itertools.chain.from_iterable(itertools.zip_longest(*newest_first))
+        return [outcome for outcome in in_turn if outcome is not None][:RECENT_OUTCOMES]
 
     def stats(self) -> dict[str, dict[str, Any]]:
         return {name: merged_stats(name, [ledger.stats() for ledger in self._ledgers(name)])
