@@ -44,6 +44,7 @@ MAX_OCCURRENCES_PER_EVENT = 1000
 Key = tuple[str, str]
 TIME: Key = ("time", "")
 EVERYTHING: Key = ("all", "")
+_NOTHING: frozenset = frozenset()
 
 
 def trait_key(name: str) -> Key:
@@ -188,9 +189,17 @@ class Definitions:
 
         Mutates the profile's computed traits, segments and due.
         """
+        return self.reevaluated(profile, changed, now)[0]
+
+    def reevaluated(self, profile: dict[str, Any], changed: Iterable[Key],
+                    now: float) -> tuple[list[MembershipChange], bool]:
+        """`reevaluate`, and whether the profile's computed traits or due changed too: a
+        backfill writes a profile only if something did."""
         changed = set(changed)
         soonest: list[float] = []
-        changed |= self._update_computed(profile, changed, now, soonest)
+        due = profile["due"]
+        computed = self._update_computed(profile, changed, now, soonest)
+        changed |= computed
         state = State(traits=self._traits(profile), events=profile["events"], now=now,
                       segments=profile["segments"])
         changes = self._exit_removed(profile)
@@ -225,13 +234,13 @@ class Definitions:
         everything = TIME in changed or EVERYTHING in changed
         kept = None if everything else profile["due"]
         profile["due"] = min(soonest, default=None) if kept is None else min([kept, *soonest])
-        return changes
+        return changes, bool(computed) or profile["due"] != due
 
     def _update_computed(self, profile: dict, changed: set[Key], now: float,
                          soonest: list[float]) -> set[Key]:
         names: set[str] = set()
         for key in changed:
-            names |= self.computed_dependents.get(key, set())
+            names |= self.computed_dependents.get(key, _NOTHING)
         gone: Iterable[str] = ()
         if not self.computed.keys() >= profile["computed"].keys():  # definitions removed
             gone = profile["computed"].keys() - self.computed.keys()
