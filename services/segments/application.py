@@ -14,6 +14,7 @@ State lives in two places, written in one transaction per batch:
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 import uuid
@@ -49,7 +50,10 @@ from shared.privacy import subject_of_profile
 from shared.readmodel import Writes
 from shared.store import ServiceApplication
 
+log = logging.getLogger(__name__)
+
 BACKFILL_PAGE = 2000
+BACKFILL_LEASE_SECONDS = 30.0
 
 
 class DefinitionError(ValueError):
@@ -98,6 +102,7 @@ class Pass:
 
     def __init__(self, app: SegmentsApplication, now: float):
         self.app, self.now = app, now
+        self.at = _iso(now)
         self.dirty: dict[str, dict] = {}
         self.items: list[dict[str, Any]] = []
         self.writes = Writes()
@@ -107,7 +112,7 @@ class Pass:
     def record(self, profile_id: str, profile: dict, changes: list[MembershipChange],
                origin: dict[str, Any]) -> None:
         self.dirty[profile_id] = profile
-        at = _iso(self.now)
+        at = self.at
         traits = {**profile["traits"], **profile["computed"]}
         for change in changes:
             kind = "entered" if change.entered else "exited"
@@ -197,6 +202,43 @@ class NextPage:
                 for row in rows if row["profile_id"] not in stale or row["profile_id"] in fresh]
 
 
+class PageWrite:
+    """A backfill page's save, on the wire while the next page is evaluated.
+
+    PostgreSQL writes it on its own core while this process evaluates the next page, whose
+    profiles are other ones. Whoever takes the lock next (a live batch, an expiry tick, a
+    definition, the next page's save) waits for it first (`SegmentsApplication._turn`), so
+    nothing reads a profile of the page before the page is saved, and pages are saved in
+    order. Its expiries are scheduled once it is saved.
+    """
+
+    def __init__(self, app: SegmentsApplication, work: Pass, aggregates: list[Any],
+                 writes: Writes, background: bool):
+        self._work, self._error = work, None
+        self._writer: threading.Thread | None = None
+        if not background:  # SQLite writes in-process anyway
+            self._save(app, aggregates, writes)
+            return
+        self._writer = threading.Thread(target=self._save, args=(app, aggregates, writes),
+                                        name="segments-page-write", daemon=True)
+        self._writer.start()
+        time.sleep(0)  # let a green writer send its statements before we stop yielding
+
+    def _save(self, app: SegmentsApplication, aggregates: list[Any], writes: Writes) -> None:
+        try:
+            app.save_and_wake(*aggregates, writes=writes)
+        except BaseException as error:  # re-raised by whoever waits for the page
+            self._error = error
+
+    def wait(self) -> BaseException | None:
+        """Once the page is saved: None, or what stopped it (nothing of it was saved)."""
+        if self._writer is not None:
+            self._writer.join()
+        if self._error is None:
+            self._work.app._schedule(self._work)
+        return self._error
+
+
 class SegmentsApplication(ServiceApplication):
     service_name = "segments"
     written_once = (MembershipBatch,)
@@ -215,10 +257,34 @@ class SegmentsApplication(ServiceApplication):
         self._definitions: tuple[int, Definitions] | None = None
         self._owner = uuid.uuid4().hex
         self._next_page: NextPage | None = None
+        self._page_write: PageWrite | None = None
+        self._continued: dict | None = None  # the backfill this process is paging through
         # (when, profile_id): the next moment a window may change a profile's answers.
         self._expiries = ExpiryQueue(
             (row["profile_id"], row["due"]) for row in self.rm.query(
                 f"SELECT profile_id, due FROM {self.rm.table('profiles')} WHERE due IS NOT NULL"))
+
+    @contextlib.contextmanager
+    def _turn(self):
+        """The lock, once the backfill page being saved (if any) is: whoever reads or
+        writes profiles next sees them as that page left them."""
+        with self._lock:
+            self._settle(reraise=False)
+            yield
+
+    def _settle(self, reraise: bool = True) -> None:
+        """Wait for the backfill page being saved. If its save failed, the backfill goes
+        on from the last page saved; the failure is the backfill's (`reraise`), not that
+        of a live batch that only waited for it."""
+        writing, self._page_write = self._page_write, None
+        error = writing.wait() if writing is not None else None
+        if error is None:
+            return
+        self._continued, self._next_page = None, None
+        if reraise:
+            raise error
+        log.warning("a backfill page was not saved (%s); the backfill resumes from the "
+                    "last page saved", error)
 
     # ---- erasure ----------------------------------------------------------------------
     def erase_subject(self, profile_ids: list[str], identifiers: list[list[str]],
@@ -226,7 +292,7 @@ class SegmentsApplication(ServiceApplication):
         """Erasure (services/consent/erasure.py): the profiles' keys go, and so do their
         rows of the read model (traits, memberships, history) and pending expiries."""
         gone = set(profile_ids)
-        with self._lock:
+        with self._turn():
             for profile_id in profile_ids:
                 for table in ("profiles", "members", "history"):
                     self.rm.execute(
@@ -261,7 +327,7 @@ class SegmentsApplication(ServiceApplication):
         return self._definitions[1]
 
     def define_segment(self, name: str, rule: dict, description: str = "") -> dict:
-        with self._lock:
+        with self._turn():
             catalog = self._fresh_catalog()
             self._check_references(catalog, name, rule)
             catalog.define(name, rule, description, _iso(self.clock()))
@@ -271,7 +337,7 @@ class SegmentsApplication(ServiceApplication):
             return {**definition, "backfill": self.backfill(name)}
 
     def remove_segment(self, name: str) -> bool:
-        with self._lock:
+        with self._turn():
             catalog = self._fresh_catalog()
             if name not in catalog.segments:
                 return False
@@ -284,7 +350,7 @@ class SegmentsApplication(ServiceApplication):
             return True
 
     def define_computed_trait(self, definition: dict) -> dict:
-        with self._lock:
+        with self._turn():
             catalog = self._fresh_catalog()
             name = definition["name"]
             catalog.define_computed(name, definition, _iso(self.clock()))
@@ -294,7 +360,7 @@ class SegmentsApplication(ServiceApplication):
             return {**saved, "backfill": self.backfill(name)}
 
     def remove_computed_trait(self, name: str) -> bool:
-        with self._lock:
+        with self._turn():
             catalog = self._fresh_catalog()
             if name not in catalog.computed:
                 return False
@@ -331,7 +397,7 @@ class SegmentsApplication(ServiceApplication):
         fresh = self.fresh_items(tracking_key, items)
         if not fresh:
             return 0
-        with self._lock:
+        with self._turn():
             definitions, now = self.definitions(), self.clock()
             profiles = self._load({i["profile_id"] for i in fresh}
                                   | {m for i in fresh for m in i.get("merged_from", ())}
@@ -441,7 +507,7 @@ class SegmentsApplication(ServiceApplication):
         due = self._expiries.pop_due(now)
         if not due:
             return 0
-        with self._lock:
+        with self._turn():
             definitions = self.definitions()
             work = Pass(self, now)
             for profile_id, profile in self._load(due).items():
@@ -493,32 +559,51 @@ class SegmentsApplication(ServiceApplication):
         off the same backfill.
         """
         started, evaluated, done = time.monotonic(), 0, 0
-        while pages is None or done < pages:
-            if budget_seconds is not None and time.monotonic() - started >= budget_seconds:
-                break
-            job = self._claim_backfill()
-            if job is None:
-                break
-            evaluated += self._backfill_page(job, page)
-            done += 1
-        # A page read ahead and left for later would grow stale unwatched (other replicas'
-        # writes are not seen by `written`): read it again next time.
-        self._next_page = None
+        try:
+            while pages is None or done < pages:
+                if budget_seconds is not None and time.monotonic() - started >= budget_seconds:
+                    break
+                job = self._claim_backfill()
+                if job is None:
+                    break
+                evaluated += self._backfill_page(job, page)
+                done += 1
+        finally:
+            # A page read ahead and left for later would grow stale unwatched (other
+            # replicas' writes are not seen by `written`): read it again next time. The
+            # last page is saved before this returns.
+            self._next_page, self._continued = None, None
+            with self._lock:
+                self._settle()
         return evaluated
 
     def _claim_backfill(self) -> dict | None:
+        """The backfill to page through: the one this process is already in while its
+        lease has time left and the catalog has not changed (the row in the read model may
+        be a page behind, its save on the wire), otherwise the first running one free."""
+        continued = self._continued
+        if (continued is not None and self.clock() < continued["lease_until"]
+                - BACKFILL_LEASE_SECONDS / 2):
+            return continued  # the page checks the catalog (`_backfill_page`)
+        with self._lock:
+            self._settle()
+            catalog = self._catalog_version()
         table, now = self.rm.table("backfills"), self.clock()
         for row in self.rm.query(f"SELECT name FROM {table} WHERE status = 'running' "
                                  "ORDER BY started_at"):
             self.rm.execute(
                 f"UPDATE {table} SET owner = %s, lease_until = %s WHERE name = %s AND "
                 "status = 'running' AND (owner IS NULL OR owner = %s OR lease_until < %s)",
-                [self._owner, now + 30, row["name"], self._owner, now])
+                [self._owner, now + BACKFILL_LEASE_SECONDS, row["name"], self._owner, now])
             claimed = self.rm.query(f"SELECT * FROM {table} WHERE name = %s AND owner = %s "
                                     "AND status = 'running'", [row["name"], self._owner])
             if claimed:
-                return claimed[0]
+                return {**claimed[0], "catalog": catalog}
         return None
+
+    def _catalog_version(self) -> int:
+        self.definitions()  # notices a catalog another replica changed
+        return self._definitions[0]
 
     def _written(self, profile_ids: Iterable[str]) -> None:
         if self._next_page is not None:
@@ -553,9 +638,8 @@ class SegmentsApplication(ServiceApplication):
                 profile = decode_profile(row["doc"])
                 if profile["merged_into"] is not None:
                     continue
-                before = profile["due"], dict(profile["computed"])
-                changes = definitions.reevaluate(profile, touched, now)
-                if changes or before != (profile["due"], profile["computed"]):
+                changes, rewritten = definitions.reevaluated(profile, touched, now)
+                if changes or rewritten:
                     work.record(row["profile_id"], profile, changes, {})
             aggregates, writes = work.collect()
             finished = len(rows) < page
@@ -567,8 +651,12 @@ class SegmentsApplication(ServiceApplication):
                 [(len(rows), rows[-1]["profile_id"] if rows else job["after"], entered,
                   len(work.items) - entered, "done" if finished else "running",
                   _iso(now) if finished else None, job["name"], job["version"])])
-            self.save_and_wake(*aggregates, writes=writes)
-            self._schedule(work)
+            self._settle()  # the page before is saved first: progress is kept in order
+            self._page_write = PageWrite(self, work, aggregates, writes,
+                                         background=not self.rm.sqlite)
+            changed = self._definitions[0] != job["catalog"]  # claim it again from the row
+            self._continued = None if finished or changed else {
+                **job, "after": rows[-1]["profile_id"], "done": job["done"] + len(rows)}
         return len(rows)
 
     # ---- queries ----------------------------------------------------------------------
