@@ -13,7 +13,8 @@
    p99 per change.
 3. **Backfill.** 100,000 generated profiles with 20 events each are written to the read
    model that the segments service keeps (PostgreSQL by default, a fresh database), with
-   memberships and computed traits already up to date for the catalog. Then a new segment
+   memberships and computed traits already up to date for the catalog, each profile's
+   document and memberships written as the service writes them. Then a new segment
    is defined and its backfill is timed from definition to "done", pages read from the
    read model, memberships and the outbox written per page, as the service does it.
 
@@ -55,6 +56,7 @@ from services.segments.evaluation import (
     EVERYTHING,
     Definitions,
     encode_profile,
+    encode_segments,
     event_key,
     new_profile,
     next_due,
@@ -237,18 +239,22 @@ def load_profiles(app: SegmentsApplication, definitions: Definitions, count: int
                   seed: int) -> None:
     r = random.Random(seed + 2)
     table = app.rm.table("profiles")
+    segments = app.rm.table("profile_segments")
     members = app.rm.table("members")
     started = time.perf_counter()
     for start in range(0, count, 5000):
-        rows, member_rows = [], []
+        rows, segment_rows, member_rows = [], [], []
         for _ in range(min(5000, count - start)):
             profile_id = str(uuid.UUID(int=r.getrandbits(128)))
             profile = generate_profile(r, definitions)
             rows.append((profile_id, encode_profile(profile), next_due(profile)))
+            segment_rows.append((profile_id, encode_segments(profile)))
             member_rows += [(s, profile_id, _iso(NOW)) for s in profile["segments"]]
         with app.rm.datastore.transaction(commit=True) as cursor:
             cursor.executemany(app.rm.sql(f"INSERT INTO {table} (profile_id, doc, due) "
                                           "VALUES (%s, %s, %s)"), rows)
+            cursor.executemany(app.rm.sql(f"INSERT INTO {segments} (profile_id, segments) "
+                                          "VALUES (%s, %s)"), segment_rows)
             cursor.executemany(app.rm.sql(f"INSERT INTO {members} (segment, profile_id, "
                                           "entered_at) VALUES (%s, %s, %s)"), member_rows)
         print(f"  loaded {start + len(rows):>7} profiles "

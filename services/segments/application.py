@@ -36,6 +36,7 @@ from services.segments.evaluation import (
     definition_key,
     dependency_order,
     encode_profile,
+    encode_segments,
     event_key,
     new_profile,
     next_due,
@@ -83,6 +84,11 @@ def _tables(sqlite: bool, t: Callable[[str], str]) -> list[str]:
         f"CREATE INDEX IF NOT EXISTS profiles_due ON {t('profiles')} (due)"
         if sqlite else
         f"CREATE INDEX IF NOT EXISTS profiles_due ON {t('profiles')} (due) WHERE due IS NOT NULL",
+        # Each profile's memberships (a JSON list), apart from its document: a backfill that
+        # only changes memberships writes this short row, not the document.
+        f"CREATE TABLE IF NOT EXISTS {t('profile_segments')} (profile_id TEXT PRIMARY KEY, "
+        "segments TEXT NOT NULL)",
+        *([] if sqlite else [f"ALTER TABLE {t('profile_segments')} SET (fillfactor = 70)"]),
         f"CREATE TABLE IF NOT EXISTS {t('members')} (segment TEXT NOT NULL, "
         "profile_id TEXT NOT NULL, entered_at TEXT NOT NULL, PRIMARY KEY (segment, profile_id))",
         f"CREATE TABLE IF NOT EXISTS {t('history')} (profile_id TEXT NOT NULL, "
@@ -103,15 +109,19 @@ class Pass:
     def __init__(self, app: SegmentsApplication, now: float):
         self.app, self.now = app, now
         self.at = _iso(now)
-        self.dirty: dict[str, dict] = {}
+        self.dirty: dict[str, dict] = {}  # documents to write
+        self.recorded: dict[str, dict] = {}  # memberships to write (documents' and more)
         self.items: list[dict[str, Any]] = []
         self.writes = Writes()
         self._membership: dict[tuple[str, str], str | None] = {}  # final state per pass
         self._history: list[tuple] = []
 
     def record(self, profile_id: str, profile: dict, changes: list[MembershipChange],
-               origin: dict[str, Any]) -> None:
-        self.dirty[profile_id] = profile
+               origin: dict[str, Any], rewritten: bool = True) -> None:
+        """`rewritten`: whether anything besides memberships changed (the document)."""
+        if rewritten:
+            self.dirty[profile_id] = profile
+        self.recorded[profile_id] = profile
         at = self.at
         traits = {**profile["traits"], **profile["computed"]}
         for change in changes:
@@ -128,7 +138,7 @@ class Pass:
 
     def collect(self) -> tuple[list[Any], Writes]:
         t = self.app.rm.table
-        self.app._written(self.dirty)
+        self.app._written(self.recorded)
         members_out = [key for key, at in self._membership.items() if at is None]
         members_in = [(*key, at) for key, at in self._membership.items() if at is not None]
         self.writes.add(
@@ -138,6 +148,15 @@ class Pass:
             bulk=f"INSERT INTO {t('profiles')} (profile_id, doc, due) SELECT * FROM "
                  "unnest(%b::text[], %b::bytea[], %b::float8[]) ON CONFLICT (profile_id) "
                  "DO UPDATE SET doc = excluded.doc, due = excluded.due")
+        # Every profile recorded, also those whose memberships did not change: a document
+        # written before memberships moved out of it then leaves them beside it.
+        self.writes.add(
+            f"INSERT INTO {t('profile_segments')} (profile_id, segments) VALUES (%s, %s) "
+            "ON CONFLICT (profile_id) DO UPDATE SET segments = excluded.segments",
+            [(pid, encode_segments(doc)) for pid, doc in self.recorded.items()],
+            bulk=f"INSERT INTO {t('profile_segments')} (profile_id, segments) SELECT * FROM "
+                 "unnest(%b::text[], %b::text[]) ON CONFLICT (profile_id) "
+                 "DO UPDATE SET segments = excluded.segments")
         self.writes.add(
             f"DELETE FROM {t('members')} WHERE segment = %s AND profile_id = %s",
             members_out,
@@ -160,7 +179,7 @@ class Pass:
         return aggregates, self.writes
 
     def scheduled(self) -> Iterable[tuple[str, float | None]]:
-        for profile_id, profile in self.dirty.items():
+        for profile_id, profile in self.dirty.items():  # due changes only with the document
             yield profile_id, next_due(profile)
 
 
@@ -294,7 +313,7 @@ class SegmentsApplication(ServiceApplication):
         gone = set(profile_ids)
         with self._turn():
             for profile_id in profile_ids:
-                for table in ("profiles", "members", "history"):
+                for table in ("profiles", "profile_segments", "members", "history"):
                     self.rm.execute(
                         f"DELETE FROM {self.rm.table(table)} WHERE profile_id = %s",
                         (profile_id,))
@@ -484,16 +503,14 @@ class SegmentsApplication(ServiceApplication):
     def _load(self, profile_ids: Iterable[str]) -> dict[str, dict]:
         ids = sorted(set(profile_ids))
         found: dict[str, dict] = {}
-        table = self.rm.table("profiles")
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
             if self.rm.sqlite:
-                rows = self.rm.query(f"SELECT profile_id, doc FROM {table} WHERE profile_id IN "
-                                     f"({', '.join('%s' for _ in chunk)})", chunk)
+                rows = self.rm.query(self._profiles_sql(
+                    f"p.profile_id IN ({', '.join('%s' for _ in chunk)})"), chunk)
             else:
-                rows = self.rm.query(
-                    f"SELECT profile_id, doc FROM {table} WHERE profile_id = ANY(%s)", [chunk])
-            found.update((row["profile_id"], decode_profile(row["doc"])) for row in rows)
+                rows = self.rm.query(self._profiles_sql("p.profile_id = ANY(%s)"), [chunk])
+            found.update((row["profile_id"], _decoded(row)) for row in rows)
         return {pid: found.get(pid) or new_profile() for pid in ids}
 
     def _schedule(self, work: Pass) -> None:
@@ -609,13 +626,19 @@ class SegmentsApplication(ServiceApplication):
         if self._next_page is not None:
             self._next_page.written.update(profile_ids)
 
+    def _profiles_sql(self, where: str, order: str = "") -> str:
+        """Profiles' documents and memberships (rows for `_decoded`)."""
+        return (f"SELECT p.profile_id, p.doc, s.segments FROM {self.rm.table('profiles')} p "
+                f"LEFT JOIN {self.rm.table('profile_segments')} s "
+                f"ON s.profile_id = p.profile_id WHERE {where}{order}")
+
     def _page_rows(self, after: str, size: int) -> list[Any]:
-        return self.rm.query(f"SELECT profile_id, doc FROM {self.rm.table('profiles')} "
-                             "WHERE profile_id > %s ORDER BY profile_id LIMIT %s", [after, size])
+        return self.rm.query(self._profiles_sql(
+            "p.profile_id > %s", " ORDER BY p.profile_id LIMIT %s"), [after, size])
 
     def _rows_of(self, profile_ids: Iterable[str]) -> list[Any]:
-        return self.rm.query(f"SELECT profile_id, doc FROM {self.rm.table('profiles')} "
-                             "WHERE profile_id = ANY(%s)", [sorted(profile_ids)])
+        return self.rm.query(self._profiles_sql("p.profile_id = ANY(%s)"),
+                             [sorted(profile_ids)])
 
     def _page(self, job: dict, size: int) -> list[Any]:
         """This page's rows (read ahead if they were), and the next page set reading."""
@@ -635,12 +658,12 @@ class SegmentsApplication(ServiceApplication):
             work = Pass(self, now)
             touched = [definition_key(job["name"])]
             for row in rows:
-                profile = decode_profile(row["doc"])
+                profile = _decoded(row)
                 if profile["merged_into"] is not None:
                     continue
                 changes, rewritten = definitions.reevaluated(profile, touched, now)
                 if changes or rewritten:
-                    work.record(row["profile_id"], profile, changes, {})
+                    work.record(row["profile_id"], profile, changes, {}, rewritten)
             aggregates, writes = work.collect()
             finished = len(rows) < page
             entered = sum(1 for item in work.items if item["change"] == "entered")
@@ -718,11 +741,11 @@ class SegmentsApplication(ServiceApplication):
         self._check_references(catalog, "__preview__", rule)
         compiled, now = compile_rule(rule), self.clock()
         size, scanned, chosen = 0, 0, []
-        for rows in self.rm.pages(f"SELECT profile_id, doc FROM {self.rm.table('profiles')} "
-                                  "WHERE profile_id > %s ORDER BY profile_id LIMIT %s",
+        for rows in self.rm.pages(self._profiles_sql("p.profile_id > %s",
+                                                     " ORDER BY p.profile_id LIMIT %s"),
                                   "profile_id", BACKFILL_PAGE):
             for row in rows:
-                profile = decode_profile(row["doc"])
+                profile = _decoded(row)
                 if profile["merged_into"] is not None:
                     continue
                 scanned += 1
@@ -734,6 +757,10 @@ class SegmentsApplication(ServiceApplication):
                         chosen.append({"profile_id": row["profile_id"],
                                        "traits": profile["traits"]})
         return {"size": size, "profiles_scanned": scanned, "sample": chosen}
+
+
+def _decoded(row: Any) -> dict[str, Any]:
+    return decode_profile(row["doc"], row["segments"])
 
 
 def _occurrence(summary: dict | None) -> tuple[str, float, dict] | None:

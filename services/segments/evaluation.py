@@ -6,6 +6,8 @@ A profile as segments sees it is a plain dict (kept in the read model, see appli
      "computed": {trait: value}, "segments": {segment, ...},
      "due": epoch or None, "merged_into": None}
 
+Stored, "segments" is kept apart from the rest (`encode_segments`, `encode_profile`).
+
 `Definitions` compiles the catalog once per version into a dependency index: trait, event
 and segment keys -> the computed traits and segments that read them. A change names the
 keys it touched; only their dependents are re-evaluated, computed traits first (segments
@@ -109,15 +111,27 @@ class EventLog(dict):
 
 
 def encode_profile(profile: dict[str, Any]) -> bytes:
+    """The profile's document, without its memberships (`encode_segments`): a backfill
+    that changes only memberships then writes a short row, not the whole document."""
     events = profile["events"]
     encoded = events.encoded() if isinstance(events, EventLog) else EventLog(events).encoded()
-    return orjson.dumps({**profile, "events": encoded, "segments": sorted(profile["segments"])})
+    document = {**profile, "events": encoded}
+    del document["segments"]
+    return orjson.dumps(document)
 
 
-def decode_profile(document: bytes) -> dict[str, Any]:
+def encode_segments(profile: dict[str, Any]) -> str:
+    return orjson.dumps(sorted(profile["segments"])).decode()
+
+
+def decode_profile(document: bytes, segments: str | None = None) -> dict[str, Any]:
+    """A profile from its document and its memberships, kept beside it. A profile not
+    written since memberships moved out of documents has none beside it: its document
+    holds them."""
     profile = orjson.loads(document)
     profile["events"] = EventLog(profile["events"])
-    profile["segments"] = set(profile["segments"])
+    profile["segments"] = set(orjson.loads(segments) if segments is not None
+                              else profile.get("segments", ()))
     return profile
 
 

@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 
+import orjson
 import pytest
 from segments_support import ADA, BOB, Clock, Feed, define, membership_changes
 
@@ -302,6 +303,31 @@ def test_a_page_that_failed_to_save_stops_the_backfill_until_it_resumes_from_the
     assert app.segment_sizes()["french_buyers"] == 9
     entries = [c["profile_id"] for c in membership_changes(app) if c["change"] == "entered"]
     assert sorted(entries) == everyone
+
+
+def test_a_profile_saved_with_its_memberships_in_its_document_keeps_them(either_app, clock):
+    """Read models written before memberships moved out of documents are read as they are,
+    and a profile's memberships move beside its document when it is next written."""
+    app, feed = either_app, Feed(either_app, clock)
+    define(app, "french", FRENCH)
+    feed.send(feed.item(ADA, {"country": "FR"}))
+    older = orjson.dumps({"traits": {"country": "FR"}, "events": {}, "computed": {},
+                          "segments": ["french"], "due": None, "merged_into": None})
+    app.rm.execute(f"UPDATE {app.rm.table('profiles')} SET doc = %s WHERE profile_id = %s",
+                   [older, ADA])
+    app.rm.execute(f"DELETE FROM {app.rm.table('profile_segments')} WHERE profile_id = %s",
+                   [ADA])
+    assert app.preview({"segment": "french"})["size"] == 1
+
+    feed.order(ADA)
+    define(app, "french_buyers", {"and": [{"segment": "french"}, BUYER]})
+    app.run_backfills()
+
+    assert [(c["segment"], c["change"]) for c in membership_changes(app)] == [
+        ("french", "entered"), ("french_buyers", "entered")]
+    (row,) = app.rm.query(f"SELECT segments FROM {app.rm.table('profile_segments')} "
+                          "WHERE profile_id = %s", [ADA])
+    assert orjson.loads(row["segments"]) == ["french", "french_buyers"]
 
 
 def test_a_backfill_resumes_where_it_stopped_after_a_restart(tmp_path, clock):
