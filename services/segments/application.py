@@ -626,15 +626,30 @@ class SegmentsApplication(ServiceApplication):
         if self._next_page is not None:
             self._next_page.written.update(profile_ids)
 
-    def _profiles_sql(self, where: str, order: str = "") -> str:
-        """Profiles' documents and memberships (rows for `_decoded`)."""
+    def _profiles_sql(self, where: str) -> str:
+        """Some profiles' documents and memberships (rows for `_decoded`)."""
         return (f"SELECT p.profile_id, p.doc, s.segments FROM {self.rm.table('profiles')} p "
                 f"LEFT JOIN {self.rm.table('profile_segments')} s "
-                f"ON s.profile_id = p.profile_id WHERE {where}{order}")
+                f"ON s.profile_id = p.profile_id WHERE {where}")
 
     def _page_rows(self, after: str, size: int) -> list[Any]:
-        return self.rm.query(self._profiles_sql(
-            "p.profile_id > %s", " ORDER BY p.profile_id LIMIT %s"), [after, size])
+        # The bound is given to both sides: the planner does not carry it across the left
+        # join, and would otherwise read memberships from the first row at every page.
+        return self.rm.query(
+            f"SELECT p.profile_id, p.doc, s.segments FROM {self.rm.table('profiles')} p "
+            f"LEFT JOIN {self.rm.table('profile_segments')} s ON s.profile_id = p.profile_id "
+            "AND s.profile_id > %s WHERE p.profile_id > %s ORDER BY p.profile_id LIMIT %s",
+            [after, after, size])
+
+    def _pages(self, size: int = BACKFILL_PAGE) -> Iterable[list[Any]]:
+        after = ""
+        while True:
+            rows = self._page_rows(after, size)
+            if rows:
+                yield rows
+            if len(rows) < size:
+                return
+            after = rows[-1]["profile_id"]
 
     def _rows_of(self, profile_ids: Iterable[str]) -> list[Any]:
         return self.rm.query(self._profiles_sql("p.profile_id = ANY(%s)"),
@@ -741,9 +756,7 @@ class SegmentsApplication(ServiceApplication):
         self._check_references(catalog, "__preview__", rule)
         compiled, now = compile_rule(rule), self.clock()
         size, scanned, chosen = 0, 0, []
-        for rows in self.rm.pages(self._profiles_sql("p.profile_id > %s",
-                                                     " ORDER BY p.profile_id LIMIT %s"),
-                                  "profile_id", BACKFILL_PAGE):
+        for rows in self._pages():
             for row in rows:
                 profile = _decoded(row)
                 if profile["merged_into"] is not None:
