@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -183,6 +184,54 @@ class Pass:
             yield profile_id, next_due(profile)
 
 
+class Background:
+    """A thread that runs, in turn, what a backfill hands it (reads ahead, or page saves).
+
+    Started once per `run_backfills`, not per page: starting a thread waits until it runs,
+    and in a busy process that wait is long. A thread, or a green thread once eventlet has
+    patched threading: either way a query is on the wire while this process evaluates.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._tasks: queue.Queue[Task | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Task:
+        task = Task(call, args, kwargs)
+        self._tasks.put(task)
+        time.sleep(0)  # let a green worker send its query before we stop yielding
+        return task
+
+    def stop(self) -> None:
+        """After what was handed over (a read ahead left for later finishes unwatched)."""
+        self._tasks.put(None)
+
+    def _run(self) -> None:
+        while (task := self._tasks.get()) is not None:
+            task.run()
+
+
+class Task:
+    def __init__(self, call: Callable[..., Any], args: tuple, kwargs: dict):
+        self._call, self._args, self._kwargs = call, args, kwargs
+        self._done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self._call(*self._args, **self._kwargs)
+        except BaseException as error:  # for whoever waits for the task
+            self.error = error
+        finally:
+            self._done.set()
+
+    def wait(self) -> Task:
+        self._done.wait()
+        return self
+
+
 class NextPage:
     """The next backfill page, read while the current one is evaluated and saved.
 
@@ -190,29 +239,17 @@ class NextPage:
     process writes in the meantime (live batches between pages) are read again before use.
     """
 
-    def __init__(self, app: SegmentsApplication, job: dict, after: str, size: int):
+    def __init__(self, app: SegmentsApplication, job: dict, after: str, size: int,
+                 background: Background):
         self.key = (job["name"], job["version"], after)
         self.written: set[str] = set()
-        self._rows: list[Any] | None = None
-        self._error: BaseException | None = None
-        # A thread, or a green thread once eventlet has patched threading: either way the
-        # query is on the wire while the current page is evaluated.
-        self._reader = threading.Thread(target=self._read, args=(app, after, size),
-                                        name="segments-next-page", daemon=True)
-        self._reader.start()
-        time.sleep(0)  # let a green reader send its query before we stop yielding
-
-    def _read(self, app: SegmentsApplication, after: str, size: int) -> None:
-        try:
-            self._rows = app._page_rows(after, size)
-        except BaseException as error:  # re-raised where the page is used
-            self._error = error
+        self._read = background.run(app._page_rows, after, size)
 
     def rows(self, app: SegmentsApplication) -> list[Any]:
-        self._reader.join()
-        if self._error is not None:
-            raise self._error
-        rows = self._rows or []
+        read = self._read.wait()
+        if read.error is not None:
+            raise read.error
+        rows = read.result or []
         stale = self.written.intersection(row["profile_id"] for row in rows)
         if not stale:
             return rows
@@ -232,30 +269,21 @@ class PageWrite:
     """
 
     def __init__(self, app: SegmentsApplication, work: Pass, aggregates: list[Any],
-                 writes: Writes, background: bool):
-        self._work, self._error = work, None
-        self._writer: threading.Thread | None = None
-        if not background:  # SQLite writes in-process anyway
-            self._save(app, aggregates, writes)
-            return
-        self._writer = threading.Thread(target=self._save, args=(app, aggregates, writes),
-                                        name="segments-page-write", daemon=True)
-        self._writer.start()
-        time.sleep(0)  # let a green writer send its statements before we stop yielding
-
-    def _save(self, app: SegmentsApplication, aggregates: list[Any], writes: Writes) -> None:
-        try:
-            app.save_and_wake(*aggregates, writes=writes)
-        except BaseException as error:  # re-raised by whoever waits for the page
-            self._error = error
+                 writes: Writes, background: Background | None):
+        self._work = work
+        save = app.save_and_wake
+        if background is None:  # SQLite writes in-process anyway
+            self._save = Task(save, aggregates, {"writes": writes})
+            self._save.run()
+        else:
+            self._save = background.run(save, *aggregates, writes=writes)
 
     def wait(self) -> BaseException | None:
         """Once the page is saved: None, or what stopped it (nothing of it was saved)."""
-        if self._writer is not None:
-            self._writer.join()
-        if self._error is None:
+        error = self._save.wait().error
+        if error is None:
             self._work.app._schedule(self._work)
-        return self._error
+        return error
 
 
 class SegmentsApplication(ServiceApplication):
@@ -277,6 +305,9 @@ class SegmentsApplication(ServiceApplication):
         self._owner = uuid.uuid4().hex
         self._next_page: NextPage | None = None
         self._page_write: PageWrite | None = None
+        # While run_backfills runs, on PostgreSQL: reads ahead, and page saves, each in turn.
+        self._reader: Background | None = None
+        self._writer: Background | None = None
         self._continued: dict | None = None  # the backfill this process is paging through
         # (when, profile_id): the next moment a window may change a profile's answers.
         self._expiries = ExpiryQueue(
@@ -576,6 +607,9 @@ class SegmentsApplication(ServiceApplication):
         off the same backfill.
         """
         started, evaluated, done = time.monotonic(), 0, 0
+        if not self.rm.sqlite:
+            self._reader = Background("segments-backfill-read")
+            self._writer = Background("segments-backfill-write")
         try:
             while pages is None or done < pages:
                 if budget_seconds is not None and time.monotonic() - started >= budget_seconds:
@@ -590,8 +624,14 @@ class SegmentsApplication(ServiceApplication):
             # replicas' writes are not seen by `written`): read it again next time. The
             # last page is saved before this returns.
             self._next_page, self._continued = None, None
-            with self._lock:
-                self._settle()
+            try:
+                with self._lock:
+                    self._settle()
+            finally:
+                for background in (self._reader, self._writer):
+                    if background is not None:
+                        background.stop()
+                self._reader = self._writer = None
         return evaluated
 
     def _claim_backfill(self) -> dict | None:
@@ -662,8 +702,8 @@ class SegmentsApplication(ServiceApplication):
             rows = ahead.rows(self)
         else:
             rows = self._page_rows(job["after"], size)
-        if len(rows) == size and not self.rm.sqlite:  # SQLite reads are in-process anyway
-            self._next_page = NextPage(self, job, rows[-1]["profile_id"], size)
+        if len(rows) == size and self._reader is not None:  # not SQLite: in-process
+            self._next_page = NextPage(self, job, rows[-1]["profile_id"], size, self._reader)
         return rows
 
     def _backfill_page(self, job: dict, page: int) -> int:
@@ -690,8 +730,7 @@ class SegmentsApplication(ServiceApplication):
                   len(work.items) - entered, "done" if finished else "running",
                   _iso(now) if finished else None, job["name"], job["version"])])
             self._settle()  # the page before is saved first: progress is kept in order
-            self._page_write = PageWrite(self, work, aggregates, writes,
-                                         background=not self.rm.sqlite)
+            self._page_write = PageWrite(self, work, aggregates, writes, self._writer)
             changed = self._definitions[0] != job["catalog"]  # claim it again from the row
             self._continued = None if finished or changed else {
                 **job, "after": rows[-1]["profile_id"], "done": job["done"] + len(rows)}

@@ -218,7 +218,7 @@ def slow_page_saves(app: SegmentsApplication, failures: int = 0) -> list[str]:
     save, outcomes = app.save_and_wake, []
 
     def slowly(*aggregates, writes=None):
-        if threading.current_thread().name != "segments-page-write":
+        if threading.current_thread().name != "segments-backfill-write":
             return save(*aggregates, writes=writes)
         time.sleep(0.2)
         if len(outcomes) < failures:
