@@ -243,19 +243,24 @@ class NextPage:
                  background: Background):
         self.key = (job["name"], job["version"], after)
         self.written: set[str] = set()
+        self._size = size
         self._read = background.run(app._page_rows, after, size)
 
-    def rows(self, app: SegmentsApplication) -> list[Any]:
+    def rows(self, app: SegmentsApplication) -> tuple[list[Any], str | None, bool]:
+        """The page's rows as they are now, the last profile id read and whether the page
+        was full (rows of profiles erased since are gone: the page may be shorter)."""
         read = self._read.wait()
         if read.error is not None:
             raise read.error
         rows = read.result or []
+        last, full = (rows[-1]["profile_id"] if rows else None), len(rows) == self._size
         stale = self.written.intersection(row["profile_id"] for row in rows)
         if not stale:
-            return rows
+            return rows, last, full
         fresh = {row["profile_id"]: row for row in app._rows_of(stale)}
         return [fresh[row["profile_id"]] if row["profile_id"] in stale else row
-                for row in rows if row["profile_id"] not in stale or row["profile_id"] in fresh]
+                for row in rows if row["profile_id"] not in stale
+                or row["profile_id"] in fresh], last, full
 
 
 class PageWrite:
@@ -343,6 +348,7 @@ class SegmentsApplication(ServiceApplication):
         rows of the read model (traits, memberships, history) and pending expiries."""
         gone = set(profile_ids)
         with self._turn():
+            self._written(gone)  # a page read ahead holds them still: read it again
             for profile_id in profile_ids:
                 for table in ("profiles", "profile_segments", "members", "history"):
                     self.rm.execute(
@@ -695,20 +701,23 @@ class SegmentsApplication(ServiceApplication):
         return self.rm.query(self._profiles_sql("p.profile_id = ANY(%s)"),
                              [sorted(profile_ids)])
 
-    def _page(self, job: dict, size: int) -> list[Any]:
-        """This page's rows (read ahead if they were), and the next page set reading."""
+    def _page(self, job: dict, size: int) -> tuple[list[Any], str, bool]:
+        """This page's rows (read ahead if they were), the profile id it ends at, and
+        whether more may follow; and the next page set reading."""
         ahead, self._next_page = self._next_page, None
         if ahead is not None and ahead.key == (job["name"], job["version"], job["after"]):
-            rows = ahead.rows(self)
+            rows, last, full = ahead.rows(self)
         else:
             rows = self._page_rows(job["after"], size)
-        if len(rows) == size and self._reader is not None:  # not SQLite: in-process
-            self._next_page = NextPage(self, job, rows[-1]["profile_id"], size, self._reader)
-        return rows
+            last, full = (rows[-1]["profile_id"] if rows else None), len(rows) == size
+        last = last if last is not None else job["after"]
+        if full and self._reader is not None:  # not SQLite: its reads are in-process
+            self._next_page = NextPage(self, job, last, size, self._reader)
+        return rows, last, full
 
     def _backfill_page(self, job: dict, page: int) -> int:
         with self._lock:
-            rows = self._page(job, page)
+            rows, last, full = self._page(job, page)
             definitions, now = self.definitions(), self.clock()
             work = Pass(self, now)
             touched = [definition_key(job["name"])]
@@ -720,20 +729,20 @@ class SegmentsApplication(ServiceApplication):
                 if changes or rewritten:
                     work.record(row["profile_id"], profile, changes, {}, rewritten)
             aggregates, writes = work.collect()
-            finished = len(rows) < page
+            finished = not full
             entered = sum(1 for item in work.items if item["change"] == "entered")
             writes.add(
                 f"UPDATE {self.rm.table('backfills')} SET done = done + %s, after = %s, "
                 "entered = entered + %s, exited = exited + %s, status = %s, finished_at = %s "
                 "WHERE name = %s AND version = %s",
-                [(len(rows), rows[-1]["profile_id"] if rows else job["after"], entered,
+                [(len(rows), last, entered,
                   len(work.items) - entered, "done" if finished else "running",
                   _iso(now) if finished else None, job["name"], job["version"])])
             self._settle()  # the page before is saved first: progress is kept in order
             self._page_write = PageWrite(self, work, aggregates, writes, self._writer)
             changed = self._definitions[0] != job["catalog"]  # claim it again from the row
             self._continued = None if finished or changed else {
-                **job, "after": rows[-1]["profile_id"], "done": job["done"] + len(rows)}
+                **job, "after": last, "done": job["done"] + len(rows)}
         return len(rows)
 
     # ---- queries ----------------------------------------------------------------------

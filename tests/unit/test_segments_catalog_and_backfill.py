@@ -211,6 +211,31 @@ def test_a_profile_changed_live_after_its_page_was_read_ahead_is_judged_as_it_is
     assert app.preview({"trait": "country", "op": "eq", "value": "DE"})["size"] == 1
 
 
+def test_a_profile_erased_after_its_page_was_read_ahead_is_not_written_back(
+        either_app, clock):
+    app, feed = either_app, Feed(either_app, clock)
+    everyone = people(9)
+    for profile_id in everyone:
+        feed.order(profile_id, {"country": "FR"})
+    define(app, "french_buyers", {"and": [FRENCH, BUYER]})
+    erased = everyone[4]  # on the second page, read while the first is evaluated
+    backfill_page = app._backfill_page
+
+    def page_then_erasure(job, page):
+        evaluated = backfill_page(job, page)
+        if job["after"] == "":
+            app.erase_subject([erased], [])
+        return evaluated
+
+    app._backfill_page = page_then_erasure
+    app.run_backfills(page=3)
+
+    assert app.memberships(erased) == {"profile_id": erased, "segments": {}, "history": []}
+    assert app.rm.query(f"SELECT profile_id FROM {app.rm.table('profiles')} "
+                        "WHERE profile_id = %s", [erased]) == []
+    assert app.segment_sizes()["french_buyers"] == 8
+
+
 def slow_page_saves(app: SegmentsApplication, failures: int = 0) -> list[str]:
     """Backfill pages take a while to save (and the first `failures` fail): a live batch
     comes while one is still on the wire. Returns the outcome of each page save made in
