@@ -13,7 +13,8 @@
    p99 per change.
 3. **Backfill.** 100,000 generated profiles with 20 events each are written to the read
    model that the segments service keeps (PostgreSQL by default, a fresh database), with
-   memberships and computed traits already up to date for the catalog. Then a new segment
+   memberships and computed traits already up to date for the catalog, each profile's
+   document and memberships written as the service writes them. Then a new segment
    is defined and its backfill is timed from definition to "done", pages read from the
    read model, memberships and the outbox written per page, as the service does it.
 
@@ -24,6 +25,13 @@ It ends with one line::
 Usage::
 
     python bench/segments.py [--profiles 100000] [--changes 10000] [--database postgres|sqlite]
+                             [--template NAME]
+
+To iterate on the backfill alone: ``--changes 0`` skips part 2, and ``--template NAME``
+(PostgreSQL) keeps the loaded database under NAME on the first run and, on later runs,
+backfills over a fresh copy of it (``CREATE DATABASE ... TEMPLATE``) instead of loading
+again. The copy holds what that first run's code wrote: drop NAME after changing how the
+read model is written.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from services.segments.evaluation import (
     EVERYTHING,
     Definitions,
     encode_profile,
+    encode_segments,
     event_key,
     new_profile,
     next_due,
@@ -191,13 +200,17 @@ def random_change(r: random.Random, profile: dict, now: float) -> set:
     return {event_key(field)}
 
 
-def bench_changes(definitions: Definitions, changes: int, seed: int) -> tuple[float, float]:
-    r = random.Random(seed + 1)
-    profiles = [generate_profile(r, definitions) for _ in range(1000)]
-    # The collector settings of every tessera process (tessera/cli.py).
+def tessera_gc() -> None:
+    """The collector settings of every tessera process (tessera/cli.py)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+
+
+def bench_changes(definitions: Definitions, changes: int, seed: int) -> tuple[float, float]:
+    r = random.Random(seed + 1)
+    profiles = [generate_profile(r, definitions) for _ in range(1000)]
+    tessera_gc()
     timings = []
     for i in range(changes):
         profile = r.choice(profiles)
@@ -211,10 +224,11 @@ def bench_changes(definitions: Definitions, changes: int, seed: int) -> tuple[fl
 
 
 # ---- backfill ------------------------------------------------------------------------------
-def open_app(database: str, workdir: Path) -> SegmentsApplication:
+def open_app(database: str, workdir: Path, dbname: str | None = None) -> SegmentsApplication:
     if database == "postgres":
         os.environ["TESSERA_DATABASE"] = "postgres"
-        os.environ["TESSERA_POSTGRES_DBNAME"] = f"tessera_bench_segments_{uuid.uuid4().hex[:8]}"
+        os.environ["TESSERA_POSTGRES_DBNAME"] = (
+            dbname or f"tessera_bench_segments_{uuid.uuid4().hex[:8]}")
     settings = Settings.from_env()
     if database == "sqlite":
         settings = Settings(data_dir=workdir)
@@ -225,18 +239,22 @@ def load_profiles(app: SegmentsApplication, definitions: Definitions, count: int
                   seed: int) -> None:
     r = random.Random(seed + 2)
     table = app.rm.table("profiles")
+    segments = app.rm.table("profile_segments")
     members = app.rm.table("members")
     started = time.perf_counter()
     for start in range(0, count, 5000):
-        rows, member_rows = [], []
+        rows, segment_rows, member_rows = [], [], []
         for _ in range(min(5000, count - start)):
             profile_id = str(uuid.UUID(int=r.getrandbits(128)))
             profile = generate_profile(r, definitions)
             rows.append((profile_id, encode_profile(profile), next_due(profile)))
+            segment_rows.append((profile_id, encode_segments(profile)))
             member_rows += [(s, profile_id, _iso(NOW)) for s in profile["segments"]]
         with app.rm.datastore.transaction(commit=True) as cursor:
             cursor.executemany(app.rm.sql(f"INSERT INTO {table} (profile_id, doc, due) "
                                           "VALUES (%s, %s, %s)"), rows)
+            cursor.executemany(app.rm.sql(f"INSERT INTO {segments} (profile_id, segments) "
+                                          "VALUES (%s, %s)"), segment_rows)
             cursor.executemany(app.rm.sql(f"INSERT INTO {members} (segment, profile_id, "
                                           "entered_at) VALUES (%s, %s, %s)"), member_rows)
         print(f"  loaded {start + len(rows):>7} profiles "
@@ -259,16 +277,16 @@ def app_order(segments: dict) -> list[str]:
     return dependency_order(segments)
 
 
-def bench_backfill(app: SegmentsApplication) -> tuple[float, dict]:
+def bench_backfill(app: SegmentsApplication) -> tuple[float, float, dict]:
     rule = {"and": [{"event": "Order Completed", "count": {"op": "at_least", "value": 2},
                      "within_days": 90},
                     {"trait": "country", "op": "in", "value": ["FR", "DE", "ES"]}]}
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     app.define_segment("bench_new_segment", SegmentSchema().load(
         {"name": "bench_new_segment", "rule": rule})["rule"])
     app.run_backfills()
-    elapsed = time.perf_counter() - started
-    return elapsed, app.backfill("bench_new_segment")
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return elapsed, cpu, app.backfill("bench_new_segment")
 
 
 def main() -> None:
@@ -277,6 +295,8 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--template", help="PostgreSQL database to keep the loaded profiles "
+                        "in, and to copy on later runs instead of loading again")
     args = parser.parse_args()
 
     segments, computed = generate_catalog(args.seed)
@@ -287,20 +307,34 @@ def main() -> None:
     print("dependents per changing field: " + ", ".join(f"{k}={v}" for k, v in per_field.items()))
     assert min(per_field.values()) >= 10, "each changing field needs 10 dependents"
 
-    median, p99 = bench_changes(definitions, args.changes, args.seed)
-    print(f"incremental change ({args.changes} changes, 20 events per profile): "
-          f"median {median:.1f} us, p99 {p99:.1f} us")
+    median = p99 = float("nan")
+    if not args.changes:
+        tessera_gc()
+    else:
+        median, p99 = bench_changes(definitions, args.changes, args.seed)
+        print(f"incremental change ({args.changes} changes, 20 events per profile): "
+              f"median {median:.1f} us, p99 {p99:.1f} us")
 
     with tempfile.TemporaryDirectory() as workdir:
-        app = open_app(args.database, Path(workdir))
+        if args.template and args.database == "postgres":
+            if not database_exists(args.template):
+                loading = open_app(args.database, Path(workdir), args.template)
+                try:
+                    load(loading, segments, computed, args)
+                finally:
+                    loading.close()
+            dbname = f"tessera_bench_segments_{uuid.uuid4().hex[:8]}"
+            copy_database(args.template, dbname)
+            app = open_app(args.database, Path(workdir), dbname)
+        else:
+            app = open_app(args.database, Path(workdir))
+            load(app, segments, computed, args)
         try:
-            define_catalog(app, segments, computed)
-            print(f"loading {args.profiles} profiles into the read model ({args.database})")
-            load_profiles(app, app.definitions(), args.profiles, args.seed)
-            elapsed, progress = bench_backfill(app)
+            elapsed, cpu, progress = bench_backfill(app)
             rate = progress["done"] / elapsed
             print(f"backfill of a new segment: {progress['done']} profiles in {elapsed:.2f} s, "
-                  f"{progress['entered']} entered ({rate:,.0f} profiles/s)")
+                  f"{progress['entered']} entered ({rate:,.0f} profiles/s; this process's CPU "
+                  f"{cpu / progress['done'] * 1e6:.1f} us per profile)")
         finally:
             app.close()
             drop_database(args.database)
@@ -308,14 +342,37 @@ def main() -> None:
           f"backfill {rate:.0f} profiles/s")
 
 
+def load(app: SegmentsApplication, segments: dict, computed: dict,
+         args: argparse.Namespace) -> None:
+    define_catalog(app, segments, computed)
+    print(f"loading {args.profiles} profiles into the read model ({args.database})")
+    load_profiles(app, app.definitions(), args.profiles, args.seed)
+
+
+def _admin():
+    import psycopg
+    settings = Settings.from_env()
+    return psycopg.connect(f"host={settings.postgres_host} port={settings.postgres_port} "
+                           f"user={settings.postgres_user} dbname=postgres", autocommit=True)
+
+
+def database_exists(name: str) -> bool:
+    os.environ["TESSERA_DATABASE"] = "postgres"
+    with _admin() as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                            (name,)).fetchone() is not None
+
+
+def copy_database(template: str, name: str) -> None:
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+
+
 def drop_database(database: str) -> None:
     if database != "postgres":
         return
-    import psycopg
     settings = Settings.from_env()
-    with psycopg.connect(f"host={settings.postgres_host} port={settings.postgres_port} "
-                         f"user={settings.postgres_user} dbname=postgres",
-                         autocommit=True) as conn:
+    with _admin() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{settings.postgres_dbname}" WITH (FORCE)')
 
 

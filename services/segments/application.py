@@ -14,6 +14,8 @@ State lives in two places, written in one transaction per batch:
 from __future__ import annotations
 
 import contextlib
+import logging
+import queue
 import threading
 import time
 import uuid
@@ -35,6 +37,7 @@ from services.segments.evaluation import (
     definition_key,
     dependency_order,
     encode_profile,
+    encode_segments,
     event_key,
     new_profile,
     next_due,
@@ -49,7 +52,10 @@ from shared.privacy import subject_of_profile
 from shared.readmodel import Writes
 from shared.store import ServiceApplication
 
+log = logging.getLogger(__name__)
+
 BACKFILL_PAGE = 2000
+BACKFILL_LEASE_SECONDS = 30.0
 
 
 class DefinitionError(ValueError):
@@ -79,6 +85,11 @@ def _tables(sqlite: bool, t: Callable[[str], str]) -> list[str]:
         f"CREATE INDEX IF NOT EXISTS profiles_due ON {t('profiles')} (due)"
         if sqlite else
         f"CREATE INDEX IF NOT EXISTS profiles_due ON {t('profiles')} (due) WHERE due IS NOT NULL",
+        # Each profile's memberships (a JSON list), apart from its document: a backfill that
+        # only changes memberships writes this short row, not the document.
+        f"CREATE TABLE IF NOT EXISTS {t('profile_segments')} (profile_id TEXT PRIMARY KEY, "
+        "segments TEXT NOT NULL)",
+        *([] if sqlite else [f"ALTER TABLE {t('profile_segments')} SET (fillfactor = 70)"]),
         f"CREATE TABLE IF NOT EXISTS {t('members')} (segment TEXT NOT NULL, "
         "profile_id TEXT NOT NULL, entered_at TEXT NOT NULL, PRIMARY KEY (segment, profile_id))",
         f"CREATE TABLE IF NOT EXISTS {t('history')} (profile_id TEXT NOT NULL, "
@@ -98,16 +109,21 @@ class Pass:
 
     def __init__(self, app: SegmentsApplication, now: float):
         self.app, self.now = app, now
-        self.dirty: dict[str, dict] = {}
+        self.at = _iso(now)
+        self.dirty: dict[str, dict] = {}  # documents to write
+        self.recorded: dict[str, dict] = {}  # memberships to write (documents' and more)
         self.items: list[dict[str, Any]] = []
         self.writes = Writes()
         self._membership: dict[tuple[str, str], str | None] = {}  # final state per pass
         self._history: list[tuple] = []
 
     def record(self, profile_id: str, profile: dict, changes: list[MembershipChange],
-               origin: dict[str, Any]) -> None:
-        self.dirty[profile_id] = profile
-        at = _iso(self.now)
+               origin: dict[str, Any], rewritten: bool = True) -> None:
+        """`rewritten`: whether anything besides memberships changed (the document)."""
+        if rewritten:
+            self.dirty[profile_id] = profile
+        self.recorded[profile_id] = profile
+        at = self.at
         traits = {**profile["traits"], **profile["computed"]}
         for change in changes:
             kind = "entered" if change.entered else "exited"
@@ -123,7 +139,7 @@ class Pass:
 
     def collect(self) -> tuple[list[Any], Writes]:
         t = self.app.rm.table
-        self.app._written(self.dirty)
+        self.app._written(self.recorded)
         members_out = [key for key, at in self._membership.items() if at is None]
         members_in = [(*key, at) for key, at in self._membership.items() if at is not None]
         self.writes.add(
@@ -133,6 +149,15 @@ class Pass:
             bulk=f"INSERT INTO {t('profiles')} (profile_id, doc, due) SELECT * FROM "
                  "unnest(%b::text[], %b::bytea[], %b::float8[]) ON CONFLICT (profile_id) "
                  "DO UPDATE SET doc = excluded.doc, due = excluded.due")
+        # Every profile recorded, also those whose memberships did not change: a document
+        # written before memberships moved out of it then leaves them beside it.
+        self.writes.add(
+            f"INSERT INTO {t('profile_segments')} (profile_id, segments) VALUES (%s, %s) "
+            "ON CONFLICT (profile_id) DO UPDATE SET segments = excluded.segments",
+            [(pid, encode_segments(doc)) for pid, doc in self.recorded.items()],
+            bulk=f"INSERT INTO {t('profile_segments')} (profile_id, segments) SELECT * FROM "
+                 "unnest(%b::text[], %b::text[]) ON CONFLICT (profile_id) "
+                 "DO UPDATE SET segments = excluded.segments")
         self.writes.add(
             f"DELETE FROM {t('members')} WHERE segment = %s AND profile_id = %s",
             members_out,
@@ -155,8 +180,56 @@ class Pass:
         return aggregates, self.writes
 
     def scheduled(self) -> Iterable[tuple[str, float | None]]:
-        for profile_id, profile in self.dirty.items():
+        for profile_id, profile in self.dirty.items():  # due changes only with the document
             yield profile_id, next_due(profile)
+
+
+class Background:
+    """A thread that runs, in turn, what a backfill hands it (reads ahead, or page saves).
+
+    Started once per `run_backfills`, not per page: starting a thread waits until it runs,
+    and in a busy process that wait is long. A thread, or a green thread once eventlet has
+    patched threading: either way a query is on the wire while this process evaluates.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._tasks: queue.Queue[Task | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Task:
+        task = Task(call, args, kwargs)
+        self._tasks.put(task)
+        time.sleep(0)  # let a green worker send its query before we stop yielding
+        return task
+
+    def stop(self) -> None:
+        """After what was handed over (a read ahead left for later finishes unwatched)."""
+        self._tasks.put(None)
+
+    def _run(self) -> None:
+        while (task := self._tasks.get()) is not None:
+            task.run()
+
+
+class Task:
+    def __init__(self, call: Callable[..., Any], args: tuple, kwargs: dict):
+        self._call, self._args, self._kwargs = call, args, kwargs
+        self._done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self._call(*self._args, **self._kwargs)
+        except BaseException as error:  # for whoever waits for the task
+            self.error = error
+        finally:
+            self._done.set()
+
+    def wait(self) -> Task:
+        self._done.wait()
+        return self
 
 
 class NextPage:
@@ -166,35 +239,56 @@ class NextPage:
     process writes in the meantime (live batches between pages) are read again before use.
     """
 
-    def __init__(self, app: SegmentsApplication, job: dict, after: str, size: int):
+    def __init__(self, app: SegmentsApplication, job: dict, after: str, size: int,
+                 background: Background):
         self.key = (job["name"], job["version"], after)
         self.written: set[str] = set()
-        self._rows: list[Any] | None = None
-        self._error: BaseException | None = None
-        # A thread, or a green thread once eventlet has patched threading: either way the
-        # query is on the wire while the current page is evaluated.
-        self._reader = threading.Thread(target=self._read, args=(app, after, size),
-                                        name="segments-next-page", daemon=True)
-        self._reader.start()
-        time.sleep(0)  # let a green reader send its query before we stop yielding
+        self._size = size
+        self._read = background.run(app._page_rows, after, size)
 
-    def _read(self, app: SegmentsApplication, after: str, size: int) -> None:
-        try:
-            self._rows = app._page_rows(after, size)
-        except BaseException as error:  # re-raised where the page is used
-            self._error = error
-
-    def rows(self, app: SegmentsApplication) -> list[Any]:
-        self._reader.join()
-        if self._error is not None:
-            raise self._error
-        rows = self._rows or []
+    def rows(self, app: SegmentsApplication) -> tuple[list[Any], str | None, bool]:
+        """The page's rows as they are now, the last profile id read and whether the page
+        was full (rows of profiles erased since are gone: the page may be shorter)."""
+        read = self._read.wait()
+        if read.error is not None:
+            raise read.error
+        rows = read.result or []
+        last, full = (rows[-1]["profile_id"] if rows else None), len(rows) == self._size
         stale = self.written.intersection(row["profile_id"] for row in rows)
         if not stale:
-            return rows
+            return rows, last, full
         fresh = {row["profile_id"]: row for row in app._rows_of(stale)}
         return [fresh[row["profile_id"]] if row["profile_id"] in stale else row
-                for row in rows if row["profile_id"] not in stale or row["profile_id"] in fresh]
+                for row in rows if row["profile_id"] not in stale
+                or row["profile_id"] in fresh], last, full
+
+
+class PageWrite:
+    """A backfill page's save, on the wire while the next page is evaluated.
+
+    PostgreSQL writes it on its own core while this process evaluates the next page, whose
+    profiles are other ones. Whoever takes the lock next (a live batch, an expiry tick, a
+    definition, the next page's save) waits for it first (`SegmentsApplication._turn`), so
+    nothing reads a profile of the page before the page is saved, and pages are saved in
+    order. Its expiries are scheduled once it is saved.
+    """
+
+    def __init__(self, app: SegmentsApplication, work: Pass, aggregates: list[Any],
+                 writes: Writes, background: Background | None):
+        self._work = work
+        save = app.save_and_wake
+        if background is None:  # SQLite writes in-process anyway
+            self._save = Task(save, aggregates, {"writes": writes})
+            self._save.run()
+        else:
+            self._save = background.run(save, *aggregates, writes=writes)
+
+    def wait(self) -> BaseException | None:
+        """Once the page is saved: None, or what stopped it (nothing of it was saved)."""
+        error = self._save.wait().error
+        if error is None:
+            self._work.app._schedule(self._work)
+        return error
 
 
 class SegmentsApplication(ServiceApplication):
@@ -215,10 +309,37 @@ class SegmentsApplication(ServiceApplication):
         self._definitions: tuple[int, Definitions] | None = None
         self._owner = uuid.uuid4().hex
         self._next_page: NextPage | None = None
+        self._page_write: PageWrite | None = None
+        # While run_backfills runs, on PostgreSQL: reads ahead, and page saves, each in turn.
+        self._reader: Background | None = None
+        self._writer: Background | None = None
+        self._continued: dict | None = None  # the backfill this process is paging through
         # (when, profile_id): the next moment a window may change a profile's answers.
         self._expiries = ExpiryQueue(
             (row["profile_id"], row["due"]) for row in self.rm.query(
                 f"SELECT profile_id, due FROM {self.rm.table('profiles')} WHERE due IS NOT NULL"))
+
+    @contextlib.contextmanager
+    def _turn(self):
+        """The lock, once the backfill page being saved (if any) is: whoever reads or
+        writes profiles next sees them as that page left them."""
+        with self._lock:
+            self._settle(reraise=False)
+            yield
+
+    def _settle(self, reraise: bool = True) -> None:
+        """Wait for the backfill page being saved. If its save failed, the backfill goes
+        on from the last page saved; the failure is the backfill's (`reraise`), not that
+        of a live batch that only waited for it."""
+        writing, self._page_write = self._page_write, None
+        error = writing.wait() if writing is not None else None
+        if error is None:
+            return
+        self._continued, self._next_page = None, None
+        if reraise:
+            raise error
+        log.warning("a backfill page was not saved (%s); the backfill resumes from the "
+                    "last page saved", error)
 
     # ---- erasure ----------------------------------------------------------------------
     def erase_subject(self, profile_ids: list[str], identifiers: list[list[str]],
@@ -226,9 +347,10 @@ class SegmentsApplication(ServiceApplication):
         """Erasure (services/consent/erasure.py): the profiles' keys go, and so do their
         rows of the read model (traits, memberships, history) and pending expiries."""
         gone = set(profile_ids)
-        with self._lock:
+        with self._turn():
+            self._written(gone)  # a page read ahead holds them still: read it again
             for profile_id in profile_ids:
-                for table in ("profiles", "members", "history"):
+                for table in ("profiles", "profile_segments", "members", "history"):
                     self.rm.execute(
                         f"DELETE FROM {self.rm.table(table)} WHERE profile_id = %s",
                         (profile_id,))
@@ -261,7 +383,7 @@ class SegmentsApplication(ServiceApplication):
         return self._definitions[1]
 
     def define_segment(self, name: str, rule: dict, description: str = "") -> dict:
-        with self._lock:
+        with self._turn():
             catalog = self._fresh_catalog()
             self._check_references(catalog, name, rule)
             catalog.define(name, rule, description, _iso(self.clock()))
@@ -271,7 +393,7 @@ class SegmentsApplication(ServiceApplication):
             return {**definition, "backfill": self.backfill(name)}
 
     def remove_segment(self, name: str) -> bool:
-        with self._lock:
+        with self._turn():
             catalog = self._fresh_catalog()
             if name not in catalog.segments:
                 return False
@@ -284,7 +406,7 @@ class SegmentsApplication(ServiceApplication):
             return True
 
     def define_computed_trait(self, definition: dict) -> dict:
-        with self._lock:
+        with self._turn():
             catalog = self._fresh_catalog()
             name = definition["name"]
             catalog.define_computed(name, definition, _iso(self.clock()))
@@ -294,7 +416,7 @@ class SegmentsApplication(ServiceApplication):
             return {**saved, "backfill": self.backfill(name)}
 
     def remove_computed_trait(self, name: str) -> bool:
-        with self._lock:
+        with self._turn():
             catalog = self._fresh_catalog()
             if name not in catalog.computed:
                 return False
@@ -331,7 +453,7 @@ class SegmentsApplication(ServiceApplication):
         fresh = self.fresh_items(tracking_key, items)
         if not fresh:
             return 0
-        with self._lock:
+        with self._turn():
             definitions, now = self.definitions(), self.clock()
             profiles = self._load({i["profile_id"] for i in fresh}
                                   | {m for i in fresh for m in i.get("merged_from", ())}
@@ -418,16 +540,14 @@ class SegmentsApplication(ServiceApplication):
     def _load(self, profile_ids: Iterable[str]) -> dict[str, dict]:
         ids = sorted(set(profile_ids))
         found: dict[str, dict] = {}
-        table = self.rm.table("profiles")
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
             if self.rm.sqlite:
-                rows = self.rm.query(f"SELECT profile_id, doc FROM {table} WHERE profile_id IN "
-                                     f"({', '.join('%s' for _ in chunk)})", chunk)
+                rows = self.rm.query(self._profiles_sql(
+                    f"p.profile_id IN ({', '.join('%s' for _ in chunk)})"), chunk)
             else:
-                rows = self.rm.query(
-                    f"SELECT profile_id, doc FROM {table} WHERE profile_id = ANY(%s)", [chunk])
-            found.update((row["profile_id"], decode_profile(row["doc"])) for row in rows)
+                rows = self.rm.query(self._profiles_sql("p.profile_id = ANY(%s)"), [chunk])
+            found.update((row["profile_id"], _decoded(row)) for row in rows)
         return {pid: found.get(pid) or new_profile() for pid in ids}
 
     def _schedule(self, work: Pass) -> None:
@@ -441,7 +561,7 @@ class SegmentsApplication(ServiceApplication):
         due = self._expiries.pop_due(now)
         if not due:
             return 0
-        with self._lock:
+        with self._turn():
             definitions = self.definitions()
             work = Pass(self, now)
             for profile_id, profile in self._load(due).items():
@@ -493,82 +613,136 @@ class SegmentsApplication(ServiceApplication):
         off the same backfill.
         """
         started, evaluated, done = time.monotonic(), 0, 0
-        while pages is None or done < pages:
-            if budget_seconds is not None and time.monotonic() - started >= budget_seconds:
-                break
-            job = self._claim_backfill()
-            if job is None:
-                break
-            evaluated += self._backfill_page(job, page)
-            done += 1
-        # A page read ahead and left for later would grow stale unwatched (other replicas'
-        # writes are not seen by `written`): read it again next time.
-        self._next_page = None
+        if not self.rm.sqlite:
+            self._reader = Background("segments-backfill-read")
+            self._writer = Background("segments-backfill-write")
+        try:
+            while pages is None or done < pages:
+                if budget_seconds is not None and time.monotonic() - started >= budget_seconds:
+                    break
+                job = self._claim_backfill()
+                if job is None:
+                    break
+                evaluated += self._backfill_page(job, page)
+                done += 1
+        finally:
+            # A page read ahead and left for later would grow stale unwatched (other
+            # replicas' writes are not seen by `written`): read it again next time. The
+            # last page is saved before this returns.
+            self._next_page, self._continued = None, None
+            try:
+                with self._lock:
+                    self._settle()
+            finally:
+                for background in (self._reader, self._writer):
+                    if background is not None:
+                        background.stop()
+                self._reader = self._writer = None
         return evaluated
 
     def _claim_backfill(self) -> dict | None:
+        """The backfill to page through: the one this process is already in while its
+        lease has time left and the catalog has not changed (the row in the read model may
+        be a page behind, its save on the wire), otherwise the first running one free."""
+        continued = self._continued
+        if (continued is not None and self.clock() < continued["lease_until"]
+                - BACKFILL_LEASE_SECONDS / 2):
+            return continued  # the page checks the catalog (`_backfill_page`)
+        with self._lock:
+            self._settle()
+            catalog = self._catalog_version()
         table, now = self.rm.table("backfills"), self.clock()
         for row in self.rm.query(f"SELECT name FROM {table} WHERE status = 'running' "
                                  "ORDER BY started_at"):
             self.rm.execute(
                 f"UPDATE {table} SET owner = %s, lease_until = %s WHERE name = %s AND "
                 "status = 'running' AND (owner IS NULL OR owner = %s OR lease_until < %s)",
-                [self._owner, now + 30, row["name"], self._owner, now])
+                [self._owner, now + BACKFILL_LEASE_SECONDS, row["name"], self._owner, now])
             claimed = self.rm.query(f"SELECT * FROM {table} WHERE name = %s AND owner = %s "
                                     "AND status = 'running'", [row["name"], self._owner])
             if claimed:
-                return claimed[0]
+                return {**claimed[0], "catalog": catalog}
         return None
+
+    def _catalog_version(self) -> int:
+        self.definitions()  # notices a catalog another replica changed
+        return self._definitions[0]
 
     def _written(self, profile_ids: Iterable[str]) -> None:
         if self._next_page is not None:
             self._next_page.written.update(profile_ids)
 
+    def _profiles_sql(self, where: str) -> str:
+        """Some profiles' documents and memberships (rows for `_decoded`)."""
+        return (f"SELECT p.profile_id, p.doc, s.segments FROM {self.rm.table('profiles')} p "
+                f"LEFT JOIN {self.rm.table('profile_segments')} s "
+                f"ON s.profile_id = p.profile_id WHERE {where}")
+
     def _page_rows(self, after: str, size: int) -> list[Any]:
-        return self.rm.query(f"SELECT profile_id, doc FROM {self.rm.table('profiles')} "
-                             "WHERE profile_id > %s ORDER BY profile_id LIMIT %s", [after, size])
+        # The bound is given to both sides: the planner does not carry it across the left
+        # join, and would otherwise read memberships from the first row at every page.
+        return self.rm.query(
+            f"SELECT p.profile_id, p.doc, s.segments FROM {self.rm.table('profiles')} p "
+            f"LEFT JOIN {self.rm.table('profile_segments')} s ON s.profile_id = p.profile_id "
+            "AND s.profile_id > %s WHERE p.profile_id > %s ORDER BY p.profile_id LIMIT %s",
+            [after, after, size])
+
+    def _pages(self, size: int = BACKFILL_PAGE) -> Iterable[list[Any]]:
+        after = ""
+        while True:
+            rows = self._page_rows(after, size)
+            if rows:
+                yield rows
+            if len(rows) < size:
+                return
+            after = rows[-1]["profile_id"]
 
     def _rows_of(self, profile_ids: Iterable[str]) -> list[Any]:
-        return self.rm.query(f"SELECT profile_id, doc FROM {self.rm.table('profiles')} "
-                             "WHERE profile_id = ANY(%s)", [sorted(profile_ids)])
+        return self.rm.query(self._profiles_sql("p.profile_id = ANY(%s)"),
+                             [sorted(profile_ids)])
 
-    def _page(self, job: dict, size: int) -> list[Any]:
-        """This page's rows (read ahead if they were), and the next page set reading."""
+    def _page(self, job: dict, size: int) -> tuple[list[Any], str, bool]:
+        """This page's rows (read ahead if they were), the profile id it ends at, and
+        whether more may follow; and the next page set reading."""
         ahead, self._next_page = self._next_page, None
         if ahead is not None and ahead.key == (job["name"], job["version"], job["after"]):
-            rows = ahead.rows(self)
+            rows, last, full = ahead.rows(self)
         else:
             rows = self._page_rows(job["after"], size)
-        if len(rows) == size and not self.rm.sqlite:  # SQLite reads are in-process anyway
-            self._next_page = NextPage(self, job, rows[-1]["profile_id"], size)
-        return rows
+            last, full = (rows[-1]["profile_id"] if rows else None), len(rows) == size
+        last = last if last is not None else job["after"]
+        if full and self._reader is not None:  # not SQLite: its reads are in-process
+            self._next_page = NextPage(self, job, last, size, self._reader)
+        return rows, last, full
 
     def _backfill_page(self, job: dict, page: int) -> int:
         with self._lock:
-            rows = self._page(job, page)
+            rows, last, full = self._page(job, page)
             definitions, now = self.definitions(), self.clock()
             work = Pass(self, now)
             touched = [definition_key(job["name"])]
             for row in rows:
-                profile = decode_profile(row["doc"])
+                profile = _decoded(row)
                 if profile["merged_into"] is not None:
                     continue
-                before = profile["due"], dict(profile["computed"])
-                changes = definitions.reevaluate(profile, touched, now)
-                if changes or before != (profile["due"], profile["computed"]):
-                    work.record(row["profile_id"], profile, changes, {})
+                changes, rewritten = definitions.reevaluated(profile, touched, now)
+                if changes or rewritten:
+                    work.record(row["profile_id"], profile, changes, {}, rewritten)
             aggregates, writes = work.collect()
-            finished = len(rows) < page
+            finished = not full
             entered = sum(1 for item in work.items if item["change"] == "entered")
             writes.add(
                 f"UPDATE {self.rm.table('backfills')} SET done = done + %s, after = %s, "
                 "entered = entered + %s, exited = exited + %s, status = %s, finished_at = %s "
                 "WHERE name = %s AND version = %s",
-                [(len(rows), rows[-1]["profile_id"] if rows else job["after"], entered,
+                [(len(rows), last, entered,
                   len(work.items) - entered, "done" if finished else "running",
                   _iso(now) if finished else None, job["name"], job["version"])])
-            self.save_and_wake(*aggregates, writes=writes)
-            self._schedule(work)
+            self._settle()  # the page before is saved first: progress is kept in order
+            self._page_write = PageWrite(self, work, aggregates, writes, self._writer)
+            changed = self._definitions[0] != job["catalog"]  # claim it again from the row
+            self._continued = None if finished or changed else {
+                **job, "after": last, "done": job["done"] + len(rows)}
         return len(rows)
 
     # ---- queries ----------------------------------------------------------------------
@@ -630,11 +804,9 @@ class SegmentsApplication(ServiceApplication):
         self._check_references(catalog, "__preview__", rule)
         compiled, now = compile_rule(rule), self.clock()
         size, scanned, chosen = 0, 0, []
-        for rows in self.rm.pages(f"SELECT profile_id, doc FROM {self.rm.table('profiles')} "
-                                  "WHERE profile_id > %s ORDER BY profile_id LIMIT %s",
-                                  "profile_id", BACKFILL_PAGE):
+        for rows in self._pages():
             for row in rows:
-                profile = decode_profile(row["doc"])
+                profile = _decoded(row)
                 if profile["merged_into"] is not None:
                     continue
                 scanned += 1
@@ -646,6 +818,10 @@ class SegmentsApplication(ServiceApplication):
                         chosen.append({"profile_id": row["profile_id"],
                                        "traits": profile["traits"]})
         return {"size": size, "profiles_scanned": scanned, "sample": chosen}
+
+
+def _decoded(row: Any) -> dict[str, Any]:
+    return decode_profile(row["doc"], row["segments"])
 
 
 def _occurrence(summary: dict | None) -> tuple[str, float, dict] | None:

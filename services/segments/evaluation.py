@@ -6,6 +6,8 @@ A profile as segments sees it is a plain dict (kept in the read model, see appli
      "computed": {trait: value}, "segments": {segment, ...},
      "due": epoch or None, "merged_into": None}
 
+Stored, "segments" is kept apart from the rest (`encode_segments`, `encode_profile`).
+
 `Definitions` compiles the catalog once per version into a dependency index: trait, event
 and segment keys -> the computed traits and segments that read them. A change names the
 keys it touched; only their dependents are re-evaluated, computed traits first (segments
@@ -44,6 +46,7 @@ MAX_OCCURRENCES_PER_EVENT = 1000
 Key = tuple[str, str]
 TIME: Key = ("time", "")
 EVERYTHING: Key = ("all", "")
+_NOTHING: frozenset = frozenset()
 
 
 def trait_key(name: str) -> Key:
@@ -108,15 +111,27 @@ class EventLog(dict):
 
 
 def encode_profile(profile: dict[str, Any]) -> bytes:
+    """The profile's document, without its memberships (`encode_segments`): a backfill
+    that changes only memberships then writes a short row, not the whole document."""
     events = profile["events"]
     encoded = events.encoded() if isinstance(events, EventLog) else EventLog(events).encoded()
-    return orjson.dumps({**profile, "events": encoded, "segments": sorted(profile["segments"])})
+    document = {**profile, "events": encoded}
+    del document["segments"]
+    return orjson.dumps(document)
 
 
-def decode_profile(document: bytes) -> dict[str, Any]:
+def encode_segments(profile: dict[str, Any]) -> str:
+    return orjson.dumps(sorted(profile["segments"])).decode()
+
+
+def decode_profile(document: bytes, segments: str | None = None) -> dict[str, Any]:
+    """A profile from its document and its memberships, kept beside it. A profile not
+    written since memberships moved out of documents has none beside it: its document
+    holds them."""
     profile = orjson.loads(document)
     profile["events"] = EventLog(profile["events"])
-    profile["segments"] = set(profile["segments"])
+    profile["segments"] = set(orjson.loads(segments) if segments is not None
+                              else profile.get("segments", ()))
     return profile
 
 
@@ -188,9 +203,17 @@ class Definitions:
 
         Mutates the profile's computed traits, segments and due.
         """
+        return self.reevaluated(profile, changed, now)[0]
+
+    def reevaluated(self, profile: dict[str, Any], changed: Iterable[Key],
+                    now: float) -> tuple[list[MembershipChange], bool]:
+        """`reevaluate`, and whether the profile's computed traits or due changed too: a
+        backfill writes a profile only if something did."""
         changed = set(changed)
         soonest: list[float] = []
-        changed |= self._update_computed(profile, changed, now, soonest)
+        due = profile["due"]
+        computed = self._update_computed(profile, changed, now, soonest)
+        changed |= computed
         state = State(traits=self._traits(profile), events=profile["events"], now=now,
                       segments=profile["segments"])
         changes = self._exit_removed(profile)
@@ -225,13 +248,13 @@ class Definitions:
         everything = TIME in changed or EVERYTHING in changed
         kept = None if everything else profile["due"]
         profile["due"] = min(soonest, default=None) if kept is None else min([kept, *soonest])
-        return changes
+        return changes, bool(computed) or profile["due"] != due
 
     def _update_computed(self, profile: dict, changed: set[Key], now: float,
                          soonest: list[float]) -> set[Key]:
         names: set[str] = set()
         for key in changed:
-            names |= self.computed_dependents.get(key, set())
+            names |= self.computed_dependents.get(key, _NOTHING)
         gone: Iterable[str] = ()
         if not self.computed.keys() >= profile["computed"].keys():  # definitions removed
             gone = profile["computed"].keys() - self.computed.keys()

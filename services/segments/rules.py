@@ -27,14 +27,19 @@ DAY = 86_400.0
 Occurrences = Sequence[Sequence[Any]]  # [(epoch, properties), ...] in time order
 
 
-@dataclass(frozen=True)
 class State:
-    traits: Mapping[str, Any]
-    events: Mapping[str, Occurrences]
-    now: float
-    segments: Collection[str] = frozenset()
-    # Rules of one pass often filter the same events the same way: filter once per pass.
-    matched: dict[Any, list] = field(default_factory=dict, compare=False, repr=False)
+    """What rules read: a profile's traits, behaviour and memberships, at `now`.
+
+    A plain class, not a dataclass: one is made per evaluation (per profile of a backfill
+    page), and a frozen dataclass's __init__ costs several times more."""
+
+    __slots__ = ("events", "matched", "now", "segments", "traits")
+
+    def __init__(self, traits: Mapping[str, Any], events: Mapping[str, Occurrences],
+                 now: float, segments: Collection[str] = frozenset()):
+        self.traits, self.events, self.now, self.segments = traits, events, now, segments
+        # Rules of one pass often filter the same events the same way: filter once per pass.
+        self.matched: dict[Any, list] = {}
 
 
 def _never(state: State) -> float | None:
@@ -53,8 +58,11 @@ class Rule:
 
 
 def _earliest(*moments: float | None) -> float | None:
-    known = [m for m in moments if m is not None]
-    return min(known) if known else None
+    soonest = None
+    for moment in moments:  # a loop, not min() over a filtered list: called per rule
+        if moment is not None and (soonest is None or moment < soonest):
+            soonest = moment
+    return soonest
 
 
 def parse_time(value: Any) -> float | None:
@@ -320,7 +328,19 @@ def _segment_rule(spec: dict) -> Rule:
 def _earliest_of(parts: list[Rule]) -> Callable[[State], float | None]:
     if not parts:
         return _never
-    return lambda s: _earliest(*(p.next_expiry(s) for p in parts))
+    if len(parts) == 1:
+        return parts[0].next_expiry
+    expiries = [p.next_expiry for p in parts]
+
+    def earliest(state: State) -> float | None:
+        soonest = None
+        for next_expiry in expiries:
+            moment = next_expiry(state)
+            if moment is not None and (soonest is None or moment < soonest):
+                soonest = moment
+        return soonest
+
+    return earliest
 
 
 def _combine(kind: str, parts: list[Rule]) -> Rule:

@@ -3,8 +3,11 @@ changed rule over profiles already known, preview, members, and a restart."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 
+import orjson
 import pytest
 from segments_support import ADA, BOB, Clock, Feed, define, membership_changes
 
@@ -206,6 +209,150 @@ def test_a_profile_changed_live_after_its_page_was_read_ahead_is_judged_as_it_is
     assert members == [p for p in everyone if p != moved]
     assert moved not in [c["profile_id"] for c in membership_changes(app)]
     assert app.preview({"trait": "country", "op": "eq", "value": "DE"})["size"] == 1
+
+
+def test_a_profile_erased_after_its_page_was_read_ahead_is_not_written_back(
+        either_app, clock):
+    app, feed = either_app, Feed(either_app, clock)
+    everyone = people(9)
+    for profile_id in everyone:
+        feed.order(profile_id, {"country": "FR"})
+    define(app, "french_buyers", {"and": [FRENCH, BUYER]})
+    erased = everyone[4]  # on the second page, read while the first is evaluated
+    backfill_page = app._backfill_page
+
+    def page_then_erasure(job, page):
+        evaluated = backfill_page(job, page)
+        if job["after"] == "":
+            app.erase_subject([erased], [])
+        return evaluated
+
+    app._backfill_page = page_then_erasure
+    app.run_backfills(page=3)
+
+    assert app.memberships(erased) == {"profile_id": erased, "segments": {}, "history": []}
+    assert app.rm.query(f"SELECT profile_id FROM {app.rm.table('profiles')} "
+                        "WHERE profile_id = %s", [erased]) == []
+    assert app.segment_sizes()["french_buyers"] == 8
+
+
+def slow_page_saves(app: SegmentsApplication, failures: int = 0) -> list[str]:
+    """Backfill pages take a while to save (and the first `failures` fail): a live batch
+    comes while one is still on the wire. Returns the outcome of each page save made in
+    the background (PostgreSQL; SQLite saves pages before going on)."""
+    save, outcomes = app.save_and_wake, []
+
+    def slowly(*aggregates, writes=None):
+        if threading.current_thread().name != "segments-backfill-write":
+            return save(*aggregates, writes=writes)
+        time.sleep(0.2)
+        if len(outcomes) < failures:
+            outcomes.append("failed")
+            raise ConnectionError("the database went away")
+        outcomes.append("saved")
+        return save(*aggregates, writes=writes)
+
+    app.save_and_wake = slowly
+    return outcomes
+
+
+def live_change_after_first_page(app: SegmentsApplication, feed: Feed, item: dict) -> None:
+    backfill_page = app._backfill_page
+
+    def page_then_live_traffic(job, page):
+        evaluated = backfill_page(job, page)
+        if job["after"] == "":
+            feed.send(item)  # live, while the page is being saved
+        return evaluated
+
+    app._backfill_page = page_then_live_traffic
+
+
+def test_a_live_change_to_a_profile_of_a_page_being_saved_applies_after_the_page(
+        either_app, clock):
+    app, feed = either_app, Feed(either_app, clock)
+    everyone = people(9)
+    for profile_id in everyone:
+        feed.order(profile_id, {"country": "FR"})
+    define(app, "french_buyers", {"and": [FRENCH, BUYER]})
+    moved = everyone[1]  # on the first page
+    outcomes = slow_page_saves(app)
+    live_change_after_first_page(app, feed, feed.item(moved, {"country": "DE"}))
+    app.run_backfills(page=3)
+
+    members = [m["profile_id"] for m in app.members("french_buyers")["members"]]
+    assert members == [p for p in everyone if p != moved]
+    assert [c["change"] for c in membership_changes(app) if c["profile_id"] == moved] == [
+        "entered", "exited"]
+    # Three pages of three and the empty page that ends the backfill, saved in the background.
+    assert outcomes == ([] if app.rm.sqlite else ["saved"] * 4)
+
+
+def test_a_page_that_failed_to_save_is_evaluated_again_and_the_live_batch_still_applies(
+        either_app, clock):
+    app, feed = either_app, Feed(either_app, clock)
+    if app.rm.sqlite:
+        pytest.skip("SQLite saves a page before going on: no save in the background")
+    everyone = people(9)
+    for profile_id in everyone:
+        feed.order(profile_id, {"country": "FR"})
+    define(app, "french_buyers", {"and": [FRENCH, BUYER]})
+    moved = everyone[1]  # on the first page, whose save fails
+    outcomes = slow_page_saves(app, failures=1)
+    live_change_after_first_page(app, feed, feed.item(moved, {"country": "DE"}))
+    app.run_backfills(page=3)
+
+    assert app.backfill("french_buyers")["status"] == "done"
+    members = [m["profile_id"] for m in app.members("french_buyers")["members"]]
+    assert members == [p for p in everyone if p != moved]
+    entries = [c["profile_id"] for c in membership_changes(app) if c["change"] == "entered"]
+    assert sorted(entries) == [p for p in everyone if p != moved]
+    assert outcomes[0] == "failed"
+
+
+def test_a_page_that_failed_to_save_stops_the_backfill_until_it_resumes_from_the_last_saved(
+        either_app, clock):
+    app, feed = either_app, Feed(either_app, clock)
+    if app.rm.sqlite:
+        pytest.skip("SQLite saves a page before going on: no save in the background")
+    everyone = people(9)
+    for profile_id in everyone:
+        feed.order(profile_id, {"country": "FR"})
+    define(app, "french_buyers", {"and": [FRENCH, BUYER]})
+    slow_page_saves(app, failures=1)
+    with pytest.raises(ConnectionError):
+        app.run_backfills(page=3)  # the second page's save waits for the first: it failed
+    assert app.backfill("french_buyers")["done"] == 0
+    app.run_backfills(page=3)
+
+    assert app.segment_sizes()["french_buyers"] == 9
+    entries = [c["profile_id"] for c in membership_changes(app) if c["change"] == "entered"]
+    assert sorted(entries) == everyone
+
+
+def test_a_profile_saved_with_its_memberships_in_its_document_keeps_them(either_app, clock):
+    """Read models written before memberships moved out of documents are read as they are,
+    and a profile's memberships move beside its document when it is next written."""
+    app, feed = either_app, Feed(either_app, clock)
+    define(app, "french", FRENCH)
+    feed.send(feed.item(ADA, {"country": "FR"}))
+    older = orjson.dumps({"traits": {"country": "FR"}, "events": {}, "computed": {},
+                          "segments": ["french"], "due": None, "merged_into": None})
+    app.rm.execute(f"UPDATE {app.rm.table('profiles')} SET doc = %s WHERE profile_id = %s",
+                   [older, ADA])
+    app.rm.execute(f"DELETE FROM {app.rm.table('profile_segments')} WHERE profile_id = %s",
+                   [ADA])
+    assert app.preview({"segment": "french"})["size"] == 1
+
+    feed.order(ADA)
+    define(app, "french_buyers", {"and": [{"segment": "french"}, BUYER]})
+    app.run_backfills()
+
+    assert [(c["segment"], c["change"]) for c in membership_changes(app)] == [
+        ("french", "entered"), ("french_buyers", "entered")]
+    (row,) = app.rm.query(f"SELECT segments FROM {app.rm.table('profile_segments')} "
+                          "WHERE profile_id = %s", [ADA])
+    assert orjson.loads(row["segments"]) == ["french", "french_buyers"]
 
 
 def test_a_backfill_resumes_where_it_stopped_after_a_restart(tmp_path, clock):
