@@ -51,6 +51,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from services.segments.application import SegmentsApplication
 from services.segments.evaluation import (
     EVERYTHING,
@@ -66,6 +68,7 @@ from services.segments.evaluation import (
 from services.segments.rules import DAY
 from services.segments.schemas import ComputedTraitSchema, SegmentSchema
 from shared.config import Settings
+from shared.privacy import subject_of_profile
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
 TRAITS = {
@@ -241,15 +244,20 @@ def load_profiles(app: SegmentsApplication, definitions: Definitions, count: int
     table = app.rm.table("profiles")
     segments = app.rm.table("profile_segments")
     members = app.rm.table("members")
+    keys = app.privacy.keys.table
     started = time.perf_counter()
     for start in range(0, count, 5000):
-        rows, segment_rows, member_rows = [], [], []
+        rows, segment_rows, member_rows, key_rows = [], [], [], []
         for _ in range(min(5000, count - start)):
             profile_id = str(uuid.UUID(int=r.getrandbits(128)))
             profile = generate_profile(r, definitions)
             rows.append((profile_id, encode_profile(profile), next_due(profile)))
             segment_rows.append((profile_id, encode_segments(profile)))
             member_rows += [(s, profile_id, _iso(NOW)) for s in profile["segments"]]
+            if profile["segments"]:
+                # The service sealed their entries under their key: it has one.
+                key_rows.append((app.privacy.hashed(subject_of_profile(profile_id)),
+                                 AESGCM.generate_key(bit_length=128)))
         with app.rm.datastore.transaction(commit=True) as cursor:
             cursor.executemany(app.rm.sql(f"INSERT INTO {table} (profile_id, doc, due) "
                                           "VALUES (%s, %s, %s)"), rows)
@@ -257,6 +265,8 @@ def load_profiles(app: SegmentsApplication, definitions: Definitions, count: int
                                           "VALUES (%s, %s)"), segment_rows)
             cursor.executemany(app.rm.sql(f"INSERT INTO {members} (segment, profile_id, "
                                           "entered_at) VALUES (%s, %s, %s)"), member_rows)
+            cursor.executemany(app.rm.sql(f"INSERT INTO {keys} (subject, key) "
+                                          "VALUES (%s, %s)"), key_rows)
         print(f"  loaded {start + len(rows):>7} profiles "
               f"({time.perf_counter() - started:.0f} s)", end="\r", flush=True)
     print()

@@ -344,7 +344,13 @@ def _earliest_of(parts: list[Rule]) -> Callable[[State], float | None]:
 
 
 def _combine(kind: str, parts: list[Rule]) -> Rule:
-    tests = [p.test for p in parts]
+    # Parts time cannot change (traits, other segments) are tested first: they are cheap,
+    # and when one settles the answer the timed parts are neither read nor timed.
+    steady = [p.test for p in parts if not p.timed]
+    timed = [p.test for p in parts if p.timed]
+    tests = steady + timed
+    earliest = _earliest_of([p for p in parts if p.timed])
+    decisive = kind == "or"  # a steady part answering this settles the whole
 
     def every(state: State) -> bool:
         for test in tests:  # noqa: SIM110
@@ -358,13 +364,24 @@ def _combine(kind: str, parts: list[Rule]) -> Rule:
                 return True
         return False
 
+    def settled(state: State) -> bool:
+        """A steady part decides the whole (false in an `and`, true in an `or`) until a
+        change that re-evaluates the rule anyway: time alone changes nothing."""
+        for test in steady:  # noqa: SIM110
+            if bool(test(state)) == decisive:
+                return True
+        return False
+
+    def next_expiry(state: State) -> float | None:
+        return None if settled(state) else earliest(state)
+
     return Rule(
         test=every if kind == "and" else some,
         traits=frozenset().union(*(p.traits for p in parts)),
         events=frozenset().union(*(p.events for p in parts)),
         segments=frozenset().union(*(p.segments for p in parts)),
-        next_expiry=_earliest_of([p for p in parts if p.timed]),
-        timed=any(p.timed for p in parts),
+        next_expiry=next_expiry if steady and timed else earliest,
+        timed=bool(timed),
     )
 
 

@@ -188,7 +188,21 @@ def test_next_expiry_ignores_events_already_outside_the_window_and_other_names()
     rule = compile_rule(validate_rule({"and": [
         {"event": "Order Completed", "within_days": 90}, FRENCH]}))
     events = {**orders(5, 100), "Page Viewed": [(NOW - DAY, {})]}
-    assert rule.next_expiry(state(events=events)) == pytest.approx(NOW + 85 * DAY)
+    assert rule.next_expiry(state({"country": "FR"}, events)) == pytest.approx(NOW + 85 * DAY)
+
+
+def test_a_trait_that_settles_an_and_leaves_time_nothing_to_change():
+    rule = compile_rule(validate_rule({"and": [
+        {"event": "Order Completed", "within_days": 90}, FRENCH]}))
+    assert rule.next_expiry(state({"country": "DE"}, orders(5, 100))) is None
+
+
+def test_a_trait_that_settles_an_or_leaves_time_nothing_to_change():
+    rule = compile_rule(validate_rule({"or": [
+        {"event": "Order Completed", "within_days": 90}, FRENCH]}))
+    assert rule.next_expiry(state({"country": "FR"}, orders(5, 100))) is None
+    assert rule.next_expiry(state({"country": "DE"}, orders(5, 100))) == pytest.approx(
+        NOW + 85 * DAY)
 
 
 def test_there_is_no_expiry_without_a_window_or_without_events():
