@@ -14,6 +14,13 @@
    services' subject exports) and the audit verification (every chain recomputed); they
    are timed ``--heavy-requests`` times (default 5) so that the run ends.
 
+3. **Keeping the load.** ``--data-dir DIR`` keeps the platform's files (and, real mode,
+   its database) in DIR after the run, with what was loaded in ``DIR/bench.json``;
+   ``--reuse`` starts the platform again on them and skips the load, so 100,000 profiles
+   are loaded once and timed as often as needed (the same ``--profiles``, ``--seed`` and
+   ``--mode`` as the load; the platform's code may have changed in between, which is the
+   point: a before/after on the same data).
+
 It prints p50/p95/max per page and ends with one line::
 
     console: worst page p95 <ms> ms at <N> profiles
@@ -21,11 +28,13 @@ It prints p50/p95/max per page and ends with one line::
 Usage::
 
     python bench/console.py [--profiles 100000] [--requests 50] [--mode embedded|real]
+                            [--data-dir DIR [--reuse]] [--pages overview,audit verification]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import secrets
 import statistics
@@ -94,6 +103,17 @@ def load(platform: Platform, n: int, seed: int) -> None:
     print(f"  drained after {time.perf_counter() - started:.0f} s", flush=True)
 
 
+def reused_database(data_dir: Path, loaded: dict) -> str | None:
+    """The database of a kept load, after checking it was loaded as this run asks."""
+    record = data_dir / "bench.json"
+    if not record.exists():
+        raise SystemExit(f"{data_dir} holds no finished load ({record.name} missing)")
+    kept = json.loads(record.read_text())
+    if {key: kept[key] for key in loaded} != loaded:
+        raise SystemExit(f"{data_dir} was loaded with {kept}, not {loaded}")
+    return kept["database"]
+
+
 def timed(client: httpx.Client, paths: list[str]) -> list[float]:
     latencies = []
     for path in paths:
@@ -118,7 +138,13 @@ def main() -> int:
     parser.add_argument("--heavy-requests", type=int, default=5)
     parser.add_argument("--mode", choices=("embedded", "real"), default="embedded")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--data-dir", type=Path, help="keep the loaded platform's data here")
+    parser.add_argument("--reuse", action="store_true",
+                        help="start on --data-dir's data as loaded before; do not load")
+    parser.add_argument("--pages", help="comma-separated page names to time (default: all)")
     args = parser.parse_args()
+    if args.reuse and args.data_dir is None:
+        parser.error("--reuse needs --data-dir")
 
     receiver = WebhookReceiver(secrets.token_hex(8))
     receiver.start()
@@ -127,13 +153,24 @@ def main() -> int:
         destinations=[{"name": "ads", "kind": "webhook", "segments": ["enterprise"],
                        "purposes": ["advertising"], "secret_env": "TESSERA_BENCH_SECRET",
                        "config": {"url": receiver.url_for("{destination}")}}],
-        destination_secrets={"TESSERA_BENCH_SECRET": receiver.secret.decode()})
-    print(f"console bench: {args.profiles} profiles, {args.mode} platform", flush=True)
+        destination_secrets={"TESSERA_BENCH_SECRET": receiver.secret.decode()},
+        kept_dir=args.data_dir)
+    loaded = {"profiles": args.profiles, "seed": args.seed, "mode": args.mode}
+    if args.reuse:
+        platform.database = reused_database(args.data_dir, loaded)
+    print(f"console bench: {args.profiles} profiles, {args.mode} platform"
+          f"{', reusing ' + str(args.data_dir) if args.reuse else ''}", flush=True)
     try:
-        platform.start()
-        platform.define_segment("enterprise", {"trait": "plan", "op": "eq",
-                                               "value": "enterprise"})
-        load(platform, args.profiles, args.seed)
+        platform.start(timeout=600)  # a reused 100k store may take a while to open
+        if args.reuse:
+            platform.wait_drained(timeout=600)
+        else:
+            platform.define_segment("enterprise", {"trait": "plan", "op": "eq",
+                                                   "value": "enterprise"})
+            load(platform, args.profiles, args.seed)
+            if args.data_dir is not None:
+                (args.data_dir / "bench.json").write_text(
+                    json.dumps(loaded | {"database": platform.database}))
         client = httpx.Client(base_url=platform.base_url, timeout=900,
                               headers={"Accept": "text/html"})
         client.post("/console/sign-in", data={"token": platform.admin_token})
@@ -157,6 +194,11 @@ def main() -> int:
             "processing records": ["/console/compliance/processing-records"] * args.requests,
             "audit verification": ["/console/compliance/audit"] * args.heavy_requests,
         }
+        if args.pages:
+            wanted = {name.strip() for name in args.pages.split(",")}
+            if unknown := wanted - pages.keys():
+                raise SystemExit(f"unknown pages: {sorted(unknown)}; known: {sorted(pages)}")
+            pages = {name: paths for name, paths in pages.items() if name in wanted}
         timed(client, ["/console", "/console/segments"] * 3)  # warm up
         print(f"\n  {'page':<20} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
         worst, worst_page = 0.0, ""
