@@ -50,6 +50,13 @@ class ConsentApplication(SubjectRequestDesk, ServiceApplication):
     privacy_rules = "services.consent.privacy:RULES"
     name = "consent"
 
+    def subject_terms(self):
+        """The subject index (shared.subject_index): decisions by the profile decided on,
+        what `export_subject` reads."""
+        return {DecisionBatch.Decided: lambda state: [
+            subject_of_profile(d["profile_id"]) for d in state.get("decisions") or ()
+            if isinstance(d, dict) and d.get("profile_id")]}
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.catalogue = load_catalogue(self.settings.purposes_file)

@@ -15,6 +15,7 @@ from eventsourcing.application import AggregateNotFoundError
 from services.consent.domain import ConsentRecord, DecisionBatch, ProfileLinks, record_id
 from services.consent.requests import RequestError, SubjectRequest, overdue_report
 from shared.envelope import utcnow_iso
+from shared.privacy import subject_of_profile
 
 
 class SubjectRequestDesk:
@@ -113,7 +114,8 @@ class SubjectRequestDesk:
                                 "restriction": record.restriction,
                                 "history": self._record_history(record.id)})
         decisions = [dict(decision, at=decision.get("decided_at"))
-                     for batch in self.scan(DecisionBatch.Decided)
+                     for batch in self.events_of_subjects(
+                         [subject_of_profile(p) for p in profiles], DecisionBatch.Decided)
                      for decision in batch.decisions if decision["profile_id"] in profiles]
         requests = [r.view(_now()) for r in self._all_requests() if r.about(known)]
         return {"service": "consent", "links": links, "records": records,

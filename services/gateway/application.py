@@ -224,6 +224,7 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
         subjects = [subject_of_identifier(t, v) for t, v in identifiers]
         hashes = {*(self.privacy.hashed(s) for s in subjects), *subject_hashes}
         shredded = self.privacy.keys.shred(hashes)
+        self.subject_index.forget(hashes)
         self.forget_cached_state()
         suppressed = self.suppression.add(identifiers, request_id, suppression_hashes)
         self.compact_store()
