@@ -25,6 +25,7 @@ from services.gateway.access import (
     digest,
     new_secret,
 )
+from services.gateway.audit_runs import AuditRuns
 from services.gateway.domain import Rejection, judge_batch
 from services.gateway.message_ids import SeenMessageIds
 from services.gateway.subject_log import GatewaySubjectData, PersonViewed
@@ -91,6 +92,7 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
         super().__init__(*args, **kwargs)
         self.suppression = SuppressionList(self.read_model(), self.privacy.hashed)
         self.message_ids = SeenMessageIds(self.read_model())
+        self.audit_runs = AuditRuns(self.read_model())
         # Consent requests name purposes of this catalogue, or are refused at the door.
         self.purposes = load_catalogue(self.settings.purposes_file)
         self.keyring = Keyring()

@@ -31,8 +31,7 @@ from services.gateway.console.session import (
 )
 from services.gateway.guard import api
 from services.gateway.subject_data import SubjectNotFound, parse_identifier, subject_history
-from shared.audit import SERVICES as AUDITED_SERVICES
-from shared.audit import latest_checkpoints, trusted_public_keys, verify_service
+from shared.audit import latest_checkpoints, trusted_public_keys
 
 STATIC = Path(__file__).parent / "static"
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript"}
@@ -435,20 +434,17 @@ class ConsoleRoutes:
 
     @api("GET", "/console/compliance/audit", Permission.AUDIT_READ, refuse="_refuse_page")
     def console_audit(self, request):
+        """Incremental by default (services/gateway/audit_runs.py); `?full=1` recomputes
+        every chain from its first event, as `tessera audit verify` does."""
         def render(viewer):
             try:
                 trusted, keys_from = trusted_public_keys(self.app.settings)
             except ValueError as unset:  # e.g. real mode with no key configured
                 return _html(200, pages.audit(viewer, [], f"Cannot verify: {unset}."))
-            reports = []
-            for service in AUDITED_SERVICES:
-                report = verify_service(self.app.settings, service, trusted)
-                reports.append({"service": service, "ok": report.ok, "events": report.events,
-                                "missing": report.missing,
-                                "first_problem": report.findings[0].message
-                                if report.findings else None})
+            full = request.args.get("full") == "1"
+            reports = self.app.audit_runs.verify(self.app.settings, trusted, full=full)
             return _html(200, pages.audit(viewer, reports,
-                                          f"Signatures checked with {keys_from}."))
+                                          f"Signatures checked with {keys_from}.", full=full))
         return self._page(request, render)
 
     @api("GET", "/console/compliance/processing-records", Permission.AUDIT_READ,
