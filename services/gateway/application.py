@@ -27,6 +27,7 @@ from services.gateway.access import (
 )
 from services.gateway.audit_runs import AuditRuns
 from services.gateway.domain import Rejection, judge_batch
+from services.gateway.ingest_counts import IngestCounts
 from services.gateway.message_ids import SeenMessageIds
 from services.gateway.subject_log import GatewaySubjectData, PersonViewed
 from services.gateway.suppression import SuppressionList
@@ -93,6 +94,7 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
         self.suppression = SuppressionList(self.read_model(), self.privacy.hashed)
         self.message_ids = SeenMessageIds(self.read_model())
         self.audit_runs = AuditRuns(self.read_model())
+        self.ingest_counts = IngestCounts(self.read_model())
         # Consent requests name purposes of this catalogue, or are refused at the door.
         self.purposes = load_catalogue(self.settings.purposes_file)
         self.keyring = Keyring()
@@ -192,14 +194,16 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
             fresh.append(item)
         try:
             if fresh or rejected or suppressed:
+                writes = self.message_ids.writes(source, list(in_request), received_at)
+                writes.extend(self.ingest_counts.writes(len(fresh), received_at))
                 self.save_and_wake(IngestRequest(
                     source=source, accepted=fresh,
                     rejected=[_rejection_record(r) for r in rejected] + suppressed,
-                    received_at=received_at.isoformat()),
-                    writes=self.message_ids.writes(source, list(in_request), received_at))
+                    received_at=received_at.isoformat()), writes=writes)
         finally:
             self.message_ids.release(source, list(in_request))
         self.message_ids.saved(len(fresh), received_at)
+        self.ingest_counts.saved(received_at)
         outcome.accepted = len(fresh)
         return outcome
 

@@ -45,8 +45,8 @@ def refused(viewer: Viewer | None, status: int, message: str) -> str:
 
 
 # ---- overview -----------------------------------------------------------------------------
-def overview(viewer: Viewer, per_minute: list[tuple[str, int]], status: dict[str, Any],
-             deliveries: dict[str, dict[str, Any]]) -> str:
+def overview(viewer: Viewer, per_minute: list[tuple[str, int]], counted_since: str | None,
+             status: dict[str, Any], deliveries: dict[str, dict[str, Any]]) -> str:
     lag = [(s["service"], s.get("outbox_backlog", 0) + s.get("in_flight", 0))
            for s in status["services"]]
     sent = [(name, d.get("delivered", 0)) for name, d in sorted(deliveries.items())]
@@ -56,8 +56,8 @@ def overview(viewer: Viewer, per_minute: list[tuple[str, int]], status: dict[str
         '<section><h2>Events in per minute</h2>'
         + column_chart(per_minute, caption=f"accepted events, last {len(per_minute)} minutes")
         + f'<p>{sum(v for _, v in per_minute)} events in the last {len(per_minute)} minutes'
-        + ("" if len(per_minute) >= 60 else " (the newest 1,000 events read: the chart covers "
-                                             "the minutes they span)") + '</p></section>'
+        + (f" (counted since {esc(counted_since)} UTC: earlier ones are not in the chart)"
+           if counted_since else "") + '</p></section>'
         '<section><h2>Pipeline lag per service</h2>'
         '<p>Events saved but not yet published, plus batches being handled. '
         f'{"Drained." if status["drained"] else "Work in progress."} '
