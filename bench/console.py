@@ -70,7 +70,7 @@ def people(n: int, seed: int):
                           "country": rng.choice(COUNTRIES)}}
 
 
-def load(platform: Platform, n: int, seed: int) -> None:
+def load(platform: Platform, n: int, seed: int, on_sent=None) -> None:
     started = time.perf_counter()
     batches, batch = [], []
     for event in people(n, seed):
@@ -92,15 +92,24 @@ def load(platform: Platform, n: int, seed: int) -> None:
                 print(f"  sent {done * BATCH:>7} events ({time.perf_counter() - started:.0f} s)",
                       flush=True)
     print(f"  sent {n} in {time.perf_counter() - started:.0f} s; draining", flush=True)
-    deadline = time.monotonic() + 3600
-    while True:  # a platform busy draining may not answer one status call in time
+    if on_sent is not None:
+        on_sent()
+    drain(platform)
+    print(f"  drained after {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def drain(platform: Platform, seconds: float = 3600) -> None:
+    """A platform busy draining may not answer one status call in time (a timeout, or a
+    503 when a service did not answer the gateway within its RPC timeout): ask again."""
+    deadline = time.monotonic() + seconds
+    while True:
         try:
             platform.wait_drained(timeout=max(1.0, deadline - time.monotonic()))
-            break
-        except httpx.TimeoutException:
+            return
+        except (httpx.TimeoutException, RuntimeError):
             if time.monotonic() > deadline:
                 raise
-    print(f"  drained after {time.perf_counter() - started:.0f} s", flush=True)
+            time.sleep(1)
 
 
 def reused_database(data_dir: Path, loaded: dict) -> str | None:
@@ -162,15 +171,18 @@ def main() -> int:
           f"{', reusing ' + str(args.data_dir) if args.reuse else ''}", flush=True)
     try:
         platform.start(timeout=600)  # a reused 100k store may take a while to open
-        if args.reuse:
-            platform.wait_drained(timeout=600)
+        if args.reuse:  # what a stopped run left undrained is drained first
+            drain(platform)
         else:
             platform.define_segment("enterprise", {"trait": "plan", "op": "eq",
                                                    "value": "enterprise"})
-            load(platform, args.profiles, args.seed)
-            if args.data_dir is not None:
-                (args.data_dir / "bench.json").write_text(
-                    json.dumps(loaded | {"database": platform.database}))
+
+            def keep_load():
+                if args.data_dir is not None:  # all sent: reusable, if drained on reuse
+                    (args.data_dir / "bench.json").write_text(
+                        json.dumps(loaded | {"database": platform.database}))
+
+            load(platform, args.profiles, args.seed, on_sent=keep_load)
         client = httpx.Client(base_url=platform.base_url, timeout=900,
                               headers={"Accept": "text/html"})
         client.post("/console/sign-in", data={"token": platform.admin_token})
