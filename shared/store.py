@@ -209,11 +209,18 @@ class ServiceApplication(Application):
         if self.subject_index:
             self.subject_index.backfill(self.process_recorder, self.mapper.to_domain_event)
 
-    def events_of_subjects(self, terms: Iterable[str], *event_classes: type) -> Iterator[Any]:
+    def events_of_subjects(self, terms: Iterable[str], *event_classes: type,
+                           open_item: Callable[[dict[str, Any]], bool] | None = None
+                           ) -> Iterator[Any]:
         """The stored events of these classes that the subject index finds by any of the
-        terms, oldest first: what `scan` would yield of them, without reading the rest."""
+        terms, oldest first: what `scan` would yield of them, without reading the rest.
+        `open_item`: decrypt only the batch items it accepts (PrivacyMapper)."""
+        mapper = self.mapper
         for notification in self.subject_index.notifications(terms, *event_classes):
-            yield self.mapper.to_domain_event(notification)
+            if open_item is not None and isinstance(mapper, PrivacyMapper):
+                yield mapper.to_domain_event(notification, open_item)
+            else:
+                yield mapper.to_domain_event(notification)
 
     def _record(self, processing: ProcessingEvent) -> list[Any]:
         if self.subject_index:

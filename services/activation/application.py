@@ -402,11 +402,16 @@ class ActivationApplication(ServiceApplication):
         lettered), and the recipients: the destinations that received their data."""
         mine = set(profile_ids)
         terms = [subject_of_profile(p) for p in mine]
+
+        def theirs(item: dict[str, Any]) -> bool:  # the others' items are left sealed
+            return item.get("profile_id") in mine
+
         planned = [dict(item, planned_at=stored.timestamp.isoformat())
-                   for stored in self.events_of_subjects(terms, DeliveryPlan.Planned)
+                   for stored in self.events_of_subjects(terms, DeliveryPlan.Planned,
+                                                         open_item=theirs)
                    for item in stored.items if item["profile_id"] in mine]
         outcomes: dict[str, list[dict[str, Any]]] = {}
-        for stored in self.events_of_subjects(terms, *LEDGER_OUTCOMES):
+        for stored in self.events_of_subjects(terms, *LEDGER_OUTCOMES, open_item=theirs):
             kind = LEDGER_OUTCOMES[type(stored)]
             destination = self._ledger_name(stored.originator_id)
             for item in stored.items:

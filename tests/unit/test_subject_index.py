@@ -98,3 +98,18 @@ def test_an_erasure_deletes_the_persons_rows_with_their_key(settings):
     assert batches_found(gateway, "user_id", "ada") == []
     assert batches_found(gateway, "email", "ada@example.com") == []
     assert len(batches_found(gateway, "user_id", "byron")) == 1
+
+
+def test_a_reader_may_open_only_the_items_of_a_batch_it_wants(settings):
+    gateway = GatewayApplication(settings)
+    gateway.ingest("web", {"batch": [dict(ADA, messageId="m-1"),
+                                     dict(BYRON, messageId="m-2")]},
+                   received_at=datetime.now(UTC))
+
+    [batch] = gateway.events_of_subjects([subject_of_identifier("user_id", "ada")],
+                                         IngestRequest.Received,
+                                         open_item=lambda item: item["messageId"] == "m-1")
+
+    ada, byron = batch.accepted
+    assert ada["userId"] == "ada"
+    assert "userId" not in byron and "byron" not in repr(byron)
