@@ -10,9 +10,11 @@
 2. **Pages.** Signed in as the admin (the console's cookie), each page is requested
    ``--requests`` times one after another, each timed from request to the whole answer
    (httpx against the running gateway), for people picked at random from the load.
-   Two pages read every service's whole store by design: a person's full history (the
-   services' subject exports) and the audit verification (every chain recomputed); they
-   are timed ``--heavy-requests`` times (default 5) so that the run ends.
+   Two pages used to read every service's whole store: a person's full history (the
+   services' subject exports, now through each service's subject index) and the audit
+   verification (now incremental, from the last checkpoint verified; the first view on a
+   store never verified runs in full); they are timed ``--heavy-requests`` times
+   (default 5), so that a run of the old code ends too.
 
 3. **Keeping the load.** ``--data-dir DIR`` keeps the platform's files (and, real mode,
    its database) in DIR after the run, with what was loaded in ``DIR/bench.json``;
@@ -49,6 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
+from shared.audit import SERVICES as AUDITED
+from shared.audit import MissingStore, open_audit_store, signing_key_pem
+from shared.config import Settings
 from tessera.testing.platform import Platform
 from tessera.testing.webhook_receiver import WebhookReceiver
 
@@ -112,6 +117,47 @@ def drain(platform: Platform, seconds: float = 3600) -> None:
             time.sleep(1)
 
 
+def audit_signing_env(mode: str, data_dir: Path | None) -> dict[str, str]:
+    """Real mode signs nothing without a configured key, and then the audit page has
+    nothing to verify: the benchmark gives it one (kept with the load, for --reuse)."""
+    if mode != "real":
+        return {}  # embedded mode generates its own into the data directory
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    pem = signing_key_pem(Ed25519PrivateKey.generate())
+    if data_dir is not None:
+        kept = data_dir / "bench-audit-signing-key.pem"
+        if not kept.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            kept.write_bytes(pem)
+        pem = kept.read_bytes()
+    return {"TESSERA_AUDIT_SIGNING_KEY": pem.decode()}
+
+
+def wait_sealed(platform: Platform, seconds: float = 900) -> None:
+    """Until every service's sealer has sealed what is stored: the audit page then times
+    its verification, not a store half sealed."""
+    settings = Settings(data_dir=platform.workdir / "data",
+                        database="postgres" if platform.mode == "real" else "sqlite",
+                        postgres_dbname=platform.database or "tessera",
+                        postgres_port=platform.postgres_port)
+    deadline = time.monotonic() + seconds
+    for service in AUDITED:
+        while time.monotonic() < deadline:
+            try:
+                store = open_audit_store(settings, service)
+            except MissingStore:
+                break
+            try:
+                if store.has_audit_tables() and next(
+                        store.events(after=store.sealed_to(), limit=1), None) is None:
+                    break
+            finally:
+                store.close()
+            time.sleep(2)
+    print(f"  sealed ({time.monotonic() - deadline + seconds:.0f} s)", flush=True)
+
+
 def reused_database(data_dir: Path, loaded: dict) -> str | None:
     """The database of a kept load, after checking it was loaded as this run asks."""
     record = data_dir / "bench.json"
@@ -163,7 +209,7 @@ def main() -> int:
                        "purposes": ["advertising"], "secret_env": "TESSERA_BENCH_SECRET",
                        "config": {"url": receiver.url_for("{destination}")}}],
         destination_secrets={"TESSERA_BENCH_SECRET": receiver.secret.decode()},
-        kept_dir=args.data_dir)
+        kept_dir=args.data_dir, extra_env=audit_signing_env(args.mode, args.data_dir))
     loaded = {"profiles": args.profiles, "seed": args.seed, "mode": args.mode}
     if args.reuse:
         platform.database = reused_database(args.data_dir, loaded)
@@ -183,6 +229,7 @@ def main() -> int:
                         json.dumps(loaded | {"database": platform.database}))
 
             load(platform, args.profiles, args.seed, on_sent=keep_load)
+        wait_sealed(platform)
         client = httpx.Client(base_url=platform.base_url, timeout=900,
                               headers={"Accept": "text/html"})
         client.post("/console/sign-in", data={"token": platform.admin_token})
