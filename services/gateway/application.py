@@ -94,7 +94,9 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
         self.suppression = SuppressionList(self.read_model(), self.privacy.hashed)
         self.message_ids = SeenMessageIds(self.read_model())
         self.audit_runs = AuditRuns(self.read_model())
-        self.ingest_counts = IngestCounts(self.read_model())
+        self.ingest_counts = IngestCounts(self.read_model(), had_events=lambda: bool(
+            self.process_recorder.select_notifications(start=None, limit=1,
+                                                       topics=INGEST_TOPICS)))
         # Consent requests name purposes of this catalogue, or are refused at the door.
         self.purposes = load_catalogue(self.settings.purposes_file)
         self.keyring = Keyring()

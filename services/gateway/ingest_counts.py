@@ -8,12 +8,14 @@ rows per writer.
 
 Each gateway process counts in rows of its own (`writer`): replicas never wait on one
 another's row lock, and the reader adds the writers up. Rows older than `KEPT` go now and
-then. Counting began when the table was created (`since`); earlier traffic is not in it.
+then. On a store that already held events when the table was created (an upgrade), the
+counts begin then (`since`), and the page says that earlier traffic is not in them.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from shared.readmodel import ReadModel, Writes
@@ -29,7 +31,7 @@ def minute_of(moment: datetime) -> str:
 
 
 class IngestCounts:
-    def __init__(self, rm: ReadModel):
+    def __init__(self, rm: ReadModel, had_events: Callable[[], bool]):
         self.rm = rm
         self.table = rm.table(TABLE)
         self.started_table = rm.table(STARTED)
@@ -39,9 +41,11 @@ class IngestCounts:
             f"CREATE TABLE IF NOT EXISTS {self.table} (minute TEXT NOT NULL, "
             "writer TEXT NOT NULL, accepted INTEGER NOT NULL, PRIMARY KEY (minute, writer))",
             f"CREATE TABLE IF NOT EXISTS {self.started_table} (id INTEGER PRIMARY KEY, "
-            "started_at TEXT NOT NULL)")
-        rm.execute(f"INSERT INTO {self.started_table} (id, started_at) VALUES (1, %s) "
-                   "ON CONFLICT DO NOTHING", [minute_of(datetime.now(UTC))])
+            "started_at TEXT)")
+        if not rm.query(f"SELECT id FROM {self.started_table}"):
+            started = minute_of(datetime.now(UTC)) if had_events() else None
+            rm.execute(f"INSERT INTO {self.started_table} (id, started_at) VALUES (1, %s) "
+                       "ON CONFLICT DO NOTHING", [started])
 
     def writes(self, accepted: int, received_at: datetime) -> Writes:
         writes = Writes()
@@ -60,6 +64,7 @@ class IngestCounts:
                             [minute_of(now - KEPT)])
 
     def since(self) -> str | None:
+        """When counting began, if the store held events before (None: from the first)."""
         rows = self.rm.query(f"SELECT started_at FROM {self.started_table}")
         return rows[0]["started_at"] if rows else None
 

@@ -62,3 +62,16 @@ def test_two_gateways_count_apart_and_are_added_up(settings):
 
     assert first.ingest_counts.per_minute("2026-11-30T12:00", "2026-11-30T12:00") == {
         "2026-11-30T12:00": 3}
+
+
+def test_a_store_that_held_events_before_counting_began_says_since_when(settings):
+    GatewayApplication(settings).ingest("web", {"batch": [track()]}, received_at=NOON)
+    gateway = GatewayApplication(settings)
+    assert gateway.ingest_counts.since() is None  # counted from its first event
+
+    rm = gateway.read_model()
+    rm.execute(f"DROP TABLE {rm.table('accepted_per_minute_started')}")  # as before the upgrade
+    before = minute_of(datetime.now(UTC))
+    upgraded = GatewayApplication(settings)
+
+    assert before <= upgraded.ingest_counts.since() <= minute_of(datetime.now(UTC))
