@@ -317,11 +317,11 @@ class AuditStore:
             params.append(limit)
         yield from self._rows(self.sql(statement), params)
 
-    def ledger(self) -> Iterator[tuple]:
+    def ledger(self, after: int = 0) -> Iterator[tuple]:
         """Plain rows shaped as LedgerRow, in notification order."""
         statement = ("SELECT notification_id, originator_id, originator_version, digest "
-                     "FROM {ledger} ORDER BY notification_id")
-        yield from self._rows(self.sql(statement), ())
+                     "FROM {ledger} WHERE notification_id > %s ORDER BY notification_id")
+        yield from self._rows(self.sql(statement), (after,))
 
     def positions_of(self, originator_id: str, version: int) -> list[int]:
         """The notification ids at which the store keeps this event (one, or none)."""
@@ -336,11 +336,14 @@ class AuditStore:
             return nid
         return None
 
-    def checkpoints(self) -> Iterator[Checkpoint]:
-        """In chain order, streamed: a long-running service has millions of them."""
+    def checkpoints(self, from_position: int = 0) -> Iterator[Checkpoint]:
+        """In chain order, streamed: a long-running service has millions of them.
+        `from_position`: only those ending at or after this notification id."""
         statement = ("SELECT id, notification_id, event_count, chain_head, created_at, key_id, "
-                     "signature FROM {checkpoints} ORDER BY notification_id, event_count, id")
-        for number, nid, count, head, created, kid, sig in self._rows(self.sql(statement), ()):
+                     "signature FROM {checkpoints} WHERE notification_id >= %s "
+                     "ORDER BY notification_id, event_count, id")
+        for number, nid, count, head, created, kid, sig in self._rows(self.sql(statement),
+                                                                      (from_position,)):
             yield Checkpoint(self.service, nid, count, bytes(head), created, kid, bytes(sig),
                              number)
 
@@ -707,6 +710,11 @@ class ServiceReport:
     findings: list[Finding] = field(default_factory=list)
     unlisted: int = 0  # findings past the first MAX_FINDINGS, counted only
     missing: str | None = None  # why there is nothing to check
+    # Incremental runs (`start`): the signed checkpoint the run trusted as verified before
+    # and went on from; what was hashed this time; the last checkpoint it verified.
+    started_from: Checkpoint | None = None
+    hashed: int = 0
+    verified_to: Checkpoint | None = None
 
     @property
     def ok(self) -> bool:
@@ -733,12 +741,15 @@ class _Verification:
     MAX_LOOKUPS = 10
 
     def __init__(self, store: AuditStore, trusted: dict[str, Ed25519PublicKey],
-                 anchors: Iterable[Checkpoint]):
+                 anchors: Iterable[Checkpoint], start: Checkpoint | None = None):
         self.store = store
         self.trusted = trusted
         self.report = ServiceReport(store.service)
         self.anchors = [a for a in anchors if a.service == store.service]
         self.lookups = 0
+        # Only a checkpoint whose signature holds can be gone on from: a start point
+        # edited where it is kept would otherwise choose which history is checked.
+        self.start = start if start is not None and self._trusted(start) else None
 
     def add(self, finding: Finding) -> None:
         if len(self.report.findings) < self.MAX_FINDINGS:
@@ -756,11 +767,26 @@ class _Verification:
                                  "stored: this history was never sealed, or its seals were "
                                  "removed"))
             return report
-        in_order = heapq.merge(self.store.checkpoints(), sorted(self.anchors, key=_chain_order),
-                               key=_chain_order)
+        start = self.start
+        after = (0, 0) if start is None else _chain_order(start)
+        in_order = heapq.merge(
+            (c for c in self.store.checkpoints(after[0]) if _chain_order(c) > after),
+            sorted((a for a in self.anchors if _chain_order(a) > after), key=_chain_order),
+            key=_chain_order)
         sealed_to = max([self.store.sealed_to(), *(a.notification_id for a in self.anchors)])
+        report.started_from = start
         self._walk(self._signed(in_order), sealed_to)
         return report
+
+    def _trusted(self, checkpoint: Checkpoint) -> bool:
+        key = self.trusted.get(checkpoint.key_id)
+        if key is None or checkpoint.service != self.store.service:
+            return False
+        try:
+            key.verify(checkpoint.signature, checkpoint.message())
+        except InvalidSignature:
+            return False
+        return True
 
     def _signed(self, checkpoints: Iterable[Checkpoint]) -> Iterator[Checkpoint]:
         """Those whose signature holds under a trusted key; the others are findings (a
@@ -787,11 +813,14 @@ class _Verification:
         report = self.report
         upcoming = next(checkpoints, None)
         chain, count, last = genesis(self.store.service), 0, 0
-        ledger = self.store.ledger()
+        if self.start is not None:
+            chain, count, last = (self.start.chain_head, self.start.event_count,
+                                  self.start.notification_id)
+        ledger = self.store.ledger(after=last)
         entry = next(ledger, None)
         sha256, pack_sizes, pack_id = hashlib.sha256, _SIZES.pack, _INT64.pack
-        unsealed = 0
-        for row in self.store.events():
+        unsealed = hashed = 0
+        for row in self.store.events(after=last):
             nid, oid, version, topic, state = row
             oid_bytes, topic_bytes = oid.encode(), topic.encode()
             digest = sha256(pack_sizes(len(oid_bytes), version, len(topic_bytes), len(state))
@@ -805,10 +834,12 @@ class _Verification:
                 upcoming = next(checkpoints, None)
             chain = sha256(chain + pack_id(nid) + digest).digest()
             count += 1
+            hashed += 1
             last = nid
             if nid > sealed_to:
                 unsealed += 1
         report.unsealed = unsealed
+        report.hashed = hashed
         report.events = count
         first_missing = _ledger_row(entry)
         ledger.close()
@@ -818,7 +849,8 @@ class _Verification:
             upcoming = next(checkpoints, None)
         if first_missing is not None and not any(f.kind == "tail_cut" for f in report.findings):
             self._deleted(first_missing, later_event=None)
-        if report.events and not report.checkpoints and not report.findings:
+        if report.events and not report.checkpoints and not report.findings \
+                and self.start is None:  # going on from one is going on from a checkpoint
             self.add(Finding("no_checkpoint", f"{report.events} events are stored and no "
                              "checkpoint signed by a trusted key vouches for them"))
 
@@ -848,6 +880,8 @@ class _Verification:
         """Compare the recomputed chain with a signed checkpoint; after a mismatch, carry on
         from the checkpoint (it is signed), so later, independent damage is found too."""
         if chain == checkpoint.chain_head and count == checkpoint.event_count:
+            if not self.report.findings:
+                self.report.verified_to = checkpoint
             return chain, count
         if tail and checkpoint.notification_id > last and count < checkpoint.event_count:
             if any(f.kind == "tail_cut" for f in self.report.findings):
@@ -919,14 +953,22 @@ class _Verification:
 
 
 def verify_store(store: AuditStore, trusted: dict[str, Ed25519PublicKey],
-                 anchors: Iterable[Checkpoint] = ()) -> ServiceReport:
-    """Recompute the service's chain from its store and check every signed checkpoint."""
+                 anchors: Iterable[Checkpoint] = (), start: Checkpoint | None = None
+                 ) -> ServiceReport:
+    """Recompute the service's chain from its store and check every signed checkpoint.
+
+    `start`: an incremental run. A signed checkpoint up to which the chain was verified
+    before (`ServiceReport.verified_to` of an earlier run): the chain is taken up again
+    from its head, and only the events and checkpoints after it are read. Nothing before
+    it is checked again, so tampering with that part is found only by a full run (no
+    `start`); a start whose signature does not hold is ignored (a full run)."""
     with store.snapshot():
-        return _Verification(store, trusted, anchors).run()
+        return _Verification(store, trusted, anchors, start).run()
 
 
 def verify_service(settings: Settings, service: str, trusted: dict[str, Ed25519PublicKey],
-                   anchors: Iterable[Checkpoint] = ()) -> ServiceReport:
+                   anchors: Iterable[Checkpoint] = (), start: Checkpoint | None = None
+                   ) -> ServiceReport:
     try:
         store = open_audit_store(settings, service)
     except MissingStore as missing:
@@ -938,7 +980,7 @@ def verify_service(settings: Settings, service: str, trusted: dict[str, Ed25519P
             report = ServiceReport(service)
             report.missing = "its SQLite file holds no event store"
             return report
-        return verify_store(store, trusted, anchors)
+        return verify_store(store, trusted, anchors, start)
     finally:
         store.close()
 

@@ -578,7 +578,11 @@ class PrivacyMapper(Mapper):
         return StoredEvent(originator_id=originator_id, originator_version=originator_version,
                            topic=topic, state=stored)
 
-    def to_domain_event(self, stored_event: StoredEvent):
+    def to_domain_event(self, stored_event: StoredEvent,
+                        open_item: Callable[[dict[str, Any]], bool] | None = None):
+        """`open_item`: of a batch (an `Items` rule), open only the items it accepts (by
+        their kept fields); the others stay sealed, for a reader that wants a few people
+        of a batch of hundreds."""
         domain_event = super().to_domain_event(stored_event)
         rule = self.rule(stored_event.topic)
         if rule is PLAIN:
@@ -587,9 +591,13 @@ class PrivacyMapper(Mapper):
         stream_id = stored_event.originator_id
         self.keys.refresh()
         if isinstance(rule, Items):
-            for item in state.get(rule.field) or ():
-                if isinstance(item, dict) and ENVELOPES in item:
-                    _open_into(item, self.subject_cipher, stream_id)
+            sealed = [item for item in state.get(rule.field) or ()
+                      if isinstance(item, dict) and ENVELOPES in item
+                      and (open_item is None or open_item(item))]
+            # A batch holds many people: their keys in one query, not one query each.
+            self.keys.prefetch(envelope["k"] for item in sealed for envelope in item[ENVELOPES])
+            for item in sealed:
+                _open_into(item, self.subject_cipher, stream_id)
             return domain_event
         own_subject = rule.own_subject(state, stream_id)
         own_hash = self.keys.hashed(own_subject)

@@ -41,6 +41,7 @@ from shared.privacy import (
     rules_of,
 )
 from shared.readmodel import READ_MODEL_WRITES, ReadModel, Writes
+from shared.subject_index import SubjectIndex, Terms
 
 try:  # Only real mode needs PostgreSQL (and libpq); embedded mode must start without it.
     import eventsourcing.postgres  # noqa: F401
@@ -164,6 +165,11 @@ class ServiceApplication(Application):
     # nothing.
     written_once: tuple[type, ...] = ()
 
+    def subject_terms(self) -> Terms:
+        """Per event class the service's subject export reads, the terms (subject strings)
+        an event is found by (shared.subject_index): none by default."""
+        return {}
+
     def __init__(self, settings: Settings, env: dict[str, str] | None = None):
         self.settings = settings
         merged = store_env(self.service_name, settings) | (env or {})
@@ -175,6 +181,7 @@ class ServiceApplication(Application):
         else:
             super().__init__(env=merged)
         self._install_privacy()
+        self._install_subject_index()
         self._tracked: dict[str, int] = {}
         self._tracking_to_flush: dict[str, int] = {}
         # The events this process recorded last, by notification id: the outbox relay
@@ -195,7 +202,33 @@ class ServiceApplication(Application):
             if self.snapshots is not None:
                 self.snapshots.mapper = mapper
 
+    def _install_subject_index(self) -> None:
+        table = self.process_recorder.events_table_name
+        self.subject_index = SubjectIndex(self.read_model(), table, self.privacy.hashed,
+                                          self.subject_terms())
+        if self.subject_index:
+            self.subject_index.backfill(self.process_recorder, self.mapper.to_domain_event)
+
+    def events_of_subjects(self, terms: Iterable[str], *event_classes: type,
+                           open_item: Callable[[dict[str, Any]], bool] | None = None
+                           ) -> Iterator[Any]:
+        """The stored events of these classes that the subject index finds by any of the
+        terms, oldest first: what `scan` would yield of them, without reading the rest.
+        `open_item`: decrypt only the batch items it accepts (PrivacyMapper)."""
+        mapper = self.mapper
+        for notification in self.subject_index.notifications(terms, *event_classes):
+            if open_item is not None and isinstance(mapper, PrivacyMapper):
+                yield mapper.to_domain_event(notification, open_item)
+            else:
+                yield mapper.to_domain_event(notification)
+
     def _record(self, processing: ProcessingEvent) -> list[Any]:
+        if self.subject_index:
+            rows = self.subject_index.rows(processing.events)
+            if rows:  # in the transaction of the events they index (shared.readmodel)
+                writes = self.subject_index.writes(rows)
+                writes.extend(processing.saved_kwargs.get(READ_MODEL_WRITES))
+                processing.saved_kwargs[READ_MODEL_WRITES] = writes
         recordings = self._record_sealed(processing)
         cache = self.repository.cache
         if self.written_once and cache is not None:
@@ -233,7 +266,9 @@ class ServiceApplication(Application):
 
     def shred_subjects_by_hash(self, subject_hashes: Iterable[str]) -> int:
         """The same, by the subjects' keyed hashes (what the erasure log keeps)."""
-        shredded = self.privacy.keys.shred(subject_hashes)
+        hashes = set(subject_hashes)
+        shredded = self.privacy.keys.shred(hashes)
+        self.subject_index.forget(hashes)
         self.purge_snapshots()
         self.flush_tracking()  # what is only remembered would be forgotten with the cache
         self.forget_cached_state()

@@ -51,6 +51,11 @@ LEDGER_OUTCOMES = {DestinationLedger.Delivered: "delivered",
                    DestinationLedger.Skipped: "skipped",
                    DestinationLedger.DeadLettered: "dead_lettered"}
 
+def _profiles_of_items(state: dict[str, Any]) -> list[str]:
+    return [subject_of_profile(item["profile_id"]) for item in state.get("items") or ()
+            if isinstance(item, dict) and item.get("profile_id")]
+
+
 DecideMany = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
 
@@ -60,6 +65,11 @@ class ActivationApplication(ServiceApplication):
     privacy_rules = "services.activation.privacy:RULES"
     name = "activation"
     snapshotting_intervals = {DestinationLedger: 200}
+
+    def subject_terms(self):
+        """The subject index (shared.subject_index): plans and outcomes by the profile of
+        each item, what `export_subject` reads."""
+        return dict.fromkeys((DeliveryPlan.Planned, *LEDGER_OUTCOMES), _profiles_of_items)
 
     def __init__(self, settings, destinations: list[Destination] | None = None,
                  sleep: Callable[[float], None] | None = None,
@@ -425,11 +435,17 @@ class ActivationApplication(ServiceApplication):
         outcome per destination (delivered, suppressed with the decision, skipped, dead
         lettered), and the recipients: the destinations that received their data."""
         mine = set(profile_ids)
+        terms = [subject_of_profile(p) for p in mine]
+
+        def theirs(item: dict[str, Any]) -> bool:  # the others' items are left sealed
+            return item.get("profile_id") in mine
+
         planned = [dict(item, planned_at=stored.timestamp.isoformat())
-                   for stored in self.scan(DeliveryPlan.Planned)
+                   for stored in self.events_of_subjects(terms, DeliveryPlan.Planned,
+                                                         open_item=theirs)
                    for item in stored.items if item["profile_id"] in mine]
         outcomes: dict[str, list[dict[str, Any]]] = {}
-        for stored in self.scan(*LEDGER_OUTCOMES):
+        for stored in self.events_of_subjects(terms, *LEDGER_OUTCOMES, open_item=theirs):
             kind = LEDGER_OUTCOMES[type(stored)]
             destination = self._ledger_name(stored.originator_id)
             for item in stored.items:

@@ -20,6 +20,7 @@ from services.consent.domain import (
     record_id,
 )
 from services.consent.request_desk import SubjectRequestDesk
+from services.consent.requests import SubjectRequest
 from shared.envelope import utcnow_iso
 from shared.privacy import subject_of_identifier, subject_of_profile, subject_of_stream
 from shared.purposes import load_catalogue
@@ -49,6 +50,18 @@ class ConsentApplication(SubjectRequestDesk, ServiceApplication):
     written_once = (ConsentChanges, DecisionBatch)
     privacy_rules = "services.consent.privacy:RULES"
     name = "consent"
+
+    def subject_terms(self):
+        """The subject index (shared.subject_index): decisions by the profile decided on,
+        requests by the identifiers they were filed with, what `export_subject` reads."""
+        return {
+            DecisionBatch.Decided: lambda state: [
+                subject_of_profile(d["profile_id"]) for d in state.get("decisions") or ()
+                if isinstance(d, dict) and d.get("profile_id")],
+            SubjectRequest.Received: lambda state: [
+                subject_of_identifier(*identifier) for identifier in
+                state.get("identifiers") or () if len(identifier) == 2],
+        }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

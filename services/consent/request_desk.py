@@ -7,6 +7,7 @@ change independently). Simple types in and out; no nameko.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from eventsourcing.application import AggregateNotFoundError
 from services.consent.domain import ConsentRecord, DecisionBatch, ProfileLinks, record_id
 from services.consent.requests import RequestError, SubjectRequest, overdue_report
 from shared.envelope import utcnow_iso
+from shared.privacy import subject_of_identifier, subject_of_profile
 
 
 class SubjectRequestDesk:
@@ -76,8 +78,10 @@ class SubjectRequestDesk:
         return self._request(request_id).view(_now())
 
     def _all_requests(self) -> list[SubjectRequest]:
-        return [self.repository.get(filed.originator_id)
-                for filed in self.scan(SubjectRequest.Received)]
+        return self._requests_of(self.scan(SubjectRequest.Received))
+
+    def _requests_of(self, filed: Iterable[Any]) -> list[SubjectRequest]:
+        return [self.repository.get(received.originator_id) for received in filed]
 
     def list_requests(self, status: str | None = None, kind: str | None = None
                       ) -> list[dict[str, Any]]:
@@ -113,9 +117,12 @@ class SubjectRequestDesk:
                                 "restriction": record.restriction,
                                 "history": self._record_history(record.id)})
         decisions = [dict(decision, at=decision.get("decided_at"))
-                     for batch in self.scan(DecisionBatch.Decided)
+                     for batch in self.events_of_subjects(
+                         [subject_of_profile(p) for p in profiles], DecisionBatch.Decided)
                      for decision in batch.decisions if decision["profile_id"] in profiles]
-        requests = [r.view(_now()) for r in self._all_requests() if r.about(known)]
+        filed = self.events_of_subjects([subject_of_identifier(*i) for i in known],
+                                        SubjectRequest.Received)
+        requests = [r.view(_now()) for r in self._requests_of(filed) if r.about(known)]
         return {"service": "consent", "links": links, "records": records,
                 "decisions": decisions, "requests": requests}
 

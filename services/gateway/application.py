@@ -25,7 +25,9 @@ from services.gateway.access import (
     digest,
     new_secret,
 )
+from services.gateway.audit_runs import AuditRuns
 from services.gateway.domain import Rejection, judge_batch
+from services.gateway.ingest_counts import IngestCounts
 from services.gateway.message_ids import SeenMessageIds
 from services.gateway.subject_log import GatewaySubjectData, PersonViewed
 from services.gateway.suppression import SuppressionList
@@ -91,6 +93,10 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
         super().__init__(*args, **kwargs)
         self.suppression = SuppressionList(self.read_model(), self.privacy.hashed)
         self.message_ids = SeenMessageIds(self.read_model())
+        self.audit_runs = AuditRuns(self.read_model())
+        self.ingest_counts = IngestCounts(self.read_model(), had_events=lambda: bool(
+            self.process_recorder.select_notifications(start=None, limit=1,
+                                                       topics=INGEST_TOPICS)))
         # Consent requests name purposes of this catalogue, or are refused at the door.
         self.purposes = load_catalogue(self.settings.purposes_file)
         self.keyring = Keyring()
@@ -190,14 +196,16 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
             fresh.append(item)
         try:
             if fresh or rejected or suppressed:
+                writes = self.message_ids.writes(source, list(in_request), received_at)
+                writes.extend(self.ingest_counts.writes(len(fresh), received_at))
                 self.save_and_wake(IngestRequest(
                     source=source, accepted=fresh,
                     rejected=[_rejection_record(r) for r in rejected] + suppressed,
-                    received_at=received_at.isoformat()),
-                    writes=self.message_ids.writes(source, list(in_request), received_at))
+                    received_at=received_at.isoformat()), writes=writes)
         finally:
             self.message_ids.release(source, list(in_request))
         self.message_ids.saved(len(fresh), received_at)
+        self.ingest_counts.saved(received_at)
         outcome.accepted = len(fresh)
         return outcome
 
@@ -224,6 +232,7 @@ class GatewayApplication(GatewaySubjectData, ServiceApplication):
         subjects = [subject_of_identifier(t, v) for t, v in identifiers]
         hashes = {*(self.privacy.hashed(s) for s in subjects), *subject_hashes}
         shredded = self.privacy.keys.shred(hashes)
+        self.subject_index.forget(hashes)
         self.forget_cached_state()
         suppressed = self.suppression.add(identifiers, request_id, suppression_hashes)
         self.compact_store()

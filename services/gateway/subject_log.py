@@ -13,8 +13,7 @@ from eventsourcing.domain import Aggregate, event
 
 from services.identity.normalise import normalise_email
 from shared.envelope import utcnow_iso
-
-VIEWS_SCAN_LIMIT = 100_000
+from shared.privacy import subject_of_identifier, subject_of_profile
 
 
 class PersonViewed(Aggregate):
@@ -37,6 +36,20 @@ def _emails_of(event: dict[str, Any]) -> set[str]:
     return found
 
 
+def terms_of_event(event: dict[str, Any]) -> list[str]:
+    """What an accepted event is found by in the subject index: each identifier that
+    `concerns` tests, as a subject."""
+    terms = [subject_of_identifier(kind, str(event[key]))
+             for kind, key in (("user_id", "userId"), ("anonymous_id", "anonymousId"))
+             if event.get(key) is not None]
+    return terms + [subject_of_identifier("email", email) for email in _emails_of(event)]
+
+
+def terms_of_identifiers(by_type: dict[str, set[str]]) -> list[str]:
+    return [subject_of_identifier(kind, value)
+            for kind in ("user_id", "anonymous_id", "email") for value in by_type.get(kind, ())]
+
+
 def concerns(event: dict[str, Any], identifiers: dict[str, set[str]]) -> bool:
     """Whether an accepted event is the person's: their user id, anonymous id or email."""
     return (str(event.get("userId")) in identifiers.get("user_id", ())
@@ -44,10 +57,26 @@ def concerns(event: dict[str, Any], identifiers: dict[str, set[str]]) -> bool:
             or bool(_emails_of(event) & identifiers.get("email", set())))
 
 
+def _view_of(seen: Any) -> dict[str, Any]:
+    return {"viewer": seen.viewer, "role": seen.role, "token": seen.token,
+            "profile_ids": seen.profile_ids, "what": seen.what, "at": seen.at}
+
+
 class GatewaySubjectData:
     """Needs a ServiceApplication (`scan`, `save_and_wake`) and `IngestRequest`."""
 
     ingest_event_class: type
+
+    def subject_terms(self):
+        """The subject index (shared.subject_index): accepted events by the identifiers
+        they carry, views by the profile ids viewed."""
+        return {
+            self.ingest_event_class: lambda state: [
+                term for accepted in state.get("accepted") or () if isinstance(accepted, dict)
+                for term in terms_of_event(accepted)],
+            PersonViewed.Viewed: lambda state: [
+                subject_of_profile(p) for p in state.get("profile_ids") or ()],
+        }
 
     def record_view(self, viewer: str, role: str, profile_ids: list[str], what: str,
                     token: str = "") -> None:
@@ -61,13 +90,14 @@ class GatewaySubjectData:
               limit: int = 100) -> list[dict[str, Any]]:
         """The latest views, newest first, of one person or by one viewer (or all)."""
         found = []
-        for seen in self.scan(PersonViewed.Viewed):
+        seen_events = self.scan(PersonViewed.Viewed) if profile_id is None else \
+            self.events_of_subjects([subject_of_profile(profile_id)], PersonViewed.Viewed)
+        for seen in seen_events:
             if profile_id and profile_id not in seen.profile_ids:
                 continue
             if viewer and seen.viewer != viewer:
                 continue
-            found.append({"viewer": seen.viewer, "role": seen.role, "token": seen.token,
-                          "profile_ids": seen.profile_ids, "what": seen.what, "at": seen.at})
+            found.append(_view_of(seen))
         found.reverse()
         return found[:limit]
 
@@ -80,12 +110,15 @@ class GatewaySubjectData:
         for identifier_type, value in identifiers:
             by_type.setdefault(identifier_type, set()).add(
                 value.strip().lower() if identifier_type == "email" else value)
+        candidates = self.events_of_subjects(terms_of_identifiers(by_type),
+                                             self.ingest_event_class)
         received = [{"source": request.source, "received_at": request.received_at,
                      "event": accepted}
-                    for request in self.scan(self.ingest_event_class)
+                    for request in candidates
                     for accepted in request.accepted if concerns(accepted, by_type)]
         mine = set(profile_ids)
-        views = [v for v in self.views(limit=VIEWS_SCAN_LIMIT) if mine & set(v["profile_ids"])]
+        views = [_view_of(seen) for seen in self.events_of_subjects(
+            [subject_of_profile(p) for p in mine], PersonViewed.Viewed)]
         for view in views:  # the other people of a list view are not this person's business
             view["profile_ids"] = sorted(mine & set(view["profile_ids"]))
-        return {"service": "gateway", "received": received, "views": list(reversed(views))}
+        return {"service": "gateway", "received": received, "views": views}

@@ -47,6 +47,9 @@ class Platform:
     rabbit_node: str | None = None  # for rabbitmqctl -n; None: the default node
     postgres_port: int = 5432
     commands: list[list[str]] = field(default_factory=list)
+    # A directory (and, real mode, a database) of one's own that outlives the platform:
+    # a benchmark loads once and times again on the same data (bench/console.py --reuse).
+    kept_dir: Path | None = None
 
     @property
     def broker_url(self) -> str:
@@ -75,7 +78,11 @@ class Platform:
         return env | self.destination_secrets | self.extra_env
 
     def start(self, timeout: float = 60.0) -> Platform:
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"tessera-{self.mode}-"))
+        if self.kept_dir is not None:
+            self.kept_dir.mkdir(parents=True, exist_ok=True)
+            self.workdir = self.kept_dir
+        else:
+            self.workdir = Path(tempfile.mkdtemp(prefix=f"tessera-{self.mode}-"))
         self.port = self.port or _free_port()
         (self.workdir / "destinations.json").write_text(
             json.dumps({"destinations": self.destinations}))
@@ -208,11 +215,12 @@ class Platform:
         self.processes.clear()
         self.ops_ports.clear()
         if self.mode == "real" and self.database:
-            drop_database(self.database, self.postgres_port)
+            if self.kept_dir is None:
+                drop_database(self.database, self.postgres_port)
             delete_vhost(self.vhost, self.rabbit_node)
 
     def cleanup(self) -> None:
-        if self.workdir is not None:
+        if self.workdir is not None and self.kept_dir is None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Platform:

@@ -45,8 +45,8 @@ def refused(viewer: Viewer | None, status: int, message: str) -> str:
 
 
 # ---- overview -----------------------------------------------------------------------------
-def overview(viewer: Viewer, per_minute: list[tuple[str, int]], status: dict[str, Any],
-             deliveries: dict[str, dict[str, Any]]) -> str:
+def overview(viewer: Viewer, per_minute: list[tuple[str, int]], counted_since: str | None,
+             status: dict[str, Any], deliveries: dict[str, dict[str, Any]]) -> str:
     lag = [(s["service"], s.get("outbox_backlog", 0) + s.get("in_flight", 0))
            for s in status["services"]]
     sent = [(name, d.get("delivered", 0)) for name, d in sorted(deliveries.items())]
@@ -56,8 +56,8 @@ def overview(viewer: Viewer, per_minute: list[tuple[str, int]], status: dict[str
         '<section><h2>Events in per minute</h2>'
         + column_chart(per_minute, caption=f"accepted events, last {len(per_minute)} minutes")
         + f'<p>{sum(v for _, v in per_minute)} events in the last {len(per_minute)} minutes'
-        + ("" if len(per_minute) >= 60 else " (the newest 1,000 events read: the chart covers "
-                                             "the minutes they span)") + '</p></section>'
+        + (f" (counted since {esc(counted_since)} UTC: earlier ones are not in the chart)"
+           if counted_since else "") + '</p></section>'
         '<section><h2>Pipeline lag per service</h2>'
         '<p>Events saved but not yet published, plus batches being handled. '
         f'{"Drained." if status["drained"] else "Work in progress."} '
@@ -313,7 +313,8 @@ def compliance(viewer: Viewer, open_requests: list[dict[str, Any]],
                     raw=1, empty="no open request") + filing
             + "<h2>A person's history</h2>" + lookup
             + '<h2>Audit</h2><p><a href="/console/compliance/audit">Verify every service\'s '
-              'history now</a> · <a href="/console/compliance/processing-records">Records of '
+              'history</a> (what is new since the last check; a full run on request) · '
+              '<a href="/console/compliance/processing-records">Records of '
               'processing (Art. 30)</a></p><h3>Latest signed checkpoints</h3>'
             + table(("service", "sealed up to", "events", "sealed at"), seals,
                     empty="nothing sealed yet"))
@@ -349,13 +350,48 @@ def subject(viewer: Viewer, identifier: str, export: dict[str, Any],
     return page("A person's history", body, viewer, "/console/compliance")
 
 
-def audit(viewer: Viewer, reports: list[dict[str, Any]], keys: str) -> str:
+def audit(viewer: Viewer, reports: list[dict[str, Any]], keys: str, full: bool = False
+          ) -> str:
+    """What was checked is said as it was: a full run recomputed every chain from its first
+    event; an incremental one went on from the last checkpoint found intact before and
+    hashed only what came after it, so it cannot see tampering with what it had already
+    verified: that is what the last full run (its time and result shown) is for."""
     rows = ((r["service"], "intact" if r["ok"] else "BROKEN", r.get("events", ""),
-             r.get("first_problem") or r.get("missing") or "") for r in reports)
-    body = ("<p>Every service's chain recomputed from its store now, and every signed "
-            f"checkpoint checked.</p>{notice(keys)}" + table(("service", "result", "events checked",
-                                              "first problem"), rows))
+             _checked(r), _last_full(r), r.get("first_problem") or r.get("missing") or "")
+            for r in reports)
+    if full:
+        what = ("<p>Full verification: every service's chain recomputed from its first "
+                "stored event now, and every signed checkpoint checked.</p>")
+    else:
+        what = ("<p>Incremental verification: each chain is taken up again from the last "
+                "signed checkpoint an earlier run found intact, and only the events stored "
+                "after it are hashed and checked now. Tampering with history verified "
+                "before is found only by a full run: see when each service's last one ran."
+                "</p>")
+    button = ('<p><a href="/console/compliance/audit?full=1" id="full-verification">Run a '
+              'full verification now</a> (reads every service\'s whole store: this takes '
+              'a while)</p>')
+    body = (what + notice(keys) + table(
+        ("service", "result", "events in chain", "checked now", "last full verification",
+         "first problem"), rows) + button)
     return page("Audit verification", body, viewer, "/console/compliance")
+
+
+def _checked(report: dict[str, Any]) -> str:
+    if report.get("missing"):
+        return ""
+    if report.get("full"):
+        return f"all {report.get('hashed', 0)} (full)"
+    return (f"{report.get('hashed', 0)} new, after notification "
+            f"{report.get('from_notification')} (sealed {report.get('from_sealed_at')})")
+
+
+def _last_full(report: dict[str, Any]) -> str:
+    if report.get("last_full_at") is None:
+        return "never"
+    result = "intact" if report.get("last_full_ok") else \
+        f"BROKEN: {report.get('last_full_problem')}"
+    return f"{report['last_full_at']}: {result}"
 
 
 def processing_records(viewer: Viewer, report: dict[str, Any]) -> str:

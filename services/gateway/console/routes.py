@@ -17,7 +17,6 @@ from urllib.parse import quote, urlencode
 from werkzeug.wrappers import Response
 
 from services.gateway.access import ROLE_PERMISSIONS, Caller, Permission, allows
-from services.gateway.application import INGEST_TOPICS, IngestRequest
 from services.gateway.console import pages
 from services.gateway.console.html import Viewer
 from services.gateway.console.session import (
@@ -30,9 +29,9 @@ from services.gateway.console.session import (
     session_cookie,
 )
 from services.gateway.guard import api
+from services.gateway.ingest_counts import minute_of
 from services.gateway.subject_data import SubjectNotFound, parse_identifier, subject_history
-from shared.audit import SERVICES as AUDITED_SERVICES
-from shared.audit import latest_checkpoints, trusted_public_keys, verify_service
+from shared.audit import latest_checkpoints, trusted_public_keys
 
 STATIC = Path(__file__).parent / "static"
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript"}
@@ -42,8 +41,6 @@ SECURITY_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'sel
                     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
                     "Cache-Control": "no-store"}
 MINUTES_SHOWN = 60
-EVENTS_READ = 1_000  # at most, for the per-minute chart (decoding is the cost)
-INGEST_PAGE = 20
 SEGMENT_MEMBERS_READ = 1000
 
 
@@ -150,40 +147,21 @@ class ConsoleRoutes:
     @api("GET", "/console", Permission.OPERATIONS_READ, refuse="_refuse_page")
     def console_overview(self, request):
         def render(viewer):
-            return _html(200, pages.overview(viewer, self._events_per_minute(),
+            return _html(200, pages.overview(viewer, *self._events_per_minute(),
                                              self.pipeline_status(),
                                              self._call(self.activation.stats)))
         return self._page(request, render)
 
-    def _events_per_minute(self) -> list[tuple[str, int]]:
-        """Accepted events per minute over the last hour, read newest batch first. Reading
-        a batch decodes its events, so the read stops after EVENTS_READ events: under heavy
-        load the chart covers the minutes those events span (its caption says how many)."""
-        now = datetime.now(UTC).replace(second=0, microsecond=0)
-        minutes = [(now - timedelta(minutes=m)).strftime("%Y-%m-%dT%H:%M")
+    def _events_per_minute(self) -> tuple[list[tuple[str, int]], str | None]:
+        """Accepted events per minute over the last hour, as counted at ingest
+        (services/gateway/ingest_counts.py), and since when they are counted."""
+        now = datetime.now(UTC)
+        minutes = [minute_of(now - timedelta(minutes=m))
                    for m in range(MINUTES_SHOWN - 1, -1, -1)]
-        counts = dict.fromkeys(minutes, 0)
-        recorder = self.app.process_recorder
-        stop, read, oldest = recorder.max_notification_id() or 0, 0, minutes[0]
-        while stop > 0 and read < EVENTS_READ:
-            start = max(1, stop - INGEST_PAGE + 1)
-            page = recorder.select_notifications(start=start, stop=stop, limit=INGEST_PAGE,
-                                                 topics=INGEST_TOPICS)
-            for notification in reversed(page):
-                received = self.app.mapper.to_domain_event(notification)
-                if not isinstance(received, IngestRequest.Received):
-                    continue
-                minute = str(received.received_at)[:16]
-                if minute < minutes[0]:
-                    return _per_minute(counts, minutes[0])
-                if minute in counts:
-                    counts[minute] += len(received.accepted)
-                read += len(received.accepted)
-                if read >= EVENTS_READ:
-                    oldest = minute  # a minute read in part: not shown
-                    return _per_minute(counts, oldest, partial=True)
-            stop = start - 1
-        return _per_minute(counts, oldest)
+        counts = self.app.ingest_counts.per_minute(minutes[0], minutes[-1])
+        since = self.app.ingest_counts.since()
+        return [(minute[11:], counts.get(minute, 0)) for minute in minutes], \
+            since if since and since > minutes[0] else None
 
     # ---- profiles -------------------------------------------------------------------------
     @api("GET", "/console/profiles", Permission.PROFILES_READ, refuse="_refuse_page")
@@ -435,20 +413,17 @@ class ConsoleRoutes:
 
     @api("GET", "/console/compliance/audit", Permission.AUDIT_READ, refuse="_refuse_page")
     def console_audit(self, request):
+        """Incremental by default (services/gateway/audit_runs.py); `?full=1` recomputes
+        every chain from its first event, as `tessera audit verify` does."""
         def render(viewer):
             try:
                 trusted, keys_from = trusted_public_keys(self.app.settings)
             except ValueError as unset:  # e.g. real mode with no key configured
                 return _html(200, pages.audit(viewer, [], f"Cannot verify: {unset}."))
-            reports = []
-            for service in AUDITED_SERVICES:
-                report = verify_service(self.app.settings, service, trusted)
-                reports.append({"service": service, "ok": report.ok, "events": report.events,
-                                "missing": report.missing,
-                                "first_problem": report.findings[0].message
-                                if report.findings else None})
+            full = request.args.get("full") == "1"
+            reports = self.app.audit_runs.verify(self.app.settings, trusted, full=full)
             return _html(200, pages.audit(viewer, reports,
-                                          f"Signatures checked with {keys_from}."))
+                                          f"Signatures checked with {keys_from}.", full=full))
         return self._page(request, render)
 
     @api("GET", "/console/compliance/processing-records", Permission.AUDIT_READ,
@@ -463,12 +438,6 @@ def _local(path: str | None) -> str:
     if path and path.startswith("/console") and not path.startswith("//"):
         return path
     return "/console"
-
-
-def _per_minute(counts: dict[str, int], oldest: str, partial: bool = False
-                ) -> list[tuple[str, int]]:
-    return [(minute[11:], count) for minute, count in counts.items()
-            if minute > oldest or (minute == oldest and not partial)]
 
 
 def _counts(replayed: dict[str, Any]) -> str:
