@@ -223,13 +223,14 @@ class ServiceApplication(Application):
                 yield mapper.to_domain_event(notification)
 
     def _record(self, processing: ProcessingEvent) -> list[Any]:
-        if self.subject_index:
-            rows = self.subject_index.rows(processing.events)
-            if rows:  # in the transaction of the events they index (shared.readmodel)
-                writes = self.subject_index.writes(rows)
-                writes.extend(processing.saved_kwargs.get(READ_MODEL_WRITES))
-                processing.saved_kwargs[READ_MODEL_WRITES] = writes
+        pending = self.subject_index.pending(processing.events) if self.subject_index else []
+        if pending:  # in the transaction of the events they index (shared.readmodel)
+            writes = self.subject_index.pending_writes(pending)
+            writes.extend(processing.saved_kwargs.get(READ_MODEL_WRITES))
+            processing.saved_kwargs[READ_MODEL_WRITES] = writes
         recordings = self._record_sealed(processing)
+        if pending:
+            self.subject_index.saved(pending)
         cache = self.repository.cache
         if self.written_once and cache is not None:
             for aggregate_id, aggregate in processing.aggregates.items():

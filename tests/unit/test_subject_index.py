@@ -3,15 +3,17 @@ embedded (SQLite) and on PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 
 import pytest
 
 from services.gateway.application import GatewayApplication, IngestRequest
+from shared import subject_index
 from shared.config import Settings
 from shared.privacy import subject_of_identifier
-from shared.subject_index import BUILT, TABLE
+from shared.subject_index import BUILT, PENDING, TABLE
 
 ADA = {"type": "identify", "userId": "ada", "traits": {"email": "Ada@Example.com"}}
 BYRON = {"type": "identify", "userId": "byron", "traits": {"email": "byron@example.org"}}
@@ -65,13 +67,43 @@ def test_the_index_names_nobody(settings):
     gateway = GatewayApplication(settings)
     ingest(gateway, ADA)
     rm = gateway.read_model()
+    expected = sorted(gateway.privacy.hashed(subject_of_identifier(*i))
+                      for i in (("user_id", "ada"), ("email", "ada@example.com")))
 
+    (pending,) = rm.query(f"SELECT terms FROM {rm.table(PENDING)}")
+    gateway.subject_index.fold()
     terms = [r["term"] for r in rm.query(f"SELECT term FROM {rm.table(TABLE)}")]
 
-    # the user id and the email, as keyed hashes (HMAC under the privacy secret)
-    assert sorted(terms) == sorted(gateway.privacy.hashed(subject_of_identifier(*i))
-                                   for i in (("user_id", "ada"), ("email", "ada@example.com")))
-    assert not any(term.startswith(("user_id:", "email:")) for term in terms)
+    # the user id and the email, as keyed hashes (HMAC under the privacy secret), both
+    # while the save's row waits to be folded in and once it is
+    assert json.loads(pending["terms"]) == expected
+    assert sorted(terms) == expected
+    assert rm.query(f"SELECT terms FROM {rm.table(PENDING)}") == []
+
+
+def test_pending_rows_are_folded_in_bulk_and_before_any_lookup(settings):
+    gateway = GatewayApplication(settings)
+    rm = gateway.read_model()
+    for _ in range(3):
+        ingest(gateway, ADA)
+    assert len(rm.query(f"SELECT terms FROM {rm.table(PENDING)}")) == 3
+    assert rm.query(f"SELECT term FROM {rm.table(TABLE)}") == []
+
+    assert len(batches_found(gateway, "user_id", "ada")) == 3  # the lookup folded them in
+
+    assert rm.query(f"SELECT terms FROM {rm.table(PENDING)}") == []
+
+
+def test_a_process_folds_once_enough_indexed_events_have_gathered(settings, monkeypatch):
+    monkeypatch.setattr(subject_index, "FOLD_EVERY", 2)
+    gateway = GatewayApplication(settings)
+    rm = gateway.read_model()
+
+    ingest(gateway, ADA)
+    ingest(gateway, BYRON)
+
+    assert rm.query(f"SELECT terms FROM {rm.table(PENDING)}") == []
+    assert len(rm.query(f"SELECT term FROM {rm.table(TABLE)}")) == 4
 
 
 def test_a_store_written_before_the_index_is_indexed_when_the_service_starts(settings):
