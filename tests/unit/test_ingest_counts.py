@@ -10,22 +10,13 @@ import pytest
 
 from services.gateway.application import GatewayApplication
 from services.gateway.ingest_counts import minute_of
-from shared.config import Settings
 
 NOON = datetime(2026, 11, 30, 12, 0, 30, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
-def settings(request, tmp_path):
-    if request.param == "sqlite":
-        yield Settings(data_dir=tmp_path, write_keys={"wk": "web"})
-        return
-    from tessera.testing.platform import drop_database
-
-    name = f"ingest_counts_{uuid.uuid4().hex[:12]}"
-    yield Settings(database="postgres", data_dir=tmp_path, postgres_dbname=name,
-                   write_keys={"wk": "web"})
-    drop_database(name)
+@pytest.fixture
+def settings(store_settings):
+    return store_settings
 
 
 def track(message_id: str | None = None, **extra) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -186,24 +187,37 @@ def either_app(request, tmp_path, clock):
         drop_database(settings.postgres_dbname)
 
 
-def test_a_profile_changed_live_after_its_page_was_read_ahead_is_judged_as_it_is_now(
-        either_app, clock):
-    app, feed = either_app, Feed(either_app, clock)
+def nine_french_buyers(app: SegmentsApplication, feed: Feed) -> list[str]:
+    """Nine French buyers, and a backfill of `french_buyers` over them still to run."""
     everyone = people(9)
     for profile_id in everyone:
         feed.order(profile_id, {"country": "FR"})
     define(app, "french_buyers", {"and": [FRENCH, BUYER]})
-    moved = everyone[4]  # on the second page, read while the first is evaluated
+    return everyone
+
+
+def backfill_in_pages_of_three(app: SegmentsApplication, between: Callable[[], None]):
+    """The backfill, with `between` run after its first page (the second page is read
+    ahead while the first is evaluated)."""
     backfill_page = app._backfill_page
 
-    def page_then_live_traffic(job, page):
+    def page_then(job, page):
         evaluated = backfill_page(job, page)
         if job["after"] == "":
-            feed.send(feed.item(moved, {"country": "DE"}))  # live, between two pages
+            between()
         return evaluated
 
-    app._backfill_page = page_then_live_traffic
+    app._backfill_page = page_then
     app.run_backfills(page=3)
+
+
+def test_a_profile_changed_live_after_its_page_was_read_ahead_is_judged_as_it_is_now(
+        either_app, clock):
+    app, feed = either_app, Feed(either_app, clock)
+    everyone = nine_french_buyers(app, feed)
+    moved = everyone[4]  # on the second page, read while the first is evaluated
+
+    backfill_in_pages_of_three(app, lambda: feed.send(feed.item(moved, {"country": "DE"})))
 
     members = [m["profile_id"] for m in app.members("french_buyers")["members"]]
     assert members == [p for p in everyone if p != moved]
@@ -214,21 +228,9 @@ def test_a_profile_changed_live_after_its_page_was_read_ahead_is_judged_as_it_is
 def test_a_profile_erased_after_its_page_was_read_ahead_is_not_written_back(
         either_app, clock):
     app, feed = either_app, Feed(either_app, clock)
-    everyone = people(9)
-    for profile_id in everyone:
-        feed.order(profile_id, {"country": "FR"})
-    define(app, "french_buyers", {"and": [FRENCH, BUYER]})
-    erased = everyone[4]  # on the second page, read while the first is evaluated
-    backfill_page = app._backfill_page
+    erased = nine_french_buyers(app, feed)[4]  # on the second page, read ahead
 
-    def page_then_erasure(job, page):
-        evaluated = backfill_page(job, page)
-        if job["after"] == "":
-            app.erase_subject([erased], [])
-        return evaluated
-
-    app._backfill_page = page_then_erasure
-    app.run_backfills(page=3)
+    backfill_in_pages_of_three(app, lambda: app.erase_subject([erased], []))
 
     assert app.memberships(erased) == {"profile_id": erased, "segments": {}, "history": []}
     assert app.rm.query(f"SELECT profile_id FROM {app.rm.table('profiles')} "
@@ -271,10 +273,7 @@ def live_change_after_first_page(app: SegmentsApplication, feed: Feed, item: dic
 def test_a_live_change_to_a_profile_of_a_page_being_saved_applies_after_the_page(
         either_app, clock):
     app, feed = either_app, Feed(either_app, clock)
-    everyone = people(9)
-    for profile_id in everyone:
-        feed.order(profile_id, {"country": "FR"})
-    define(app, "french_buyers", {"and": [FRENCH, BUYER]})
+    everyone = nine_french_buyers(app, feed)
     moved = everyone[1]  # on the first page
     outcomes = slow_page_saves(app)
     live_change_after_first_page(app, feed, feed.item(moved, {"country": "DE"}))
@@ -293,10 +292,7 @@ def test_a_page_that_failed_to_save_is_evaluated_again_and_the_live_batch_still_
     app, feed = either_app, Feed(either_app, clock)
     if app.rm.sqlite:
         pytest.skip("SQLite saves a page before going on: no save in the background")
-    everyone = people(9)
-    for profile_id in everyone:
-        feed.order(profile_id, {"country": "FR"})
-    define(app, "french_buyers", {"and": [FRENCH, BUYER]})
+    everyone = nine_french_buyers(app, feed)
     moved = everyone[1]  # on the first page, whose save fails
     outcomes = slow_page_saves(app, failures=1)
     live_change_after_first_page(app, feed, feed.item(moved, {"country": "DE"}))
@@ -315,10 +311,7 @@ def test_a_page_that_failed_to_save_stops_the_backfill_until_it_resumes_from_the
     app, feed = either_app, Feed(either_app, clock)
     if app.rm.sqlite:
         pytest.skip("SQLite saves a page before going on: no save in the background")
-    everyone = people(9)
-    for profile_id in everyone:
-        feed.order(profile_id, {"country": "FR"})
-    define(app, "french_buyers", {"and": [FRENCH, BUYER]})
+    everyone = nine_french_buyers(app, feed)
     slow_page_saves(app, failures=1)
     with pytest.raises(ConnectionError):
         app.run_backfills(page=3)  # the second page's save waits for the first: it failed

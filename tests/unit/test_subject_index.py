@@ -11,7 +11,6 @@ import pytest
 
 from services.gateway.application import GatewayApplication, IngestRequest
 from shared import subject_index
-from shared.config import Settings
 from shared.privacy import subject_of_identifier
 from shared.subject_index import BUILT, PENDING, TABLE
 
@@ -19,17 +18,9 @@ ADA = {"type": "identify", "userId": "ada", "traits": {"email": "Ada@Example.com
 BYRON = {"type": "identify", "userId": "byron", "traits": {"email": "byron@example.org"}}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
-def settings(request, tmp_path):
-    if request.param == "sqlite":
-        yield Settings(data_dir=tmp_path, write_keys={"wk": "web"})
-        return
-    from tessera.testing.platform import drop_database
-
-    name = f"subject_index_{uuid.uuid4().hex[:12]}"
-    yield Settings(database="postgres", data_dir=tmp_path, postgres_dbname=name,
-                   write_keys={"wk": "web"})
-    drop_database(name)
+@pytest.fixture
+def settings(store_settings):
+    return store_settings
 
 
 def ingest(gateway: GatewayApplication, *events: dict) -> None:
