@@ -141,4 +141,4 @@ def test_the_command_line_runs_the_kit_and_says_what_passed(capsys):
     assert main(["connector", "test", "webhook"]) == 0
     out = capsys.readouterr().out
     assert "PASS  another_4xx_is_never_retried" in out
-    assert out.strip().endswith("webhook: 11 passed, 0 failed, 2 skipped")
+    assert out.strip().endswith("webhook: 12 passed, 0 failed, 2 skipped")
