@@ -83,6 +83,7 @@ class ActivationApplication(ServiceApplication):
         self._connectors: dict[str, Any] = {}
         self._limiters: dict[str, RateLimiter] = {}
         self._circuits: dict[str, CircuitBreaker] = {}
+        self._dropped: dict[str, list[int]] = {}  # destination -> lanes it no longer has
         self._credentials: CredentialVault | None = None
         self._sleep = sleep
         self._clock = clock  # the circuits' (tests turn it by hand)
@@ -378,14 +379,23 @@ class ActivationApplication(ServiceApplication):
                 or DestinationLedger(destination, lane))
 
     def _ledgers(self, destination: str) -> list[DestinationLedger]:
-        """The ledgers of every lane the destination has (or had: a destination given
-        fewer lanes keeps the dead letters of the lanes it dropped)."""
-        ledgers = [self._ledger(destination)]
-        for lane in range(1, MAX_LANES):
-            found = self.find(DestinationLedger.create_id(destination, lane))
-            if found is not None:
-                ledgers.append(found)
+        """The ledgers of every lane the destination has, and of lanes it had: a
+        destination given fewer lanes keeps the dead letters of the lanes it dropped."""
+        configured = self.destinations[destination].lanes \
+            if destination in self.destinations else 1
+        ledgers = [self._ledger(destination, lane) for lane in range(configured)]
+        for lane in self._dropped_lanes(destination, configured):
+            ledgers.append(self._ledger(destination, lane))
         return ledgers
+
+    def _dropped_lanes(self, destination: str, configured: int) -> list[int]:
+        """Lanes beyond the configuration that have a ledger, looked up once: no queue
+        feeds them any more, so none appears later."""
+        if destination not in self._dropped:
+            self._dropped[destination] = [
+                lane for lane in range(configured, MAX_LANES)
+                if self.find(DestinationLedger.create_id(destination, lane)) is not None]
+        return self._dropped[destination]
 
     # ---- dead letters -----------------------------------------------------------------
     def dead_letters(self, destination: str) -> list[dict[str, Any]]:
