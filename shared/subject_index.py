@@ -87,16 +87,6 @@ class SubjectIndex:
             "built_at TEXT)")
 
     # ---- writing: rows for the events of one save -------------------------------------
-    def rows(self, domain_events: Iterable[Any]) -> list[tuple[str, Any, int]]:
-        found: set[tuple[str, Any, int]] = set()
-        for domain_event in domain_events:
-            of = self.terms.get(get_topic(type(domain_event)))
-            if of is None:
-                continue
-            found.update(self._rows_of(of, vars(domain_event), domain_event.originator_id,
-                                       domain_event.originator_version))
-        return sorted(found, key=lambda row: (row[0], str(row[1]), row[2]))
-
     def pending(self, domain_events: Iterable[Any]) -> list[tuple[Any, int, str]]:
         """One pending row per indexed event of a save: (stream, version, its terms)."""
         pending = []
